@@ -1,0 +1,306 @@
+"""``deal-chains`` command line: generate | bench | spec validate | spec schema | models | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from deal_chains.errors import DealChainsError, InputError
+
+
+def _set_threads() -> None:
+    # honour an explicit thread count; torch's default can oversubscribe a shared machine
+    n = os.environ.get("DEAL_CHAINS_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file, validated before any work starts (so a bad line 900
+    does not waste the first 899 generations)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file not found: {p}")
+    records = []
+    with p.open("r", encoding="utf-8", errors="strict") as fh:
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p}: not valid UTF-8 ({exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{p}:{lineno}: each line must be a JSON object, got {type(rec).__name__}")
+        rec["__line__"] = lineno
+        records.append(rec)
+    if not records:
+        raise InputError(f"{p}: no input records")
+    return records
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from deal_chains.search.engine import DeALEngine
+    from deal_chains.spec import load_spec
+    from rewards.base import RewardContext
+
+    spec = load_spec(args.spec, overrides=args.set or [])
+    overrides = {"strategy": args.strategy} if args.strategy else {}
+    config = spec.search_config(**overrides)
+    records = read_jsonl(args.input)
+    engine = DeALEngine(args.model or spec.model, device=args.device)
+    count_tokens = lambda text: len(engine.lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+
+    prompts, rewards, systems, contexts = [], [], [], []
+    for rec in records:
+        where = f"{args.input}:{rec['__line__']}"
+        variables = {k: v for k, v in rec.items() if k != "__line__"}
+        prompt = rec.get("prompt")
+        if prompt is None:
+            prompt = spec.render_prompt(variables)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"{where}: field 'prompt' must be a non-empty string "
+                             "(or the spec must have a prompt template)")
+        try:
+            rewards.append(spec.build_rewards(variables, count_tokens=count_tokens))
+            systems.append(spec.render_system(variables))
+        except DealChainsError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        prompts.append(prompt)
+        contexts.append(RewardContext(prompt=prompt, variables=variables))
+
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    # line-buffered appends: a crash keeps every record already finished
+    with out_path.open("w", encoding="utf-8") as out:
+        try:
+            for i, res in engine.iter_generate(prompts, rewards, config, system=systems, contexts=contexts,
+                                               batch_size=args.batch_size, progress=not args.quiet):
+                rec = {k: v for k, v in records[i].items() if k != "__line__"}
+                rec.update({
+                    "text": res.text, "rewards": res.rewards, "reward": res.reward, "score": res.score,
+                    "finished": res.finished, "finish_reason": res.finish_reason,
+                    "strategy": res.strategy,
+                    "stats": {"seconds": round(res.stats.seconds, 4), "new_tokens": res.stats.new_tokens,
+                              "forward_passes": res.stats.forward_passes,
+                              "candidates_scored": res.stats.candidates_scored},
+                })
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+                written += 1
+        except DealChainsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print(f"{written} of {len(records)} records were written to {out_path} before the error",
+                  file=sys.stderr)
+            return 1
+    if not args.quiet:
+        print(f"wrote {written} records to {out_path}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench_commongen(args: argparse.Namespace) -> int:
+    from deal_chains.bench.commongen import load_commongen
+    from deal_chains.bench.runner import COMMONGEN_COLUMNS, format_table, parse_strategy, run_commongen, write_json
+    from deal_chains.search.engine import DeALEngine
+    base: dict[str, Any] = {}
+    if args.set:
+        from deal_chains.spec import apply_overrides
+
+        base = apply_overrides({"search": {}}, args.set).get("search", {})
+    try:
+        strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    items = load_commongen(args.data, args.constraints, n=args.n, offset=args.offset)
+    engine = DeALEngine(args.model, device=args.device)
+    report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
+                           progress=not args.quiet)
+    report["command"] = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
+        else "deal-chains bench commongen ..."
+    print(format_table(report, COMMONGEN_COLUMNS))
+    m = report["machine"]
+    print(f"\n{report['n']} prompts, model {m['model']} on {m['device']} ({m['cpu_count']} cores, "
+          f"{m['torch_threads']} torch threads); ratio = strategy wall time / greedy wall time, same run")
+    if args.out:
+        write_json(report, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- spec / models
+
+
+def cmd_spec_validate(args: argparse.Namespace) -> int:
+    from deal_chains.spec import load_spec
+
+    bad = 0
+    for f in args.files:
+        try:
+            spec = load_spec(Path(f))
+        except DealChainsError as exc:
+            bad += 1
+            print(str(exc), file=sys.stderr)
+            continue
+        print(f"{f}: ok ({len(spec.rewards)} rewards, strategy {spec.search_config().strategy})")
+    return 1 if bad else 0
+
+
+def cmd_spec_schema(args: argparse.Namespace) -> int:
+    from deal_chains.spec.schema import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from deal_chains.models.default import (DEFAULT_MODEL_PIP, converted_default_dir, default_gguf_dir)
+
+    try:
+        gguf = default_gguf_dir()
+        print(f"default: SmolLM2-135M-Instruct (GGUF in {gguf})")
+    except DealChainsError:
+        print(f"default: not installed ({DEFAULT_MODEL_PIP})")
+    conv = converted_default_dir()
+    print(f"  converted copy: {conv} ({'present' if (conv / 'model.safetensors').is_file() else 'not yet'})")
+    print("any Hugging Face causal-LM id or local directory also works (--model NAME_OR_PATH)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+DEMO_SETS = [
+    ["dog", "frisbee", "catch", "throw"],
+    ["field", "look", "stand"],
+    ["kid", "dance", "room"],
+    ["cat", "couch", "pet"],
+]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deal_chains.bench.commongen import commongen_prompt
+    from deal_chains.search.config import SearchConfig
+    from deal_chains.search.engine import DeALEngine
+    from rewards.keywords import KeywordCoverage
+    from rewards.length import LengthReward
+
+    t = time.perf_counter()
+    engine = DeALEngine(args.model, device=args.device)
+    print(f"model {engine.lm.name} loaded on {engine.lm.device} in {time.perf_counter() - t:.1f}s\n")
+    prompts = [commongen_prompt(c) for c in DEMO_SETS]
+    rewards = [[KeywordCoverage(c, name="keywords"), LengthReward(max_words=20, weight=0.3)] for c in DEMO_SETS]
+    engine.generate(prompts[:1], rewards[:1], SearchConfig(strategy="greedy", max_new_tokens=2))  # warm-up
+    runs = {}
+    for name, cfg in (("greedy", SearchConfig(strategy="greedy")), ("deal", SearchConfig(strategy="deal"))):
+        t = time.perf_counter()
+        runs[name] = (engine.generate(prompts, rewards, cfg), time.perf_counter() - t)
+    for i, concepts in enumerate(DEMO_SETS):
+        print(f"concepts: {', '.join(concepts)}")
+        for name, (results, _) in runs.items():
+            r = results[i]
+            breakdown = ", ".join(f"{k}={v:.2f}" for k, v in r.rewards.items())
+            cut = "" if r.finished else "  [cut: token budget reached]"
+            print(f"  {name:6s} {r.text!r}{cut}\n         reward {r.reward:.2f} ({breakdown}), "
+                  f"logprob/token {r.mean_logprob:.2f}")
+        print()
+    g, d = runs["greedy"][1], runs["deal"][1]
+    print(f"wall time: greedy {g:.2f}s, deal {d:.2f}s, ratio {d / g:.2f}x "
+          f"(4 prompts searched together, same run)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deal-chains", description="Decoding-time alignment for LLM pipelines.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="align generations for a JSONL file of inputs")
+    g.add_argument("--spec", required=True, help="reward spec YAML file (or preset name)")
+    g.add_argument("--input", required=True, help="JSONL: one object per line with 'prompt' + variables")
+    g.add_argument("--output", required=True, help="JSONL output (records are written as they finish)")
+    g.add_argument("--strategy", choices=["greedy", "sample", "best_of_n", "rerank", "deal"])
+    g.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec field, e.g. search.top_k=4")
+    g.add_argument("--model", help="override the spec's model")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    c = bsub.add_parser("commongen", help="keyword coverage on CommonGen, every strategy timed against greedy")
+    c.add_argument("--data", required=True, help="CommonGen file: 'concepts = reference' per line")
+    c.add_argument("--constraints", help="per-line JSON inflection lists (same order as --data)")
+    c.add_argument("--n", type=int, default=50)
+    c.add_argument("--offset", type=int, default=0)
+    c.add_argument("--strategies", default="greedy,deal,deal-exact",
+                   help="comma list of: greedy, sample, best_of_n, rerank, deal, deal-exact, deal-noadapt; "
+                        "settings per entry as name:key=value:key=value")
+    c.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
+    c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row")
+    c.add_argument("--batch-size", type=int, default=None, help="prompts searched together (all rows)")
+    c.add_argument("--model", default="default")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--out", default="bench-commongen.json", help="JSON report path")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_bench_commongen)
+
+    s = sub.add_parser("spec", help="reward-spec tools")
+    ssub = s.add_subparsers(dest="spec_cmd", required=True)
+    v = ssub.add_parser("validate", help="validate spec files; every error with file:line:column and field")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_spec_validate)
+    sc = ssub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc.add_argument("--out")
+    sc.set_defaults(func=cmd_spec_schema)
+
+    m = sub.add_parser("models", help="show the default model and where its converted copy lives")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("demo", help="greedy vs DeAL on a few keyword prompts with the default model")
+    d.add_argument("--model", default="default")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _set_threads()
+    try:
+        return int(args.func(args) or 0)
+    except DealChainsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

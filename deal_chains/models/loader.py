@@ -1,0 +1,208 @@
+"""Load a causal LM: the embedded default, a Hugging Face id, or a local directory."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from deal_chains.errors import ModelLoadError, PromptTooLongError
+from deal_chains.models.default import DEFAULT_MODEL_NAME, ensure_default_converted
+
+Messages = Sequence[dict[str, str]]
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the facts the search needs."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+    context_length: int
+    eos_token_ids: frozenset[int]
+    pad_token_id: int
+    has_chat_template: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def format_prompt(self, prompt: str | Messages, system: str | None = None) -> list[int]:
+        """Token ids of the model input for a user prompt (or chat messages).
+
+        Chat models get their chat template with a generation prompt; ``system`` (the
+        start-state adaptation of DeAL) becomes the system message, or is prepended for
+        models without a template.
+        """
+        if isinstance(prompt, str):
+            messages: list[dict[str, str]] = [{"role": "user", "content": prompt}]
+        else:
+            messages = [dict(m) for m in prompt]
+        if system:
+            if messages and messages[0].get("role") == "system":
+                messages[0]["content"] = system + "\n\n" + messages[0]["content"]
+            else:
+                messages.insert(0, {"role": "system", "content": system})
+        if self.has_chat_template:
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        text = "\n\n".join(m["content"] for m in messages)
+        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+
+    def check_fits(self, prompt_len: int, new_tokens: int, label: str = "prompt") -> None:
+        if prompt_len + new_tokens > self.context_length:
+            raise PromptTooLongError(
+                f"{label} is {prompt_len} tokens; with up to {new_tokens} new tokens it needs "
+                f"{prompt_len + new_tokens} but model {self.name!r} has a context of "
+                f"{self.context_length} tokens (shorten the prompt or lower max_new_tokens)"
+            )
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {str(device)!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float64": torch.float64}
+    if dtype not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(names)} or 'auto'")
+    return names[dtype]
+
+
+
+def load_model(
+    name: str | LoadedModel | Any = "default",
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    tokenizer: Any = None,
+    trust_remote_code: bool = False,
+    cache: bool = True,
+) -> LoadedModel:
+    """Load a causal LM for search.
+
+    >>> lm = load_model("default")          # doctest: +SKIP
+    >>> lm.decode(lm.format_prompt("hi"))   # doctest: +SKIP
+
+    ``name`` is ``"default"`` (the embedded SmolLM2-135M-Instruct), a local directory, a
+    Hugging Face id (downloaded only when the hub is reachable and allowed), an already
+    loaded ``LoadedModel``, or a transformers model object (pass ``tokenizer`` too).
+    Weights load from safetensors only; ``trust_remote_code`` stays off unless asked.
+    """
+    if isinstance(name, LoadedModel):
+        return name
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if not isinstance(name, (str, os.PathLike)):
+        if tokenizer is None:
+            raise ModelLoadError("a model object needs its tokenizer: load_model(model, tokenizer=tok)")
+        return _wrap(name, tokenizer, getattr(name, "name_or_path", type(name).__name__))
+    name = str(name)
+    key = (name, str(dev), str(dt), trust_remote_code)
+    if cache:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+    if name == "default":
+        path, label = str(ensure_default_converted()), DEFAULT_MODEL_NAME
+    else:
+        expanded = Path(name).expanduser()
+        if name.startswith((".", "/", "~")) or expanded.exists():
+            if not expanded.is_dir():
+                raise ModelLoadError(f"model path {name!r} does not exist or is not a directory")
+            path, label = str(expanded), name
+        else:
+            path, label = name, name
+    loaded = _load_hf(path, label, dev, dt, trust_remote_code)
+    if cache:
+        with _CACHE_LOCK:
+            _CACHE[key] = loaded
+    return loaded
+
+
+def _load_hf(path: str, label: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(path).is_dir()
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model {label!r}: {exc}") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=dtype, use_safetensors=True,
+            trust_remote_code=trust_remote_code, local_files_only=local,
+        )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc) or "AutoModelForCausalLM" in str(exc):
+            raise ModelLoadError(
+                f"model {label!r} (type {config.model_type!r}) is not a causal language model"
+            ) from exc
+        raise ModelLoadError(f"cannot load model {label!r}: {exc}") from exc
+    except (OSError, EnvironmentError) as exc:
+        raise ModelLoadError(
+            f"cannot load model {label!r}: {exc} (deal-chains loads safetensors weights only)"
+        ) from exc
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {label!r}: {exc}") from exc
+    model.to(device)
+    return _wrap(model, tok, label)
+
+
+def _wrap(model: Any, tokenizer: Any, label: str) -> LoadedModel:
+    model.eval()
+    config = model.config
+    eos: set[int] = set()
+    for source in (getattr(model, "generation_config", None), config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            eos.add(value)
+        elif isinstance(value, (list, tuple)):
+            eos.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    if not eos:
+        raise ModelLoadError(f"model {label!r} declares no end-of-sequence token")
+    ctx = (getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+           or getattr(tokenizer, "model_max_length", None) or 2048)
+    # the search masks padding itself, so any id works as pad; prefer the tokenizer's
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    device = next(model.parameters()).device
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=label, device=device, context_length=int(ctx),
+        eos_token_ids=frozenset(eos), pad_token_id=int(pad),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+    )

@@ -1,0 +1,230 @@
+"""``DeALEngine``: run any strategy over a batch of prompts and return ``GenerationResult``s.
+
+>>> from deal_chains import DeALEngine, SearchConfig           # doctest: +SKIP
+>>> from rewards import KeywordCoverage                        # doctest: +SKIP
+>>> engine = DeALEngine("default")                             # doctest: +SKIP
+>>> [r] = engine.generate(["Write a sentence about a dog."],   # doctest: +SKIP
+...                       rewards=[KeywordCoverage(["frisbee", "park"])],
+...                       config=SearchConfig(strategy="deal"))
+>>> r.text, r.rewards                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from deal_chains.errors import InputError
+from deal_chains.models.loader import LoadedModel, load_model
+from deal_chains.search.config import SearchConfig
+from deal_chains.search.kv import KVBatch
+from deal_chains.search.result import GenerationResult, SearchStats
+from deal_chains.search.tree import Group, Hypothesis, TreeParams, finalize, run_tree_search
+from rewards.base import RewardContext
+
+PromptLike = str | Sequence[dict[str, str]]
+
+# rows (beams x candidates) one forward may carry when the caller does not say; beyond
+# this a 2-core CPU stops gaining from batching
+DEFAULT_MAX_ROWS = 128
+
+
+@dataclass
+class _Request:
+    index: int
+    prompt: PromptLike
+    prompt_ids: list[int]
+    rewards: Sequence[Any]
+    context: RewardContext
+
+
+def tree_params(config: SearchConfig) -> TreeParams:
+    """How each strategy maps onto the one tree search (same code, same metrics)."""
+    base = dict(lam=config.lam, max_new_tokens=config.max_new_tokens, prune=config.prune,
+                adaptive=config.adaptive)
+    s = config.strategy
+    if s == "greedy":
+        return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=0.0, **base)
+    if s in ("sample", "best_of_n"):
+        return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=config.temperature or 1.0, **base)
+    if s == "rerank":
+        # n hypotheses from plain beam search by log-probability, reranked by the full score
+        return TreeParams(top_k=config.n, beam=config.n, lookahead=0, commit=1, temperature=0.0,
+                          use_rewards=False, **base)
+    return TreeParams(top_k=config.top_k, beam=config.beam, lookahead=config.lookahead,
+                      commit=config.commit_tokens, temperature=config.temperature, **base)
+
+
+def _seed_for(seed: int, prompt_ids: Sequence[int], sample: int) -> int:
+    """A seed per (run seed, prompt, sample): stochastic results do not depend on which
+    other prompts share the batch."""
+    h = hashlib.sha256(f"{seed}|{sample}|{','.join(map(str, prompt_ids))}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class DeALEngine:
+    """Decoding-time alignment over a local causal LM.
+
+    ``generate`` searches a batch of prompts together (left padding, one shared KV cache)
+    and returns one ``GenerationResult`` per prompt, in order.
+    """
+
+    def __init__(self, model: str | LoadedModel = "default", *, device: str = "auto",
+                 dtype: str | None = "auto", max_rows: int = DEFAULT_MAX_ROWS):
+        self.lm = load_model(model, device=device, dtype=dtype)
+        self.max_rows = max_rows
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self,
+        prompts: Sequence[PromptLike],
+        rewards: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
+        config: SearchConfig | None = None,
+        *,
+        system: str | Sequence[str | None] | None = None,
+        contexts: Sequence[RewardContext] | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Search every prompt; see ``iter_generate`` for the arguments."""
+        out: list[GenerationResult | None] = [None] * len(prompts)
+        for i, res in self.iter_generate(prompts, rewards, config, system=system, contexts=contexts,
+                                         batch_size=batch_size, progress=progress):
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+    def iter_generate(
+        self,
+        prompts: Sequence[PromptLike],
+        rewards: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
+        config: SearchConfig | None = None,
+        *,
+        system: str | Sequence[str | None] | None = None,
+        contexts: Sequence[RewardContext] | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        on_step: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield ``(index, result)`` as each batch finishes.
+
+        ``prompts``: user messages (str) or chat message lists. ``rewards``: one list shared
+        by every prompt, or one list per prompt. ``system``: the start-state instruction,
+        shared or per prompt. ``contexts``: what rewards see besides the text (defaults to
+        the prompt). ``batch_size``: prompts searched together (default: as many as fit in
+        ``max_rows`` forward rows).
+        """
+        config = config or SearchConfig()
+        requests = self._requests(prompts, rewards, system, contexts, config)
+        params = tree_params(config)
+        if batch_size is None:
+            per_prompt = params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
+            batch_size = max(1, self.max_rows // max(1, per_prompt))
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(requests), desc=f"{config.strategy}", unit="prompt", leave=False)
+        try:
+            for start in range(0, len(requests), batch_size):
+                chunk = requests[start:start + batch_size]
+                with self.lm.lock:
+                    results = self._search_batch(chunk, config, params, on_step)
+                for req, res in zip(chunk, results):
+                    yield req.index, res
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # ------------------------------------------------------------------ internals
+    def _requests(self, prompts, rewards, system, contexts, config) -> list[_Request]:
+        if isinstance(prompts, (str, bytes)):
+            raise InputError("prompts must be a list of prompts, not a single string")
+        n = len(prompts)
+        per_prompt_rewards = _per_prompt(rewards, n, "rewards")
+        systems = [system] * n if system is None or isinstance(system, str) else list(system)
+        if len(systems) != n:
+            raise InputError(f"got {len(systems)} system prompts for {n} prompts")
+        if contexts is not None and len(contexts) != n:
+            raise InputError(f"got {len(contexts)} reward contexts for {n} prompts")
+        out = []
+        budget = config.max_new_tokens  # lookahead never runs past the budget
+        for i, p in enumerate(prompts):
+            text = _prompt_text(p, i)
+            ids = self.lm.format_prompt(p, system=systems[i])
+            self.lm.check_fits(len(ids), budget, label=f"prompt {i}")
+            ctx = contexts[i] if contexts is not None else RewardContext(prompt=text)
+            out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx))
+        return out
+
+    def _search_batch(self, chunk: list[_Request], config: SearchConfig, params: TreeParams,
+                      on_step: Callable[[], None] | None) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        samples = config.n if config.strategy == "best_of_n" else 1
+        kv = KVBatch(self.lm.model)
+        prompt_logits = kv.prefill([r.prompt_ids for r in chunk], self.lm.pad_token_id)
+        groups: list[Group] = []
+        for row, req in enumerate(chunk):
+            for s in range(samples):
+                gen = None
+                if params.temperature > 0:
+                    gen = torch.Generator(device="cpu")
+                    gen.manual_seed(_seed_for(config.seed, req.prompt_ids, s))
+                groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen))
+        prefill_passes = kv.forward_passes
+        run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step)
+        elapsed = time.perf_counter() - t0
+        results = []
+        for row, req in enumerate(chunk):
+            mine = groups[row * samples:(row + 1) * samples]
+            hyps: list[Hypothesis] = []
+            for g in mine:
+                hyps.extend(finalize(g, self.lm.decode, config.lam))
+            best = sorted(hyps, key=lambda h: (not h.finished, -h.score))[0]
+            stats = SearchStats(
+                seconds=elapsed / len(chunk), batch_seconds=elapsed, batch_size=len(chunk),
+                new_tokens=len(best.tokens),
+                forward_passes=prefill_passes + max(g.forward_passes for g in mine),
+                steps=max(g.steps for g in mine),
+                candidates_scored=sum(g.candidates_scored for g in mine),
+                greedy_steps=max(g.greedy_steps for g in mine),
+            )
+            results.append(GenerationResult(
+                text=self.lm.decode(best.tokens), token_ids=list(best.tokens), rewards=best.rewards,
+                reward=best.reward, score=best.score, logprob=best.logprob, finished=best.finished,
+                finish_reason="stop" if best.finished else "length", strategy=config.strategy, stats=stats,
+            ))
+        return results
+
+
+def _per_prompt(rewards, n: int, label: str) -> list[Sequence[Any]]:
+    if rewards is None:
+        return [[] for _ in range(n)]
+    rewards = list(rewards)
+    if rewards and all(isinstance(r, (list, tuple)) for r in rewards):
+        if len(rewards) != n:
+            raise InputError(f"got {len(rewards)} per-prompt {label} lists for {n} prompts")
+        return [list(r) for r in rewards]
+    for r in rewards:
+        if not callable(getattr(r, "score", None)):
+            raise InputError(f"{label}: {r!r} is not a reward (it has no score(texts, context) method)")
+    return [rewards for _ in range(n)]
+
+
+def _prompt_text(prompt: PromptLike, index: int) -> str:
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, Sequence) and all(isinstance(m, dict) and "content" in m for m in prompt):
+        text = "\n".join(str(m["content"]) for m in prompt if m.get("role", "user") != "system")
+    else:
+        raise InputError(f"prompt {index} must be a string or a list of {{'role', 'content'}} messages")
+    if not text.strip():
+        raise InputError(f"prompt {index} is empty")
+    return text

@@ -1,0 +1,68 @@
+"""What a search returns for each prompt."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SearchStats:
+    """Cost of producing one result.
+
+    ``seconds`` is the batch's wall time divided by the prompts in it (the amortised cost
+    of this result); ``batch_seconds`` is the whole batch's wall time.
+    """
+
+    seconds: float = 0.0
+    batch_seconds: float = 0.0
+    batch_size: int = 1
+    new_tokens: int = 0
+    forward_passes: int = 0
+    steps: int = 0
+    candidates_scored: int = 0
+    greedy_steps: int = 0  # adaptive: steps where every beam's rewards were settled
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    """One prompt's output.
+
+    ``finished`` is False when the token budget ran out before the model ended its answer
+    (``finish_reason == "length"``): the text is then cut, and says so here rather than
+    passing for a complete answer.
+    """
+
+    text: str
+    token_ids: list[int]
+    rewards: dict[str, float]
+    reward: float  # sum(weight_i * R_i)
+    score: float  # logprob + lam * reward, the search's own objective
+    logprob: float  # sum of token log-probabilities under the model
+    finished: bool
+    finish_reason: str  # "stop" | "length"
+    strategy: str
+    stats: SearchStats = field(default_factory=SearchStats)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Per-token log-probability: a fluency figure (word lists score low)."""
+        return self.logprob / max(1, len(self.token_ids))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "rewards": dict(self.rewards),
+            "reward": self.reward,
+            "score": self.score,
+            "logprob": self.logprob,
+            "mean_logprob": self.mean_logprob,
+            "finished": self.finished,
+            "finish_reason": self.finish_reason,
+            "strategy": self.strategy,
+            "new_tokens": len(self.token_ids),
+            "stats": self.stats.as_dict(),
+        }

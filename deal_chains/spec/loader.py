@@ -1,0 +1,320 @@
+"""Reading a reward spec: YAML (safe subset) -> data with positions -> ``RewardSpec``.
+
+YAML is composed with a ``yaml.SafeLoader`` subclass that refuses anchors, aliases and
+any tag beyond plain strings, numbers, booleans, nulls, lists and mappings; nodes are
+turned into Python values here (never by a YAML constructor for collections), so every
+field keeps the line and column it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from deal_chains.errors import SpecError
+from deal_chains.spec.models import RewardSpec
+from deal_chains.spec.source import FieldPath, SourceMap, problems_from_validation_error
+
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_CORE = "tag:yaml.org,2002:"
+_ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+_SCALARS = yaml.constructor.SafeConstructor()
+_SCALAR_BUILDERS = {  # no construct_object: it would cache every node in the constructor
+    _CORE + "int": _SCALARS.construct_yaml_int,
+    _CORE + "float": _SCALARS.construct_yaml_float,
+    _CORE + "bool": _SCALARS.construct_yaml_bool,
+    _CORE + "null": _SCALARS.construct_yaml_null,
+}
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but is outside the spec's safe subset."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors/aliases and object-constructing tags while composing."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused(problem="anchors and aliases are not allowed in a spec",
+                           problem_mark=event.start_mark)
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!") and tag not in _ALLOWED_TAGS:
+            shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+            raise _Refused(
+                problem=f"tag {shown!r} is not allowed: a spec holds only plain values "
+                "(strings, numbers, booleans, null, lists, mappings)",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _position(mark: Any) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError, file: str | None) -> dict:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, _Refused):
+        message = str(exc.problem)
+    else:
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            context += f" that starts at line {context_mark.line + 1}"
+        message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    line, column = _position(mark) if mark is not None else (None, None)
+    return {"file": file, "line": line, "column": column, "field": None, "message": message}
+
+
+def _compose(text: str, file: str | None) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_SpecLoader)
+    except yaml.YAMLError as exc:
+        raise SpecError([_yaml_problem(exc, file)], file) from None
+
+
+class _Converter:
+    """Node tree -> Python values, recording positions and duplicate keys."""
+
+    def __init__(self, source: SourceMap):
+        self.source = source
+        self.problems: list[dict] = []
+
+    def value(self, node: yaml.Node, path: FieldPath) -> Any:
+        self.source.values[path] = _position(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
+        build = _SCALAR_BUILDERS.get(node.tag)
+        if build is not None:
+            return build(node)
+        return node.value  # str, and implicit timestamps/merge keys kept as text
+
+    def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                line, column = _position(key_node.start_mark)
+                self.problems.append({"file": self.source.file, "line": line, "column": column,
+                                      "field": ".".join(map(str, path)) or None,
+                                      "message": "mapping keys must be plain strings"})
+                continue
+            key = self.value(key_node, path + ("<key>",))
+            self.source.values.pop(path + ("<key>",), None)
+            sub = path + (key,)
+            if key in out:
+                first = self.source.keys[sub][0]
+                problem = self.source.problem(sub, f"duplicate key {key!r} (first given at line {first})")
+                problem["line"], problem["column"] = _position(key_node.start_mark)
+                self.problems.append(problem)
+                continue
+            self.source.keys[sub] = _position(key_node.start_mark)
+            out[key] = self.value(value_node, sub)
+        return out
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: a YAML scalar in the safe subset (``4`` -> 4, ``true`` -> True),
+    a flow list/mapping when it starts with ``[``/``{``, else the text itself (so
+    ``Say {x}: now`` stays a string instead of becoming a mapping)."""
+    flow = text.startswith(("[", "{"))
+    try:
+        node = yaml.compose(text, Loader=_SpecLoader)
+    except _Refused as exc:  # anchors, aliases, tags: never taken as plain text
+        raise SpecError(str(exc.problem)) from None
+    except yaml.YAMLError as exc:
+        if flow:
+            raise SpecError(_yaml_problem(exc, None)["message"]) from None
+        return text
+    if node is None:
+        return None
+    if not flow and not isinstance(node, yaml.ScalarNode):
+        return text
+    return _Converter(SourceMap()).value(node, ())
+
+
+def _apply(data: dict, overrides: Sequence[str]) -> tuple[dict, dict[FieldPath, str]]:
+    data = copy.deepcopy(data)
+    origins: dict[FieldPath, str] = {}
+    for override in overrides:
+        def bad(why: str) -> SpecError:
+            return SpecError(f"invalid override {override!r}: {why}")
+
+        path_text, eq, value_text = override.partition("=")
+        path_text = path_text.strip()
+        if not eq:
+            raise bad("expected dotted.path=value, e.g. search.top_k=4")
+        parts = path_text.split(".")
+        if not path_text or not all(parts):
+            raise bad("the path before '=' is empty or has an empty part")
+        try:
+            value = _parse_value(value_text.strip())
+        except SpecError as exc:
+            raise bad(exc.errors[0]["message"]) from None
+        container: Any = data
+        path: FieldPath = ()
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[:i]) or "the top level"
+            if isinstance(container, dict):
+                step: str | int = part
+                if last:
+                    container[part] = value
+                elif not isinstance(container.get(part), (dict, list)):
+                    if part in container and container[part] is not None:
+                        raise bad(f"{'.'.join(parts[:i + 1])} is not a mapping or list")
+                    container[part] = {}
+            elif isinstance(container, list):
+                if not part.isdigit() or int(part) >= len(container):
+                    raise bad(f"{where} is a list of {len(container)}; {part!r} is not an index in it")
+                step = int(part)
+                if last:
+                    container[step] = value
+            else:
+                raise bad(f"{where} is not a mapping or list")
+            path += (step,)
+            if not last:
+                container = container[step]
+        origins[path] = override
+    return data, origins
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict:
+    """A copy of ``data`` with each ``dotted.path=value`` override set.
+
+    >>> apply_overrides({"search": {"top_k": 8}}, ["search.top_k=4", "search.strategy=greedy"])
+    {'search': {'top_k': 4, 'strategy': 'greedy'}}
+
+    Values are YAML (``4`` is an int, ``true`` a bool, ``[a, b]`` a list, other text a
+    string); digit path parts index lists (``rewards.0.weight=2``); missing mappings on the
+    way are created. A malformed override raises ``SpecError`` naming it.
+    """
+    return _apply(dict(data), overrides)[0]
+
+
+def _presets_dir() -> Path:
+    try:
+        return Path(str(importlib.resources.files("rewards") / "presets"))
+    except (ImportError, TypeError):  # pragma: no cover - rewards not importable as a package
+        return Path(__file__).resolve().parents[2] / "rewards" / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (``rewards/presets/*.yaml``).
+
+    >>> "commongen" in list_presets()
+    True
+    """
+    folder = _presets_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def preset_path(name: str) -> Path:
+    """The file of a bundled preset; ``SpecError`` listing the presets if there is none.
+
+    >>> preset_path("commongen").name
+    'commongen.yaml'
+    """
+    path = _presets_dir() / f"{name}.yaml"
+    if not _PRESET_NAME.fullmatch(name) or not path.is_file():
+        available = ", ".join(list_presets()) or "none"
+        raise SpecError(f"unknown preset {name!r}; available presets: {available}")
+    return path
+
+
+def _is_file_name(text: str) -> bool:
+    if "\n" in text:
+        return False
+    if text.endswith((".yaml", ".yml")):
+        return True
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read(path: Path) -> str:
+    file = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {file}", file) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc}", file) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file is {size} bytes; the limit is {MAX_SPEC_BYTES} (1 MiB)", file)
+    try:
+        raw = path.read_bytes()[: MAX_SPEC_BYTES + 1]
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec file is not UTF-8 text ({exc.reason} at byte {exc.start})", file) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc}", file) from None
+
+
+def _parse_text(text: str, source: SourceMap) -> tuple[Any, list[dict]]:
+    file = source.file
+    if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec is over the {MAX_SPEC_BYTES}-byte (1 MiB) limit", file)
+    node = _compose(text, file)
+    if node is None:
+        raise SpecError("the spec is empty; it needs at least a 'rewards:' list", file)
+    if not isinstance(node, yaml.MappingNode):
+        line, column = _position(node.start_mark)
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {node.value!r}"
+        raise SpecError([{"file": file, "line": line, "column": column, "field": None,
+                          "message": f"the top level of a spec must be a mapping of keys "
+                                     f"(version, search, prompt, rewards, ...), got {kind}"}], file)
+    converter = _Converter(source)
+    return converter.value(node, ()), converter.problems
+
+
+def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()) -> RewardSpec:
+    """Load and validate a reward spec from a file, YAML text, a mapping or a preset name.
+
+    >>> spec = load_spec("rewards: [{length: {max_words: 20}}]", overrides=["search.top_k=4"])
+    >>> spec.search_config().top_k, spec.rewards[0].name
+    (4, 'length')
+
+    ``source``: a ``Path``; a string naming an existing file or ending in ``.yaml``/``.yml``;
+    ``preset:NAME`` or a bare preset name (``commongen``); other strings are YAML text.
+    ``overrides`` are ``dotted.path=value`` strings applied before validation. Raises
+    ``SpecError`` listing every problem with file, line, column and field path.
+    """
+    smap = SourceMap()
+    problems: list[dict] = []
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+    else:
+        if isinstance(source, str) and source.startswith("preset:"):
+            source = preset_path(source[len("preset:"):].strip())
+        elif isinstance(source, str) and _PRESET_NAME.fullmatch(source) and not Path(source).is_file():
+            source = preset_path(source)
+        if isinstance(source, Path) or _is_file_name(source):
+            smap.file = str(source)
+            text = _read(Path(source))
+        else:
+            text = source
+        data, problems = _parse_text(text, smap)
+    data, smap.overrides = _apply(data, overrides)
+    spec = None
+    try:
+        spec = RewardSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += problems_from_validation_error(exc, smap, RewardSpec)
+    if problems or spec is None:
+        problems.sort(key=lambda p: (p["line"] is None, p["line"] or 0, p["column"] or 0))
+        raise SpecError(problems, smap.file)
+    spec._source = smap
+    return spec

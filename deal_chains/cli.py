@@ -71,7 +71,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         variables = {k: v for k, v in rec.items() if k != "__line__"}
         prompt = rec.get("prompt")
         if prompt is None:
-            prompt = spec.render_prompt(variables)
+            try:
+                prompt = spec.render_prompt(variables)
+            except DealChainsError as exc:
+                raise InputError(f"{where}: {exc}") from None
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(f"{where}: field 'prompt' must be a non-empty string "
                              "(or the spec must have a prompt template)")

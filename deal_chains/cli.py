@@ -196,8 +196,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 DEMO_SETS = [
     ["dog", "frisbee", "catch", "throw"],
-    ["field", "look", "stand"],
-    ["kid", "dance", "room"],
+    ["talk", "climb", "wall"],
+    ["watch", "window", "look"],
     ["cat", "couch", "pet"],
 ]
 

@@ -7,6 +7,9 @@
 ...                 SearchConfig(strategy="deal"))[0].text   # doctest: +SKIP
 """
 
+from importlib import import_module
+from typing import Any
+
 from deal_chains.errors import (
     ConfigError,
     DealChainsError,
@@ -16,16 +19,34 @@ from deal_chains.errors import (
     RewardError,
     SpecError,
 )
-from deal_chains.models import LoadedModel, load_model
-from deal_chains.search import DeALEngine, GenerationResult, SearchConfig, SearchStats
 
 __version__ = "0.1.0"
+
+# torch-backed names load on first use, so `deal-chains spec validate` and other light
+# commands start in a fraction of a second
+_LAZY = {
+    "DeALEngine": "deal_chains.search.engine",
+    "GenerationResult": "deal_chains.search.result",
+    "SearchStats": "deal_chains.search.result",
+    "SearchConfig": "deal_chains.search.config",
+    "GrammarConstraint": "deal_chains.search.constraints",
+    "LoadedModel": "deal_chains.models.loader",
+    "load_model": "deal_chains.models.loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deal_chains' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
     "DeALEngine",
     "DealChainsError",
     "GenerationResult",
+    "GrammarConstraint",
     "InputError",
     "LoadedModel",
     "ModelLoadError",

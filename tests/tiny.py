@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -14,14 +13,16 @@ SPECIALS = ["<pad>", "<|im_end|>", "<|im_start|>", "<unk>"]
 
 
 def build_tokenizer():
+    """Byte-level BPE with no merges: one token per byte, like GPT-2's alphabet, so the
+    grammar engine (which needs a standard decoder) works on it too."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = list(string.ascii_lowercase + string.ascii_uppercase + string.digits + " .,!?'\n-:;")
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tk.decoder = decoders.Fuse()
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + alphabet)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<|im_end|>",
                                   unk_token="<unk>", additional_special_tokens=["<|im_start|>"])
     tok.chat_template = CHAT_TEMPLATE
@@ -47,7 +48,7 @@ def build_tiny_model(path: Path, seed: int = 0, layers: int = 2) -> Path:
         model.lm_head.weight.mul_(20.0)
         # make the end token a slightly stronger twin of the space character so answers
         # do end (after a word, like real text) and EOS handling gets exercised
-        space = tok.convert_tokens_to_ids(" ")
+        space = tok.convert_tokens_to_ids("\u0120")  # byte-level alphabet's space
         model.lm_head.weight[tok.eos_token_id] = 1.1 * model.lm_head.weight[space]
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)

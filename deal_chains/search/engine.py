@@ -21,6 +21,7 @@ import torch
 from deal_chains.errors import InputError
 from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SearchConfig
+from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.result import GenerationResult, SearchStats
 from deal_chains.search.tree import Group, Hypothesis, TreeParams, finalize, run_tree_search
@@ -40,6 +41,7 @@ class _Request:
     prompt_ids: list[int]
     rewards: Sequence[Any]
     context: RewardContext
+    constraint: CompiledConstraint | None = None
 
 
 def tree_params(config: SearchConfig) -> TreeParams:
@@ -87,13 +89,14 @@ class DeALEngine:
         *,
         system: str | Sequence[str | None] | None = None,
         contexts: Sequence[RewardContext] | None = None,
+        constraints: GrammarConstraint | Sequence[GrammarConstraint | None] | None = None,
         batch_size: int | None = None,
         progress: bool = False,
     ) -> list[GenerationResult]:
         """Search every prompt; see ``iter_generate`` for the arguments."""
         out: list[GenerationResult | None] = [None] * len(prompts)
         for i, res in self.iter_generate(prompts, rewards, config, system=system, contexts=contexts,
-                                         batch_size=batch_size, progress=progress):
+                                         constraints=constraints, batch_size=batch_size, progress=progress):
             out[i] = res
         return out  # type: ignore[return-value]
 
@@ -105,6 +108,7 @@ class DeALEngine:
         *,
         system: str | Sequence[str | None] | None = None,
         contexts: Sequence[RewardContext] | None = None,
+        constraints: GrammarConstraint | Sequence[GrammarConstraint | None] | None = None,
         batch_size: int | None = None,
         progress: bool = False,
         on_step: Callable[[], None] | None = None,
@@ -114,11 +118,14 @@ class DeALEngine:
         ``prompts``: user messages (str) or chat message lists. ``rewards``: one list shared
         by every prompt, or one list per prompt. ``system``: the start-state instruction,
         shared or per prompt. ``contexts``: what rewards see besides the text (defaults to
-        the prompt). ``batch_size``: prompts searched together (default: as many as fit in
-        ``max_rows`` forward rows).
+        the prompt). ``constraints``: a hard constraint (``GrammarConstraint``), shared or
+        per prompt; grammars are compiled and checked before any generation, so a schema the
+        grammar engine refuses fails here, not mid-batch. ``batch_size``: prompts searched
+        together (default: as many as fit in ``max_rows`` forward rows).
         """
         config = config or SearchConfig()
         requests = self._requests(prompts, rewards, system, contexts, config)
+        self._attach_constraints(requests, constraints)
         params = tree_params(config)
         if batch_size is None:
             per_prompt = params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
@@ -164,6 +171,25 @@ class DeALEngine:
             out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx))
         return out
 
+    def _attach_constraints(self, requests: list[_Request], constraints) -> None:
+        if constraints is None:
+            return
+        if isinstance(constraints, GrammarConstraint):
+            constraints = [constraints] * len(requests)
+        constraints = list(constraints)
+        if len(constraints) != len(requests):
+            raise InputError(f"got {len(constraints)} constraints for {len(requests)} prompts")
+        compiled: dict[tuple, CompiledConstraint] = {}
+        for req, decl in zip(requests, constraints):
+            if decl is None:
+                continue
+            if not isinstance(decl, GrammarConstraint):
+                raise InputError(f"constraint for prompt {req.index} must be a GrammarConstraint, got {decl!r}")
+            key = (decl.kind, decl.source, tuple(sorted(decl.options.items())))
+            if key not in compiled:
+                compiled[key] = decl.compile(self.lm)
+            req.constraint = compiled[key]
+
     def _search_batch(self, chunk: list[_Request], config: SearchConfig, params: TreeParams,
                       on_step: Callable[[], None] | None) -> list[GenerationResult]:
         t0 = time.perf_counter()
@@ -177,7 +203,8 @@ class DeALEngine:
                 if params.temperature > 0:
                     gen = torch.Generator(device="cpu")
                     gen.manual_seed(_seed_for(config.seed, req.prompt_ids, s))
-                groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen))
+                groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen,
+                                    constraint=req.constraint))
         prefill_passes = kv.forward_passes
         run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step)
         elapsed = time.perf_counter() - t0

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from deal_chains.errors import RewardError
+from deal_chains.search.constraints import CompiledConstraint, apply_masks
 from deal_chains.search.kv import KVBatch
 from rewards.base import RewardContext, reward_bounds, reward_settled
 
@@ -45,6 +46,7 @@ class Group:
     rewards: Sequence[Any]
     context: RewardContext
     generator: torch.Generator | None = None
+    constraint: CompiledConstraint | None = None  # hard constraint (token mask)
     finished: list[Hypothesis] = field(default_factory=list)
     unfinished: list[Hypothesis] = field(default_factory=list)  # cut by the token budget
     done: bool = False
@@ -152,6 +154,7 @@ class _Rows:
     tokens: list[list[int]]
     logprob: list[float]
     settled: list[bool]
+    states: list[Any] = field(default_factory=list)  # grammar state per row (None: unconstrained)
 
 
 def run_tree_search(
@@ -173,7 +176,10 @@ def run_tree_search(
     kv.fork([g.prompt_row for g in groups])
     logits = prompt_logits.index_select(0, torch.tensor([g.prompt_row for g in groups], device=device))
     rows = _Rows(group=list(range(len(groups))), tokens=[[] for _ in groups],
-                 logprob=[0.0] * len(groups), settled=[False] * len(groups))
+                 logprob=[0.0] * len(groups), settled=[False] * len(groups),
+                 states=[g.constraint.new_state() if g.constraint else None for g in groups])
+    constrained = any(g.constraint is not None for g in groups)
+    eos_main = min(eos_ids)
     ranges = [g.reward_range() for g in groups]
     any_reward = params.use_rewards and any(hi - lo > 0 for lo, hi in ranges)
     generated = 0
@@ -185,6 +191,8 @@ def run_tree_search(
         lookahead = params.lookahead if (any_reward and not all_settled) else 0
         n_forward = min(max(lookahead, c), remaining)
 
+        if constrained:
+            logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], eos_main)
         logp = torch.log_softmax(logits, dim=-1)
         parent, tok1, lp1 = _propose(logp, logits, rows, groups, params)
         if params.prune and any_reward:
@@ -214,11 +222,28 @@ def run_tree_search(
         toks[:, 0] = torch.tensor(tok1, device=device)
         lps[:, 0] = torch.tensor(lp1, dtype=torch.float64, device=device)
         ended = torch.isin(toks[:, 0], eos_t)
+        cand_states: list[Any] = []
+        cand_constraints: list[CompiledConstraint | None] = []
+        consumed = [0] * m
+        dead = [False] * m
+        if constrained:
+            # each candidate row gets its own copy of its parent's grammar state
+            for i in range(m):
+                st, con = rows.states[parent[i]], groups[rows.group[parent[i]]].constraint
+                if con is not None and st is not None:
+                    st = con.copy(st)
+                    if tok1[i] not in eos_ids:
+                        dead[i] = not con.advance(st, tok1[i])
+                        consumed[i] = 1
+                cand_states.append(st)
+                cand_constraints.append(con)
         commit_logits = None
         fed = 0
         for j in range(n_forward):
             step_logits = kv.step(toks[:, j])
             fed += 1
+            if constrained:
+                step_logits = apply_masks(step_logits, cand_states, cand_constraints, eos_main)
             if j == c - 1:
                 commit_logits = step_logits
             if j + 1 >= remaining:
@@ -227,6 +252,14 @@ def run_tree_search(
             nxt = step_lp.argmax(dim=-1)
             toks[:, j + 1] = nxt
             lps[:, j + 1] = step_lp.gather(1, nxt.view(-1, 1)).squeeze(1).double()
+            if constrained:
+                nxt_l = nxt.tolist()
+                ended_l = ended.tolist()
+                for i in range(m):
+                    con = cand_constraints[i]
+                    if con is not None and not ended_l[i] and not dead[i] and nxt_l[i] not in eos_ids:
+                        dead[i] = not con.advance(cand_states[i], nxt_l[i])
+                        consumed[i] += 1
             ended = ended | torch.isin(nxt, eos_t)
             if fed >= c and bool(ended.all()):
                 break  # every rollout has ended: further forwards are wasted
@@ -253,7 +286,8 @@ def run_tree_search(
             fin = eos_at is not None and eos_at < c
             upto = eos_at + 1 if fin else c
             cand_finished.append(fin)
-            cand_lp.append(rows.logprob[parent[i]] + sum(lps_l[i][:upto]))
+            # a token the grammar refused (only possible past an engine error) kills the candidate
+            cand_lp.append(float("-inf") if dead[i] else rows.logprob[parent[i]] + sum(lps_l[i][:upto]))
             cand_tokens.append(rows.tokens[parent[i]] + seq[: (eos_at if fin else c)])
             if rows.settled[parent[i]]:
                 # a settled beam is scored on its committed text alone, so how far the
@@ -267,7 +301,7 @@ def run_tree_search(
 
         scores: list[float] = [0.0] * m
         new_parent: list[int] = []
-        new_rows = _Rows(group=[], tokens=[], logprob=[], settled=[])
+        new_rows = _Rows(group=[], tokens=[], logprob=[], settled=[], states=[])
         budget_out = generated + c >= params.max_new_tokens
         for gi, idxs in cand_by_group.items():
             g = groups[gi]
@@ -313,6 +347,11 @@ def run_tree_search(
                 new_rows.group.append(gi)
                 new_rows.tokens.append(cand_tokens[i])
                 new_rows.logprob.append(cand_lp[i])
+                state = cand_states[i] if constrained else None
+                if state is not None:
+                    # forget the grammar steps of the uncommitted lookahead
+                    cand_constraints[i].rollback(state, consumed[i] - c)  # type: ignore[union-attr]
+                new_rows.states.append(state)
         generated += c
         if on_step is not None:
             on_step()
@@ -351,14 +390,17 @@ def _propose(logp: torch.Tensor, logits: torch.Tensor, rows: _Rows, groups: list
         top_lp_l, top_id_l = top_lp.tolist(), top_id.tolist()
         for r in range(len(rows.group)):
             k = 1 if rows.settled[r] else k_max
-            parent.extend([r] * k)
-            tok.extend(top_id_l[r][:k])
-            lp.extend(top_lp_l[r][:k])
+            for t, v in zip(top_id_l[r][:k], top_lp_l[r][:k]):
+                if v != float("-inf"):  # masked out by a hard constraint
+                    parent.append(r)
+                    tok.append(t)
+                    lp.append(v)
         return parent, tok, lp
     probs = torch.softmax(logits / params.temperature, dim=-1)
     for r in range(len(rows.group)):
-        k = 1 if rows.settled[r] else k_max
         g = groups[rows.group[r]]
+        allowed = int((probs[r] > 0).sum())
+        k = min(1 if rows.settled[r] else k_max, max(1, allowed))
         # sampled on CPU with the group's own generator: results do not depend on batching
         picks = torch.multinomial(probs[r].double().cpu(), k, replacement=False, generator=g.generator).tolist()
         parent.extend([r] * k)

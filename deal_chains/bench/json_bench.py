@@ -1,0 +1,179 @@
+"""JSON benchmark: ask the model for an example object of each schema; report how many
+outputs parse and validate, and what that costs against unconstrained greedy (same run).
+
+Rows: ``greedy`` (no help), ``soft`` (DeAL ranked by the JSON-schema reward, no mask),
+``hard`` (greedy under the grammar mask), ``hard-deal`` (DeAL under the mask)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from deal_chains.errors import InputError
+from deal_chains.search.config import SearchConfig
+from rewards.json_schema import _FENCE, JsonSchemaReward
+
+# torch-heavy modules are imported inside the functions that run models, so that building
+# the CLI parser (which registers this benchmark) stays fast
+
+JSON_PROMPT = ("Write one example JSON value that is valid against this JSON Schema:\n{schema}\n"
+               "Reply with the JSON only.")
+JSON_ROWS = ("greedy", "soft", "hard", "hard-deal")
+JSON_COLUMNS = [
+    ("strategy", "strategy"), ("parseable", "parseable"), ("valid", "valid"),
+    ("seconds_per_prompt", "s/prompt"), ("ratio_to_greedy", "x greedy"), ("finished_rate", "finished"),
+    ("mean_new_tokens", "tokens"), ("refused", "refused"),
+]
+
+
+@dataclass
+class SchemaCase:
+    name: str
+    schema: Any
+    reward: JsonSchemaReward | None = None
+    refused: str | None = None  # why the reward (jsonschema) or grammar engine refused it
+
+
+def load_schemas(folder: str | Path, n: int | None = None) -> list[SchemaCase]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"schema folder not found: {folder}")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise InputError(f"no *.json schemas in {folder}")
+    cases = []
+    for f in files[: n or None]:
+        try:
+            schema = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{f}: not a JSON file: {exc}") from None
+        case = SchemaCase(f.name, schema)
+        try:
+            case.reward = JsonSchemaReward(schema)
+        except ValueError as exc:
+            case.refused = f"jsonschema: {exc}"
+        cases.append(case)
+    return cases
+
+
+def _parse(text: str) -> Any:
+    return json.loads(_FENCE.sub("", text))
+
+
+def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str] = JSON_ROWS, *,
+                   max_new_tokens: int = 256, deal: SearchConfig | None = None, batch_size: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    from deal_chains.bench.runner import machine_info
+    from deal_chains.search.constraints import ConstraintError, GrammarConstraint
+
+    deal = deal or SearchConfig(strategy="deal", lam=8.0)
+    usable = [c for c in cases if c.refused is None]
+    constraints: list[GrammarConstraint | None] = []
+    for c in usable:
+        decl = GrammarConstraint.json_schema(c.schema)
+        try:
+            decl.compile(engine.lm)
+            constraints.append(decl)
+        except ConstraintError as exc:
+            c.refused = f"grammar engine: {exc}"
+            constraints.append(None)
+    prompts = [JSON_PROMPT.format(schema=json.dumps(c.schema, separators=(",", ":"))) for c in usable]
+    rewards = [[c.reward] for c in usable]
+    # hard rows run only the schemas the grammar engine accepts (the others fail closed)
+    hard_idx = [i for i, con in enumerate(constraints) if con is not None]
+    engine.generate(prompts[:1], rewards[:1], SearchConfig(strategy="greedy", max_new_tokens=2))  # warm-up
+    results: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row == "greedy":
+            cfg, idx, cons = SearchConfig(strategy="greedy", max_new_tokens=max_new_tokens), list(range(len(usable))), None
+        elif row == "soft":
+            cfg, idx, cons = deal.updated(max_new_tokens=max_new_tokens), list(range(len(usable))), None
+        elif row == "hard":
+            cfg, idx = SearchConfig(strategy="greedy", max_new_tokens=max_new_tokens), hard_idx
+            cons = [constraints[i] for i in idx]
+        elif row == "hard-deal":
+            cfg, idx = deal.updated(max_new_tokens=max_new_tokens), hard_idx
+            cons = [constraints[i] for i in idx]
+        else:
+            raise InputError(f"unknown json bench row {row!r}; known: {', '.join(JSON_ROWS)}")
+        t0 = time.perf_counter()
+        out = engine.generate([prompts[i] for i in idx], [rewards[i] for i in idx], cfg, constraints=cons,
+                              batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - t0
+        items = []
+        for i, res in zip(idx, out):
+            case = usable[i]
+            try:
+                value = _parse(res.text)
+                parse_ok = True
+            except (json.JSONDecodeError, RecursionError):
+                value, parse_ok = None, False
+            valid = parse_ok and not case.reward.errors(value)  # type: ignore[union-attr]
+            items.append({"schema": case.name, "text": res.text, "parseable": parse_ok, "valid": valid,
+                          "finished": res.finished, "new_tokens": len(res.token_ids)})
+        results[row] = {"seconds": seconds, "items": items, "n": len(idx)}
+    greedy_per_prompt = (results["greedy"]["seconds"] / max(1, results["greedy"]["n"])) if "greedy" in results else None
+    table = []
+    for row, r in results.items():
+        items, n = r["items"], max(1, r["n"])
+        per_prompt = r["seconds"] / n
+        table.append({
+            "strategy": row,
+            "n": r["n"],
+            "parseable": round(sum(i["parseable"] for i in items) / n, 4),
+            "valid": round(sum(i["valid"] for i in items) / n, 4),
+            "seconds_per_prompt": round(per_prompt, 3),
+            "ratio_to_greedy": round(per_prompt / greedy_per_prompt, 3) if greedy_per_prompt else None,
+            "finished_rate": round(statistics.fmean(float(i["finished"]) for i in items), 4) if items else 0.0,
+            "mean_new_tokens": round(statistics.fmean(i["new_tokens"] for i in items), 1) if items else 0.0,
+            "refused": sum(c.refused is not None for c in cases) if row.startswith("hard") else 0,
+        })
+    return {
+        "benchmark": "json",
+        "n_schemas": len(cases),
+        "prompt": JSON_PROMPT,
+        "max_new_tokens": max_new_tokens,
+        "deal_config": deal.model_dump(),
+        "machine": machine_info(engine),
+        "rows": table,
+        "refused": {c.name: c.refused for c in cases if c.refused},
+        "outputs": {row: r["items"] for row, r in results.items()},
+    }
+
+
+def register_bench_json(bench_subparsers) -> None:
+    j = bench_subparsers.add_parser("json", help="JSON validity per schema: greedy vs soft reward vs hard mask")
+    j.add_argument("--schemas", required=True, help="folder of *.json JSON Schemas")
+    j.add_argument("--n", type=int, default=None, help="first N schemas (sorted by file name)")
+    j.add_argument("--rows", default=",".join(JSON_ROWS), help=f"comma list of: {', '.join(JSON_ROWS)}")
+    j.add_argument("--max-new-tokens", type=int, default=256)
+    j.add_argument("--batch-size", type=int, default=None)
+    j.add_argument("--model", default="default")
+    j.add_argument("--device", default="auto")
+    j.add_argument("--out", default="bench-json.json")
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(func=cmd_bench_json)
+
+
+def cmd_bench_json(args) -> int:
+    from deal_chains.bench.runner import format_table, write_json
+    from deal_chains.search.engine import DeALEngine
+
+    cases = load_schemas(args.schemas, args.n)
+    engine = DeALEngine(args.model, device=args.device)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    report = run_json_bench(engine, cases, rows, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size, progress=not args.quiet)
+    print(format_table(report, JSON_COLUMNS))
+    m = report["machine"]
+    print(f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per prompt / "
+          "unconstrained greedy's, same run")
+    for name, why in report["refused"].items():
+        print(f"refused {name}: {why}")
+    write_json(report, args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,8 +1,8 @@
 """Rewards: batched scorers of candidate output texts, used by the deal-chains search.
 
-This package is pure Python (plus lemminflect for word forms). It never imports torch,
-transformers, langchain or deal_chains: dependencies point one way, from deal_chains to
-rewards.
+This package is pure Python (plus lemminflect for word forms, google-re2 for regexes). It
+never imports torch, transformers, langchain or deal_chains: dependencies point one way,
+from deal_chains to rewards.
 
 Example::
 
@@ -20,8 +20,11 @@ Example::
 """
 
 from rewards.base import BaseReward, Reward, RewardContext, reward_bounds, reward_settled
+from rewards.callable import CallableReward, UnknownPluginError, available_plugins, load_plugin
+from rewards.compose import AllOf, AnyOf, Gated, Normalized, Threshold, WeightedSum
 from rewards.keywords import KeywordCoverage
 from rewards.length import LengthReward
+from rewards.regex import RegexReward
 
 __all__ = [
     "Reward",
@@ -29,6 +32,42 @@ __all__ = [
     "BaseReward",
     "KeywordCoverage",
     "LengthReward",
+    "RegexReward",
+    "CallableReward",
+    "load_plugin",
+    "available_plugins",
+    "UnknownPluginError",
+    "WeightedSum",
+    "Normalized",
+    "Threshold",
+    "AllOf",
+    "AnyOf",
+    "Gated",
     "reward_bounds",
     "reward_settled",
+    "ClassifierReward",
+    "RewardModelReward",
+    "JudgeReward",
 ]
+
+# Model-backed rewards load on first use (their modules import torch/transformers only
+# when a reward is built), so ``import rewards`` stays light.
+_LAZY = {
+    "ClassifierReward": "rewards.classifier",
+    "RewardModelReward": "rewards.reward_model",
+    "JudgeReward": "rewards.judge",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rewards' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -70,7 +70,9 @@ def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str]
     from deal_chains.bench.runner import machine_info
     from deal_chains.search.constraints import ConstraintError, GrammarConstraint
 
-    deal = deal or SearchConfig(strategy="deal", lam=8.0)
+    # JSON prompts are long: a narrow search (3 candidates, 1 beam) keeps the per-step KV
+    # copies small; the grammar mask, not the search width, is what guarantees validity
+    deal = deal or SearchConfig(strategy="deal", top_k=3, beam=1, lookahead=4, lam=8.0)
     usable = [c for c in cases if c.refused is None]
     constraints: list[GrammarConstraint | None] = []
     for c in usable:

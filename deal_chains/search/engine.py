@@ -32,6 +32,10 @@ PromptLike = str | Sequence[dict[str, str]]
 # rows (beams x candidates) one forward may carry when the caller does not say; beyond
 # this a 2-core CPU stops gaining from batching
 DEFAULT_MAX_ROWS = 128
+# rows x sequence length one batch may hold: every candidate row carries its own copy of
+# the KV cache, so long prompts must share a batch with fewer others (memory and the
+# per-step cache copies grow with this product)
+DEFAULT_MAX_ROW_TOKENS = 24_576
 
 
 @dataclass
@@ -76,9 +80,11 @@ class DeALEngine:
     """
 
     def __init__(self, model: str | LoadedModel = "default", *, device: str = "auto",
-                 dtype: str | None = "auto", max_rows: int = DEFAULT_MAX_ROWS):
+                 dtype: str | None = "auto", max_rows: int = DEFAULT_MAX_ROWS,
+                 max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS):
         self.lm = load_model(model, device=device, dtype=dtype)
         self.max_rows = max_rows
+        self.max_row_tokens = max_row_tokens
 
     # ------------------------------------------------------------------ public API
     def generate(
@@ -121,25 +127,23 @@ class DeALEngine:
         the prompt). ``constraints``: a hard constraint (``GrammarConstraint``), shared or
         per prompt; grammars are compiled and checked before any generation, so a schema the
         grammar engine refuses fails here, not mid-batch. ``batch_size``: prompts searched
-        together (default: as many as fit in ``max_rows`` forward rows).
+        together (default: as many as fit in ``max_rows`` forward rows and
+        ``max_row_tokens`` rows x tokens of KV cache, so long prompts batch fewer together).
         """
         config = config or SearchConfig()
         requests = self._requests(prompts, rewards, system, contexts, config)
         self._attach_constraints(requests, constraints)
         params = tree_params(config)
-        if batch_size is None:
-            per_prompt = params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
-            batch_size = max(1, self.max_rows // max(1, per_prompt))
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        chunks = self._chunks(requests, params, config, batch_size)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(requests), desc=f"{config.strategy}", unit="prompt", leave=False)
         try:
-            for start in range(0, len(requests), batch_size):
-                chunk = requests[start:start + batch_size]
+            for chunk in chunks:
                 with self.lm.lock:
                     results = self._search_batch(chunk, config, params, on_step)
                 for req, res in zip(chunk, results):
@@ -170,6 +174,27 @@ class DeALEngine:
             ctx = contexts[i] if contexts is not None else RewardContext(prompt=text)
             out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx))
         return out
+
+    def _chunks(self, requests: list[_Request], params: TreeParams, config: SearchConfig,
+                batch_size: int | None) -> list[list[_Request]]:
+        """Consecutive groups of requests searched together (input order is kept)."""
+        if batch_size is not None:
+            return [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
+        rows = params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
+        chunks: list[list[_Request]] = []
+        current: list[_Request] = []
+        longest = 0
+        for req in requests:
+            length = max(longest, len(req.prompt_ids) + config.max_new_tokens)
+            if current and ((len(current) + 1) * rows > self.max_rows
+                            or (len(current) + 1) * rows * length > self.max_row_tokens):
+                chunks.append(current)
+                current, length = [], len(req.prompt_ids) + config.max_new_tokens
+            current.append(req)
+            longest = length
+        if current:
+            chunks.append(current)
+        return chunks
 
     def _attach_constraints(self, requests: list[_Request], constraints) -> None:
         if constraints is None:

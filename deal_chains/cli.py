@@ -59,13 +59,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rewards.base import RewardContext
 
     spec = load_spec(args.spec, overrides=args.set or [])
+    step = getattr(args, "step", None)
+    if step is None and spec.steps:
+        raise InputError(f"{args.spec} has steps ({', '.join(spec.step_names)}); pick one with --step NAME")
+    if step is not None:
+        spec = spec.step(step)
+    hard = spec.build_constraint() is not None
     overrides = {"strategy": args.strategy} if args.strategy else {}
     config = spec.search_config(**overrides)
     records = read_jsonl(args.input)
     engine = DeALEngine(args.model or spec.model, device=args.device)
     count_tokens = lambda text: len(engine.lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
 
-    prompts, rewards, systems, contexts = [], [], [], []
+    prompts, rewards, systems, contexts, constraints = [], [], [], [], []
     for rec in records:
         where = f"{args.input}:{rec['__line__']}"
         variables = {k: v for k, v in rec.items() if k != "__line__"}
@@ -79,8 +85,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise InputError(f"{where}: field 'prompt' must be a non-empty string "
                              "(or the spec must have a prompt template)")
         try:
-            rewards.append(spec.build_rewards(variables, count_tokens=count_tokens))
+            rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
             systems.append(spec.render_system(variables))
+            if hard:
+                constraints.append(spec.build_constraint(variables))
         except DealChainsError as exc:
             raise InputError(f"{where}: {exc}") from None
         prompts.append(prompt)
@@ -93,6 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with out_path.open("w", encoding="utf-8") as out:
         try:
             for i, res in engine.iter_generate(prompts, rewards, config, system=systems, contexts=contexts,
+                                               constraints=constraints if hard else None,
                                                batch_size=args.batch_size, progress=not args.quiet):
                 rec = {k: v for k, v in records[i].items() if k != "__line__"}
                 rec.update({
@@ -251,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
     g.add_argument("--quiet", action="store_true")
+    g.add_argument("--step", metavar="NAME", help="the step of a multi-step spec to run")
     g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("bench", help="benchmarks")
@@ -271,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="bench-commongen.json", help="JSON report path")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_bench_commongen)
+    from deal_chains.bench.json_bench import register_bench_json
+
+    register_bench_json(bsub)
+    from deal_chains.bench.harmless import register_bench_harmless
+
+    register_bench_harmless(bsub)
 
     s = sub.add_parser("spec", help="reward-spec tools")
     ssub = s.add_subparsers(dest="spec_cmd", required=True)
@@ -288,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default="default")
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_demo)
+    from deal_chains.train_reward import register_train_reward
+
+    register_train_reward(sub)
     return p
 
 

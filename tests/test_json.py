@@ -123,3 +123,34 @@ def test_per_prompt_constraints_and_batch_equality(engine):
     for i, (p, c) in enumerate(zip(["p1", "p2", "p3"], cons)):
         [single] = engine.generate([p], [JsonSchemaReward(True)], cfg, constraints=[c])
         assert single.token_ids == batched[i].token_ids
+
+
+def test_bounded_schema_only_narrows():
+    from deal_chains.search.constraints import bounded_schema
+
+    schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string", "minLength": 90},
+                                               "l": {"type": "array", "items": {"type": "integer"}}},
+              "allOf": [{"properties": {"x": {"type": "integer"}}}]}
+    capped = bounded_schema(schema)
+    assert capped["properties"]["s"]["maxLength"] == 64
+    assert capped["properties"]["t"]["maxLength"] == 90  # never below the schema's minimum
+    assert capped["properties"]["l"]["maxItems"] == 8
+    assert "additionalProperties" not in capped  # allOf may add keys: leave the object open
+    assert "additionalProperties" not in capped["allOf"][0]
+    assert bounded_schema({"type": "object", "properties": {"a": {"enum": ["x"]}}})["additionalProperties"] is False
+    # anything valid for the capped schema is valid for the original
+    import jsonschema
+
+    doc = {"s": "x" * 64, "t": "y" * 90, "l": [1] * 8, "x": 3}
+    jsonschema.validate(doc, capped)
+    jsonschema.validate(doc, schema)
+
+
+def test_unknown_format_is_left_to_validation_not_refused(engine):
+    schema = {"type": "object", "properties": {"a": {"type": "string", "format": "string", "maxLength": 5}},
+              "required": ["a"]}
+    c = GrammarConstraint.json_schema(schema).compile(engine.lm)
+    assert any("Unknown format" in w for w in c.warnings)
+    [r] = engine.generate(["x"], None, SearchConfig(strategy="greedy", max_new_tokens=80),
+                          constraints=GrammarConstraint.json_schema(schema))
+    assert JsonSchemaReward(schema).is_valid(r.text)

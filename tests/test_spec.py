@@ -114,9 +114,15 @@ def test_variables_and_rendering():
     assert spec.render_system(v) == "Use every given word: dog, frisbee, catch."
 
 
+ALL_TYPES = ["keywords", "length", "regex", "json_schema", "classifier", "reward_model", "judge",
+             "harmless", "plugin", "all_of", "any_of", "threshold", "gated", "normalize"]
+SPEC_KEYS = {"version", "extends", "model", "search", "system", "prompt", "rewards", "replace_rewards",
+             "steps"}
+
+
 def test_spec_is_a_registry_of_types():
-    assert set(REWARD_TYPES) == {"keywords", "length"}
-    assert set(RewardSpec.model_fields) == {"version", "model", "search", "system", "prompt", "rewards"}
+    assert list(REWARD_TYPES) == ALL_TYPES
+    assert set(RewardSpec.model_fields) == SPEC_KEYS
 
 
 # ------------------------------------------------------------------ templates
@@ -517,13 +523,13 @@ def test_unknown_preset_lists_available():
 def test_json_schema():
     schema = spec_json_schema()
     assert schema["title"] == "deal-chains reward spec" and schema["description"]
-    assert set(schema["properties"]) == {"version", "model", "search", "system", "prompt", "rewards"}
+    assert set(schema["properties"]) == SPEC_KEYS
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
     assert "top_k" in defs["SearchConfig"]["properties"]
     entry = defs["RewardEntry"]
     assert {"keywords", "length", "weight"} <= set(entry["properties"])
-    assert entry["oneOf"] == [{"required": ["keywords"]}, {"required": ["length"]}]
+    assert entry["oneOf"] == [{"required": [t]} for t in ALL_TYPES]
     import json
 
     json.dumps(schema)  # serialisable

@@ -67,11 +67,16 @@ class GrammarConstraint:
 
     @classmethod
     def json_schema(cls, schema: Mapping[str, Any] | str, *, whitespace_flexible: bool = False,
-                    max_whitespace: int = 2) -> "GrammarConstraint":
+                    max_whitespace: int = 2, bounded: bool = True, max_string_length: int = 64,
+                    max_items: int = 8, max_properties: int = 8) -> "GrammarConstraint":
         """Outputs must be one JSON value valid against ``schema``.
 
         Whitespace between tokens is limited (compact JSON by default) so the model cannot
-        spend its budget on spaces."""
+        spend its budget on spaces. ``bounded`` (default) also caps what the schema leaves
+        open — strings without ``maxLength``, arrays without ``maxItems``, objects with
+        undeclared extra keys — because small models otherwise loop inside an open string
+        until the token budget cuts the document. Every cap only narrows the schema, so an
+        output valid for the capped grammar is valid for the original schema."""
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
@@ -79,6 +84,9 @@ class GrammarConstraint:
                 raise ConstraintError(f"the JSON schema is not valid JSON: {exc}") from None
         if not isinstance(schema, Mapping) and not isinstance(schema, bool):
             raise ConstraintError(f"a JSON schema must be an object, got {type(schema).__name__}")
+        if bounded:
+            schema = bounded_schema(schema, max_string_length=max_string_length, max_items=max_items,
+                                    max_properties=max_properties)
         options = {"whitespace_flexible": whitespace_flexible}
         if whitespace_flexible:
             options["whitespace_pattern"] = r"[\n ]{0,%d}" % max_whitespace
@@ -113,6 +121,13 @@ class GrammarConstraint:
         llg = _llguidance()
         grammar = self.grammar()
         is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, _ll_tokenizer(lm))
+        if is_error and self.kind == "json_schema" and "Unknown format" in " ".join(messages):
+            # jsonschema itself ignores formats it does not know; do the same (the mask
+            # leaves such strings free) instead of refusing a schema the validator accepts
+            lenient = GrammarConstraint(self.kind, self.source, {**self.options, "lenient": True})
+            compiled = lenient.compile(lm)
+            compiled.warnings.insert(0, f"not enforced by the mask: {messages[0]}")
+            return compiled
         if is_error:
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {'; '.join(messages)}")
         vocab = int(lm.model.get_output_embeddings().weight.shape[0])
@@ -124,6 +139,40 @@ class GrammarConstraint:
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
         return compiled
+
+
+def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,
+                   max_properties: int = 8) -> Any:
+    """A copy of ``schema`` with caps on what it leaves unbounded (see
+    ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums."""
+
+    combinators = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+    def walk(node: Any, in_combinator: bool = False) -> Any:
+        if isinstance(node, list):
+            return [walk(v, in_combinator) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: walk(v, k in combinators) for k, v in node.items()}
+        # closing an object is only safe where no sibling subschema may declare more keys
+        may_close = not in_combinator and not any(k in out for k in combinators + ("$ref",))
+        types = out.get("type")
+        types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
+        free_string = not any(k in out for k in ("enum", "const", "maxLength", "pattern", "format"))
+        if "string" in types and free_string:
+            out["maxLength"] = max(max_string_length, int(out.get("minLength", 0) or 0))
+        if "array" in types and "maxItems" not in out and "prefixItems" not in out:
+            out["maxItems"] = max(max_items, int(out.get("minItems", 0) or 0))
+        if "object" in types or "properties" in out:
+            if may_close and "properties" in out and "additionalProperties" not in out \
+                    and "patternProperties" not in out and "unevaluatedProperties" not in out:
+                out["additionalProperties"] = False
+            elif "properties" not in out and "maxProperties" not in out:
+                out["maxProperties"] = max(max_properties, int(out.get("minProperties", 0) or 0),
+                                           len(out.get("required", []) or []))
+        return out
+
+    return walk(schema)
 
 
 class CompiledConstraint:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from deal_chains.errors import SpecError
+from deal_chains.spec.merge import Doc, apply_shared, merge, resolve_paths
 from deal_chains.spec.models import RewardSpec
 from deal_chains.spec.source import FieldPath, SourceMap, problems_from_validation_error
 
@@ -280,6 +281,92 @@ def _parse_text(text: str, source: SourceMap) -> tuple[Any, list[dict]]:
     return converter.value(node, ()), converter.problems
 
 
+def _extends_path(target: str, folder: Path | None) -> Path:
+    if target.startswith("preset:"):
+        return preset_path(target[len("preset:"):].strip())
+    candidate = (folder or Path.cwd()) / target
+    if candidate.is_file():
+        return candidate
+    if _PRESET_NAME.fullmatch(target):
+        return preset_path(target)
+    raise SpecError(f"spec file not found: {candidate}")
+
+
+class _Resolver:
+    """Follows ``extends`` (of the spec and of its steps) through files and presets."""
+
+    def __init__(self) -> None:
+        self.problems: list[dict] = []
+
+    def fail(self, smap: SourceMap, at: FieldPath, message: str) -> SpecError:
+        return SpecError(self.problems + [smap.problem(at, message)], smap.file_of(at))
+
+    def base(self, doc: Doc, at: FieldPath, folder: Path | None, stack: tuple[str, ...]) -> Doc:
+        target = _get(doc.data, at)
+        if not isinstance(target, str) or not target.strip():
+            raise self.fail(doc.smap, at, f"extends must be a preset name or a spec file path (got {target!r})")
+        try:
+            path = _extends_path(target.strip(), folder)
+        except SpecError as exc:
+            raise self.fail(doc.smap, at, f"cannot extend {target!r}: {exc.errors[0]['message']}") from None
+        key = str(path.resolve())
+        if key in stack:
+            chain = list(stack[stack.index(key):]) + [key]
+            raise self.fail(doc.smap, at, "extends cycle: " + " -> ".join(chain))
+        if len(stack) >= 32:
+            raise self.fail(doc.smap, at, "extends chain is more than 32 specs deep")
+        smap = SourceMap(file=str(path))
+        data, problems = _parse_text(_read(path), smap)
+        self.problems += problems
+        return self.resolve(Doc(data, smap), path.absolute().parent, stack + (key,))
+
+    def resolve(self, doc: Doc, folder: Path | None, stack: tuple[str, ...]) -> Doc:
+        """``doc`` with its steps' and its own ``extends`` merged in."""
+        if folder is not None:
+            resolve_paths(doc.data, folder)
+        steps = doc.data.get("steps")
+        if isinstance(steps, dict):
+            for name, step in list(steps.items()):
+                if not isinstance(step, dict) or "extends" not in step:
+                    continue
+                if step["extends"] is None:
+                    del step["extends"]
+                    continue
+                at = ("steps", name, "extends")
+                base = self.base(doc, at, folder, stack)
+                if isinstance(base.data.get("steps"), dict):
+                    raise self.fail(doc.smap, at, f"a step cannot extend a multi-step spec ({step['extends']!r})")
+                merged = merge(base, doc.sub("steps").sub(name), keep_replace=True)
+                steps[name] = merged.data
+                doc.smap.drop(("steps", name))
+                doc.smap.graft(merged.smap, (), ("steps", name))
+        if doc.data.get("extends", None) is None:
+            doc.data.pop("extends", None)
+            return doc
+        return merge(self.base(doc, ("extends",), folder, stack), doc)
+
+
+def _get(data: Any, path: FieldPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _dedupe(problems: list[dict]) -> list[dict]:
+    """One problem per position and message: a shared setting of a multi-step spec that is
+    wrong is wrong in every step, reported once."""
+    seen: set = set()
+    out = []
+    for p in problems:
+        key = (p["file"], p["line"], p["column"], p["message"])
+        if p["line"] is None and "(from --set" not in p["message"]:
+            key = (id(p),)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()) -> RewardSpec:
     """Load and validate a reward spec from a file, YAML text, a mapping or a preset name.
 
@@ -289,13 +376,19 @@ def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str
 
     ``source``: a ``Path``; a string naming an existing file or ending in ``.yaml``/``.yml``;
     ``preset:NAME`` or a bare preset name (``commongen``); other strings are YAML text.
-    ``overrides`` are ``dotted.path=value`` strings applied before validation. Raises
-    ``SpecError`` listing every problem with file, line, column and field path.
+    ``extends`` (in the spec or in a step) is followed through files (relative to the
+    spec's file; to the working directory for text and mappings) and presets and merged
+    in; a multi-step spec's shared settings are merged into each step. ``overrides`` are
+    ``dotted.path=value`` strings applied after ``extends``, before the steps get the
+    shared settings. Raises ``SpecError`` listing every problem with file, line, column
+    and field path (in the file it came from, for a field from a base spec).
     """
     smap = SourceMap()
-    problems: list[dict] = []
+    resolver = _Resolver()
+    folder: Path | None = None
+    stack: tuple[str, ...] = ()
     if isinstance(source, Mapping):
-        data: Any = dict(source)
+        data: Any = copy.deepcopy(dict(source))
     else:
         if isinstance(source, str) and source.startswith("preset:"):
             source = preset_path(source[len("preset:"):].strip())
@@ -304,17 +397,27 @@ def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str
         if isinstance(source, Path) or _is_file_name(source):
             smap.file = str(source)
             text = _read(Path(source))
+            folder = Path(source).absolute().parent
+            stack = (str(Path(source).resolve()),)
         else:
             text = source
-        data, problems = _parse_text(text, smap)
-    data, smap.overrides = _apply(data, overrides)
+        data, resolver.problems = _parse_text(text, smap)
+    doc = resolver.resolve(Doc(data, smap), folder, stack)
+    problems = resolver.problems
+    doc.data, origins = _apply(doc.data, overrides)
+    doc.smap.overrides.update(origins)
+    doc = apply_shared(doc)
+    smap = doc.smap
     spec = None
     try:
-        spec = RewardSpec.model_validate(data)
+        spec = RewardSpec.model_validate(doc.data)
     except ValidationError as exc:
         problems += problems_from_validation_error(exc, smap, RewardSpec)
     if problems or spec is None:
-        problems.sort(key=lambda p: (p["line"] is None, p["line"] or 0, p["column"] or 0))
-        raise SpecError(problems, smap.file)
+        problems.sort(key=lambda p: (p["file"] != smap.file, str(p["file"]), p["line"] is None,
+                                     p["line"] or 0, p["column"] or 0))
+        raise SpecError(_dedupe(problems), smap.file)
     spec._source = smap
+    for name, step in (spec.steps or {}).items():
+        step._source = smap.at(("steps", name))
     return spec

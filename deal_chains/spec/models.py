@@ -1,12 +1,20 @@
 """The reward-spec language, v1, as pydantic models (``extra="forbid"`` everywhere).
 
-A reward type plugs in with one ``REWARD_TYPES`` entry: its parameter model, a builder
-that turns rendered parameters into a reward, and the parameters that are templates.
+A reward type plugs in with one ``REWARD_TYPES`` entry: its parameter model (whose
+docstring is its description), a builder that turns rendered parameters into a reward,
+the parameters that are templates, those that hold nested reward entries (composition),
+and whether the reward is built once per spec and shared by every input record
+(``reuse``: models, classifiers, compiled schemas).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, NamedTuple, Optional
+import importlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, NamedTuple, Optional
 
 from pydantic import (
     AfterValidator,
@@ -24,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from deal_chains.errors import SpecError
 from deal_chains.search.config import SearchConfig
-from deal_chains.spec.source import FieldPath, SourceMap
+from deal_chains.spec.source import FieldPath, SourceMap, dotted
 from deal_chains.spec.templates import (
     MissingVariable,
     check_template,
@@ -35,9 +43,11 @@ from deal_chains.spec.templates import (
 )
 
 if TYPE_CHECKING:
+    from deal_chains.search.constraints import GrammarConstraint
     from rewards.base import Reward
 
 _STRICT = ConfigDict(extra="forbid")
+MAX_SCHEMA_BYTES = 1 << 20  # a schema_file, like a spec, is at most 1 MiB
 
 # --------------------------------------------------------------------------- parameters
 
@@ -110,11 +120,426 @@ class LengthParams(BaseModel):
         return self
 
 
+
+def _error(kind: str, message: str, at: str | None = None, **ctx: Any) -> PydanticCustomError:
+    """A spec error; ``at`` is a dotted path, relative to the failing field, to point at."""
+    if at is not None:
+        ctx["at"] = at
+    return PydanticCustomError(kind, "{message}", {"message": message, **ctx})
+
+
+def _check_patterns(value: Any) -> Any:
+    patterns = [value] if isinstance(value, str) else value
+    if not isinstance(patterns, list):
+        raise ValueError(f"give a pattern or a list of patterns (got {value!r})")
+    from rewards.regex import compile_re2
+
+    for i, pattern in enumerate(patterns):
+        at = None if isinstance(value, str) else str(i)
+        if not isinstance(pattern, str):
+            raise _error("spec_pattern", f"pattern {i} must be a string (got {pattern!r}; quote it in YAML)", at)
+        if not pattern:
+            raise _error("spec_pattern", "a pattern must not be empty", at)
+        try:
+            compile_re2(pattern)
+        except ValueError as exc:
+            raise _error("spec_bad_regex", str(exc).removeprefix("RegexReward: "), at) from None
+    return value
+
+
+class RegexParams(BaseModel):
+    """``regex``: reward the fraction of regex conditions the text meets: each ``must_match``
+    pattern that matches it and each ``must_not_match`` pattern that does not (RE2 syntax:
+    linear-time, no backreferences or lookaround)."""
+
+    model_config = _STRICT
+
+    must_match: Annotated[str | list[str], BeforeValidator(_check_patterns)] = Field(
+        default_factory=list, description="pattern(s) the text must match")
+    must_not_match: Annotated[str | list[str], BeforeValidator(_check_patterns)] = Field(
+        default_factory=list, description="pattern(s) the text must not match")
+    mode: Literal["search", "fullmatch"] = Field(
+        "search", description="search: a match anywhere; fullmatch: the whole text must match")
+    ignore_case: bool = Field(False, description="match every pattern case-insensitively")
+
+    @model_validator(mode="after")
+    def _some_pattern(self) -> "RegexParams":
+        if not self.must_match and not self.must_not_match:
+            raise ValueError("give at least one must_match or must_not_match pattern")
+        return self
+
+
+def _remote_ref(node: Any, path: FieldPath = ()) -> FieldPath | None:
+    """The path of the first ``$ref`` that does not point inside the schema."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return path + ("$ref",)
+        for key, value in node.items():
+            found = _remote_ref(value, path + (key,))
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = _remote_ref(value, path + (i,))
+            if found is not None:
+                return found
+    return None
+
+
+def _schema_problem(schema: Any) -> tuple[str, FieldPath] | None:
+    """(message, path inside the schema) when ``schema`` is not a usable JSON Schema."""
+    from rewards.json_schema import make_validator
+
+    try:
+        make_validator(schema)
+    except ValueError as exc:
+        where = _remote_ref(schema)
+        if where is None:
+            where = ()
+            try:
+                import jsonschema
+
+                cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+                cls.check_schema(schema)
+            except jsonschema.exceptions.SchemaError as err:
+                where = tuple(err.path)
+            except Exception:  # noqa: BLE001 - only a position is wanted here
+                pass
+        return str(exc), where
+    return None
+
+
+def _check_schema_value(value: Any) -> Any:
+    if value is None or isinstance(value, (dict, bool)):
+        return value
+    raise ValueError(f"schema must be a JSON Schema written as a mapping (or true/false), got {value!r}")
+
+
+class JsonSchemaParams(BaseModel):
+    """``json_schema``: reward JSON valid against a JSON Schema (a JSON prefix is scored while
+    it grows; finished text is validated). ``mode: hard`` also masks tokens so that the
+    output always parses and validates. Only local ``$ref`` (``#/...``) are allowed."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
+    schema_: Annotated[dict[str, Any] | bool | None, BeforeValidator(_check_schema_value)] = Field(
+        None, alias="schema", description="the JSON Schema, inline")
+    schema_file: Optional[str] = Field(
+        None, min_length=1, description="a JSON file holding the schema, relative to the spec file")
+    mode: Literal["soft", "hard"] = Field(
+        "soft", description="soft: a reward only; hard: also a token mask (at most one per spec)")
+
+    _schema: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load_schema(self) -> "JsonSchemaParams":
+        if self.schema_ is not None and self.schema_file is not None:
+            raise _error("spec_schema_source", "give either schema (inline) or schema_file, not both",
+                         "schema_file")
+        if self.schema_ is None and self.schema_file is None:
+            raise ValueError("give the JSON Schema as schema (inline) or schema_file (a JSON file)")
+        if self.schema_file is None:
+            found = _schema_problem(self.schema_)
+            if found is not None:
+                message, where = found
+                raise _error("spec_bad_schema", message, dotted(("schema",) + where))
+            self._schema = self.schema_
+            return self
+        path = Path(self.schema_file)
+        try:
+            if path.stat().st_size > MAX_SCHEMA_BYTES:
+                raise _error("spec_schema_file", f"schema file {path} is over the 1 MiB limit", "schema_file")
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise _error("spec_schema_file", f"schema file not found: {path}", "schema_file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _error("spec_schema_file", f"cannot read schema file {path}: {exc}", "schema_file") from None
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _error("spec_schema_file", f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+                         "schema_file") from None
+        found = _schema_problem(schema)
+        if found is not None:
+            message, where = found
+            inside = f" (at {'/'.join(map(str, where))})" if where else ""
+            raise _error("spec_bad_schema", f"{path}{inside}: {message}", "schema_file")
+        self._schema = schema
+        return self
+
+    @property
+    def loaded_schema(self) -> Any:
+        """The schema itself (read from ``schema_file`` when given that way)."""
+        return self._schema
+
+
+def _check_model_path(value: str) -> str:
+    if value.startswith(("/", "./", "../")) and not Path(value).exists():
+        raise ValueError(f"model path not found: {value}")
+    return value
+
+
+ModelName = Annotated[str, Field(min_length=1), AfterValidator(_check_model_path)]
+_MODEL_HELP = "a Hugging Face id or a local path (./ and ../ are relative to the spec file)"
+
+
+def _check_label(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ValueError(f"label must be a label name or a class index (got {value!r})")
+    return value
+
+
+class ClassifierParams(BaseModel):
+    """``classifier``: the probability a Hugging Face sequence-classification model gives
+    ``label`` (``goal: minimize`` rewards a low probability, e.g. of toxicity)."""
+
+    model_config = _STRICT
+
+    model: ModelName = Field(description=_MODEL_HELP)
+    label: Annotated[str | int, BeforeValidator(_check_label)] = Field(
+        description="the label's name (from the model's config) or its index")
+    goal: Literal["maximize", "minimize"] = "maximize"
+    include_prompt: bool = Field(False, description="classify the prompt and the text as a pair")
+    batch_size: int = Field(32, ge=1, le=4096, description="texts classified per forward pass")
+
+
+def _check_normalize(value: Any) -> Any:
+    if value in ("sigmoid", "none"):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        if not value[0] < value[1]:
+            raise ValueError(f"normalize [lo, hi] needs lo < hi (got {list(value)})")
+        return value
+    raise ValueError(f"normalize must be sigmoid, none or a range [lo, hi] (got {value!r})")
+
+
+class RewardModelParams(BaseModel):
+    """``reward_model``: a Hugging Face reward model's score of (prompt, text), mapped to
+    [0, 1] by ``normalize``."""
+
+    model_config = _STRICT
+
+    model: ModelName = Field(description=_MODEL_HELP)
+    normalize: Annotated[Literal["sigmoid", "none"] | tuple[float, float], BeforeValidator(_check_normalize)] = Field(
+        "sigmoid", description="sigmoid(scale * score), the raw score (none), or a linear map of [lo, hi]")
+    scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="multiplies the score before normalize")
+    include_prompt: bool = Field(True, description="score the prompt and the text together")
+
+
+class JudgeParams(BaseModel):
+    """``judge``: ask a local causal LM a yes/no question about the text; the reward is
+    P(yes) / (P(yes) + P(no)). ``{text}`` in the question is replaced by the text and
+    ``{prompt}`` by the prompt."""
+
+    model_config = _STRICT
+
+    question: str = Field(min_length=1, description="the question; must contain {text} (may contain {prompt})")
+    model: Optional[ModelName] = Field(None, description="null: the generating model; or " + _MODEL_HELP)
+
+    @field_validator("question")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("the question must contain {text}, where the text to judge goes")
+        return value
+
+
+class HarmlessParams(BaseModel):
+    """``harmless``: a harmlessness preference head on the generating model's hidden states,
+    in [0, 1] (higher = more harmless)."""
+
+    model_config = _STRICT
+
+    head: Optional[str] = Field(None, min_length=1, description="a head file (.safetensors with its .json "
+                                "sidecar), relative to the spec file; null: the shipped head")
+
+    @field_validator("head")
+    @classmethod
+    def _head_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            from rewards.harmless import head_paths
+
+            weights, _ = head_paths(value)
+            if not weights.is_file():
+                raise ValueError(f"reward head not found: {weights}")
+        return value
+
+
+class PluginParams(BaseModel):
+    """``plugin``: a reward from an installed package's ``deal_chains.rewards`` entry point,
+    found by name (a spec never names code or an import path)."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, description="the plugin's entry-point name")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the plugin")
+
+    @field_validator("name")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        from rewards.callable import PLUGIN_GROUP, available_plugins
+
+        installed = available_plugins()
+        if value in installed:
+            return value
+        if installed:
+            msg = f"unknown reward plugin {value!r}; installed plugins: {', '.join(installed)}"
+        else:
+            msg = (f"unknown reward plugin {value!r}: no reward plugins are installed (a plugin is a "
+                   f"package with an entry point in the group {PLUGIN_GROUP!r})")
+        if any(c in value for c in ".:/"):
+            msg += "; plugins are found by entry-point name only, never imported from a path"
+        raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def _is_hard(entry: Any) -> bool:
+    return entry.reward_type == "json_schema" and entry.params.mode == "hard"
+
+
+def _check_children(entries: list[tuple[str, Any]]) -> None:
+    """Nested entries (with their dotted paths): distinct names, no hard constraint."""
+    seen: dict[str, str] = {}
+    for at, entry in entries:
+        if _is_hard(entry):
+            raise _error("spec_nested_hard", "mode: hard is only allowed in a top-level reward (a hard "
+                         "constraint applies to the whole output); use mode: soft here",
+                         f"{at}.json_schema.mode")
+        if entry.name in seen:
+            raise _error("spec_duplicate_name", f"{seen[entry.name]} and {at} are both named "
+                         f"{entry.name!r}; give each a distinct 'name:'", at)
+        seen[entry.name] = at
+
+
+def _check_thresholds(value: Any) -> Any:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if number(value) or (isinstance(value, list) and value and all(number(v) for v in value)):
+        return value
+    raise ValueError(f"thresholds must be a number or a list of numbers, one per reward (got {value!r})")
+
+
+class AllOfParams(BaseModel):
+    """``all_of``: 1 when every nested reward meets its threshold, else the fraction that do."""
+
+    model_config = _STRICT
+
+    rewards: list["RewardEntry"] = Field(min_length=1, description="nested reward entries")  # type: ignore[name-defined]
+    thresholds: Annotated[float | list[float], BeforeValidator(_check_thresholds)] = Field(
+        1.0, description="one threshold for all, or one per nested reward")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AllOfParams":
+        _check_children([(f"rewards.{i}", e) for i, e in enumerate(self.rewards)])
+        if isinstance(self.thresholds, list) and len(self.thresholds) != len(self.rewards):
+            raise _error("spec_thresholds", f"{len(self.thresholds)} thresholds for {len(self.rewards)} "
+                         "rewards; give one per reward or a single number", "thresholds")
+        return self
+
+
+class AnyOfParams(AllOfParams):
+    """``any_of``: 1 when some nested reward meets its threshold, else the best one's progress
+    towards it."""
+
+
+class ThresholdParams(BaseModel):
+    """``threshold``: 1 when the nested reward scores at least ``min``, else 0 (``soft``:
+    score / min)."""
+
+    model_config = _STRICT
+
+    reward: "RewardEntry"  # type: ignore[name-defined]
+    min: float = Field(allow_inf_nan=False, description="the score to reach")
+    soft: bool = Field(False, description="partial credit below min (needs min > 0)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ThresholdParams":
+        _check_children([("reward", self.reward)])
+        if self.soft and self.min <= 0:
+            raise _error("spec_threshold_min", f"soft: true needs min > 0 (got {self.min})", "min")
+        return self
+
+
+class GatedParams(BaseModel):
+    """``gated``: the nested ``reward``'s score where ``gate`` scores at least ``threshold``,
+    else the reward's minimum."""
+
+    model_config = _STRICT
+
+    gate: "RewardEntry"  # type: ignore[name-defined]
+    reward: "RewardEntry"  # type: ignore[name-defined]
+    threshold: float = Field(1.0, allow_inf_nan=False, description="the gate score that opens the gate")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GatedParams":
+        _check_children([("gate", self.gate), ("reward", self.reward)])
+        return self
+
+
+class NormalizeParams(BaseModel):
+    """``normalize``: rescale the nested reward's range [lo, hi] to [0, 1]."""
+
+    model_config = _STRICT
+
+    reward: "RewardEntry"  # type: ignore[name-defined]
+    lo: float = Field(allow_inf_nan=False)
+    hi: float = Field(allow_inf_nan=False)
+    clip: bool = Field(True, description="clip the result to [0, 1]")
+
+    @model_validator(mode="after")
+    def _check(self) -> "NormalizeParams":
+        _check_children([("reward", self.reward)])
+        if not self.lo < self.hi:
+            raise _error("spec_range", f"lo ({self.lo}) must be less than hi ({self.hi})", "hi")
+        return self
+
+
 # --------------------------------------------------------------------------- builders
 
 
-def _build_keywords(params: dict[str, Any], *, weight: float, name: str, terminal: bool,
-                    count_tokens: Callable[[str], int] | None) -> "Reward":
+@dataclass
+class BuildContext:
+    """What a builder gets besides its rendered parameters."""
+
+    weight: float
+    name: str
+    terminal: bool
+    params: BaseModel
+    path: FieldPath
+    variables: Mapping[str, Any]
+    count_tokens: Callable[[str], int] | None = None
+    lm: Any = None
+
+    @property
+    def composite_terminal(self) -> bool | None:
+        """True when the spec says ``terminal: true``, else None: a composite is then terminal
+        when all its children are, a plugin keeps its own setting."""
+        return True if self.terminal else None
+
+    def need_lm(self, what: str) -> Any:
+        if self.lm is None:
+            raise ValueError(f"{what} needs the generating model: pass it as "
+                             "build_rewards(..., lm=engine.lm)")
+        return self.lm
+
+
+def _common(ctx: BuildContext) -> dict[str, Any]:
+    return {"weight": ctx.weight, "name": ctx.name, "terminal": ctx.terminal}
+
+
+def _reward_class(module: str, name: str, rtype: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"the {rtype} reward is not available in this installation ({exc})") from None
+
+
+def _build_keywords(params: dict[str, Any], ctx: BuildContext) -> "Reward":
     from rewards.keywords import KeywordCoverage
 
     words = params["words"]
@@ -127,32 +552,153 @@ def _build_keywords(params: dict[str, Any], *, weight: float, name: str, termina
         words = [w for w in flat if w]
     if not words:
         raise ValueError("no words to cover after filling the template")
-    return KeywordCoverage(words, inflections=params["inflections"], weight=weight, name=name,
-                           terminal=terminal)
+    return KeywordCoverage(words, inflections=params["inflections"], **_common(ctx))
 
 
-def _build_length(params: dict[str, Any], *, weight: float, name: str, terminal: bool,
-                  count_tokens: Callable[[str], int] | None) -> "Reward":
+def _build_length(params: dict[str, Any], ctx: BuildContext) -> "Reward":
     from rewards.length import LengthReward
 
-    return LengthReward(**params, count_tokens=count_tokens, weight=weight, name=name,
-                        terminal=terminal)
+    return LengthReward(**params, count_tokens=ctx.count_tokens, **_common(ctx))
+
+
+def _build_regex(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.regex import RegexReward
+
+    return RegexReward(params["must_match"], params["must_not_match"], mode=params["mode"],
+                       ignore_case=params["ignore_case"], **_common(ctx))
+
+
+def _build_json_schema(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.json_schema import JsonSchemaReward
+
+    return JsonSchemaReward(ctx.params.loaded_schema, **_common(ctx))  # type: ignore[attr-defined]
+
+
+def _device(ctx: BuildContext) -> dict[str, Any]:
+    """Run a scoring model where the generating model runs (the reward's default otherwise)."""
+    device = getattr(ctx.lm, "device", None)
+    return {} if device is None else {"device": device}
+
+
+def _build_classifier(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    cls = _reward_class("rewards.classifier", "ClassifierReward", "classifier")
+    return cls(params["model"], params["label"], goal=params["goal"], include_prompt=params["include_prompt"],
+               batch_size=params["batch_size"], **_device(ctx), **_common(ctx))
+
+
+def _build_reward_model(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    cls = _reward_class("rewards.reward_model", "RewardModelReward", "reward_model")
+    normalize = params["normalize"]
+    normalize = tuple(normalize) if isinstance(normalize, (list, tuple)) else normalize
+    return cls(params["model"], normalize=normalize, scale=params["scale"],
+               include_prompt=params["include_prompt"], **_device(ctx), **_common(ctx))
+
+
+def _build_judge(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    cls = _reward_class("rewards.judge", "JudgeReward", "judge")
+    if params["model"] is None:
+        lm = ctx.need_lm("a judge with model: null (the generating model)")
+    else:
+        from deal_chains.models import load_model
+
+        device = getattr(ctx.lm, "device", None) or "auto"
+        lm = load_model(params["model"], device=device)
+    return cls.from_loaded(lm, question=params["question"], **_common(ctx))
+
+
+def _build_harmless(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.harmless import HarmlessReward
+
+    lm = ctx.need_lm("the harmless reward (its features come from the generating model)")
+    return HarmlessReward.for_model(lm, params["head"], **_common(ctx))
+
+
+def _build_plugin(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.callable import load_plugin
+
+    return load_plugin(params["name"], params["params"], weight=ctx.weight, reward_name=ctx.name,
+                       terminal=ctx.composite_terminal)
+
+
+def _build_all_of(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.compose import AllOf
+
+    return AllOf(params["rewards"], params["thresholds"], name=ctx.name, weight=ctx.weight,
+                 terminal=ctx.composite_terminal)
+
+
+def _build_any_of(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.compose import AnyOf
+
+    return AnyOf(params["rewards"], params["thresholds"], name=ctx.name, weight=ctx.weight,
+                 terminal=ctx.composite_terminal)
+
+
+def _build_threshold(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.compose import Threshold
+
+    return Threshold(params["reward"], params["min"], soft=params["soft"], name=ctx.name, weight=ctx.weight,
+                     terminal=ctx.composite_terminal)
+
+
+def _build_gated(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.compose import Gated
+
+    return Gated(params["gate"], params["reward"], params["threshold"], name=ctx.name, weight=ctx.weight,
+                 terminal=ctx.composite_terminal)
+
+
+def _build_normalize(params: dict[str, Any], ctx: BuildContext) -> "Reward":
+    from rewards.compose import Normalized
+
+    return Normalized(params["reward"], params["lo"], params["hi"], clip=params["clip"], name=ctx.name,
+                      weight=ctx.weight, terminal=ctx.composite_terminal)
 
 
 class RewardType(NamedTuple):
-    """A registered reward type: parameter model, builder, templated parameter names and
-    an example of its parameters (for error messages)."""
+    """A registered reward type: parameter model, builder ``build(params, ctx)``, templated
+    parameter names, an example of its parameters (for error messages), the parameters
+    that hold nested entries, whether one built reward is reused for every input record
+    (its parameters are static; it is costly to build), whether it needs the generating
+    model, and the parameters naming a file (relative to the spec file) or a model
+    (``./`` and ``../`` relative to the spec file)."""
 
     params: type[BaseModel]
     build: Callable[..., "Reward"]
     templated: tuple[str, ...] = ()
     example: str = "{...}"
+    children: tuple[str, ...] = ()
+    reuse: bool = False
+    needs_lm: bool = False
+    files: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
 
 
 REWARD_TYPES: dict[str, RewardType] = {
     "keywords": RewardType(KeywordsParams, _build_keywords, templated=("words",),
                            example="{words: [dog, cat]}"),
     "length": RewardType(LengthParams, _build_length, example="{max_words: 20}"),
+    "regex": RewardType(RegexParams, _build_regex, example="{must_match: '^[A-Z]'}"),
+    "json_schema": RewardType(JsonSchemaParams, _build_json_schema, example="{schema_file: order.schema.json}",
+                              reuse=True, files=("schema_file",)),
+    "classifier": RewardType(ClassifierParams, _build_classifier,
+                             example="{model: ./toxicity-model, label: toxic, goal: minimize}",
+                             reuse=True, models=("model",)),
+    "reward_model": RewardType(RewardModelParams, _build_reward_model, example="{model: ./reward-model}",
+                               reuse=True, models=("model",)),
+    "judge": RewardType(JudgeParams, _build_judge, example="{question: 'Is this polite? {text}'}",
+                        reuse=True, needs_lm=True, models=("model",)),
+    "harmless": RewardType(HarmlessParams, _build_harmless, example="{}", reuse=True, needs_lm=True,
+                           files=("head",)),
+    "plugin": RewardType(PluginParams, _build_plugin, example="{name: toxicity, params: {}}"),
+    "all_of": RewardType(AllOfParams, _build_all_of, example="{rewards: [...]}", children=("rewards",)),
+    "any_of": RewardType(AnyOfParams, _build_any_of, example="{rewards: [...]}", children=("rewards",)),
+    "threshold": RewardType(ThresholdParams, _build_threshold, example="{reward: {...}, min: 0.5}",
+                            children=("reward",)),
+    "gated": RewardType(GatedParams, _build_gated, example="{gate: {...}, reward: {...}}",
+                        children=("gate", "reward")),
+    "normalize": RewardType(NormalizeParams, _build_normalize, example="{reward: {...}, lo: -4, hi: 4}",
+                            children=("reward",)),
 }
 _COMMON_KEYS = ("weight", "name", "terminal")
 
@@ -170,7 +716,8 @@ class _RewardEntryBase(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_entry_schema)
 
     weight: float = Field(1.0, allow_inf_nan=False, description="weight of this reward in the sum")
-    name: Optional[str] = Field(None, min_length=1, description="default: the reward type")
+    name: Optional[str] = Field(None, min_length=1, description="default: the reward type "
+                                "(for a plugin: the plugin's name)")
     terminal: bool = Field(False, description="score only finished texts")
 
     @model_validator(mode="before")
@@ -212,7 +759,7 @@ class _RewardEntryBase(BaseModel):
     @model_validator(mode="after")
     def _default_name(self) -> "_RewardEntryBase":
         if self.name is None:
-            self.name = self.reward_type
+            self.name = self.params.name if self.reward_type == "plugin" else self.reward_type  # type: ignore[attr-defined]
         return self
 
     @property
@@ -225,14 +772,39 @@ class _RewardEntryBase(BaseModel):
         """The validated parameters of the entry's reward type."""
         return getattr(self, self.reward_type)
 
+    def children(self) -> list[tuple[FieldPath, Any]]:
+        """The nested entries, with their paths relative to this entry."""
+        out: list[tuple[FieldPath, Any]] = []
+        for param in REWARD_TYPES[self.reward_type].children:
+            value = getattr(self.params, param)
+            if isinstance(value, list):
+                out.extend(((self.reward_type, param, i), e) for i, e in enumerate(value))
+            else:
+                out.append(((self.reward_type, param), value))
+        return out
+
 
 RewardEntry = create_model(  # one optional field per registered reward type
     "RewardEntry",
     __base__=_RewardEntryBase,
     __module__=__name__,
-    **{t: (Optional[rt.params], Field(None, description=rt.params.__doc__))
+    **{t: (Optional[rt.params], Field(None, description=" ".join((rt.params.__doc__ or "").split())))
        for t, rt in REWARD_TYPES.items()},  # type: ignore[call-overload]
 )
+for _rt in REWARD_TYPES.values():
+    if _rt.children:
+        _rt.params.model_rebuild()
+RewardEntry.model_rebuild()
+
+
+def _entry_variables(entry: Any) -> set[str]:
+    rtype = REWARD_TYPES[entry.reward_type]
+    names: set[str] = set()
+    for param in rtype.templated:
+        names |= template_variables(getattr(entry.params, param))
+    for _, child in entry.children():
+        names |= _entry_variables(child)
+    return names
 
 
 # --------------------------------------------------------------------------- the spec
@@ -249,6 +821,8 @@ else:  # validated as a SearchConfig (field errors keep their paths), kept as th
         SearchConfig, AfterValidator(_given_search_fields), PlainSerializer(dict, return_type=dict)
     ]
 
+STEP_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
+
 
 class RewardSpec(BaseModel):
     """A validated reward spec.
@@ -256,11 +830,20 @@ class RewardSpec(BaseModel):
     >>> spec = RewardSpec.model_validate({"rewards": [{"length": {"max_words": 20}}]})
     >>> spec.rewards[0].name, spec.search_config().strategy
     ('length', 'deal')
+
+    A multi-step spec has ``steps`` (``step(name)`` gives each as a ``RewardSpec``) and
+    nothing else of its own: the loader merges its shared settings into every step.
     """
 
     model_config = ConfigDict(extra="forbid", title="deal-chains reward spec")
 
     version: int = Field(1, description="spec language version; only 1 exists")
+    extends: Optional[str] = Field(
+        None, min_length=1,
+        description="a preset name or a spec file (relative to this one) to build on: its search, "
+        "system, prompt and model are defaults for this spec's, its rewards come first. "
+        "Resolved when the spec is loaded",
+    )
     model: Optional[str] = Field(
         None, min_length=1,
         description="'default' (the embedded model), a Hugging Face id or a local path",
@@ -270,9 +853,23 @@ class RewardSpec(BaseModel):
     )
     system: Optional[str] = Field(None, description="system message template (start-state adaptation)")
     prompt: Optional[str] = Field(None, description="user message template")
-    rewards: list[RewardEntry] = Field(min_length=1, description="rewards summed with their weights")  # type: ignore[valid-type]
+    rewards: list[RewardEntry] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="rewards summed with their weights (required unless inherited through "
+        "extends, or given per step)",
+    )
+    replace_rewards: bool = Field(
+        False, description="with extends, or in a step: use only this spec's rewards, not the "
+        "base's (or the shared ones)",
+    )
+    steps: Optional[dict[str, "RewardSpec"]] = Field(
+        None, description="per-step specs of a multi-step chain, by step name; the other top-level "
+        "keys are shared defaults for every step",
+    )
 
     _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+    _reuse: dict = PrivateAttr(default_factory=dict)
+    _constraint: Any = PrivateAttr(None)
 
     @field_validator("version")
     @classmethod
@@ -281,14 +878,54 @@ class RewardSpec(BaseModel):
             raise ValueError(f"unsupported spec version {value}; this deal-chains reads version 1")
         return value
 
+    @field_validator("extends")
+    @classmethod
+    def _check_extends(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("extends is resolved when a spec is loaded (load_spec, a spec file); "
+                             "it cannot be set here")
+        return value
+
+    @field_validator("replace_rewards")
+    @classmethod
+    def _check_replace(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("replace_rewards: true only applies to a spec that extends another, or to a "
+                             "step (it leaves out the base's or the shared rewards)")
+        return value
+
     @field_validator("system", "prompt")
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value)
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _check_step_names(cls, value: Any) -> Any:
+        import re
+
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("steps must name at least one step")
+            for name in value:
+                if not isinstance(name, str) or not re.fullmatch(STEP_NAME, name):
+                    raise _error("spec_step_name", f"step name {name!r} must be letters, digits, _ and -, "
+                                 "starting with a letter or _", str(name))
+        return value
+
     @model_validator(mode="after")
-    def _unique_names(self) -> "RewardSpec":
+    def _check_rewards(self) -> "RewardSpec":
+        if self.steps is not None:
+            for name, step in self.steps.items():
+                if step.steps is not None:
+                    raise _error("spec_nested_steps", "steps cannot be nested: a step is a single spec",
+                                 f"steps.{name}.steps")
+            return self
+        if not self.rewards:
+            raise _error("spec_no_rewards", "missing required key 'rewards' (a list of rewards; or "
+                         "extends: a spec that has them)", "rewards")
         seen: dict[str, int] = {}
+        hard: int | None = None
         for i, entry in enumerate(self.rewards):
             if entry.name in seen:
                 raise PydanticCustomError(
@@ -298,9 +935,41 @@ class RewardSpec(BaseModel):
                      "at": f"rewards.{i}"},
                 )
             seen[entry.name] = i
+            if _is_hard(entry):
+                if hard is not None:
+                    raise _error("spec_two_hard", f"rewards {hard} and {i} are both json_schema with mode: "
+                                 "hard; a spec can have at most one hard constraint",
+                                 f"rewards.{i}.json_schema.mode")
+                hard = i
         return self
 
     # ----------------------------------------------------------------------- use
+
+    @property
+    def step_names(self) -> list[str]:
+        """The names of the steps of a multi-step spec ([] for a single-step spec)."""
+        return list(self.steps or ())
+
+    def step(self, name: str) -> "RewardSpec":
+        """The spec of step ``name`` of a multi-step spec (shared settings merged in).
+
+        Raises ``SpecError`` listing the steps when there is no such step."""
+        if not self.steps:
+            raise SpecError([self._source.problem((), f"this spec has no steps (asked for step {name!r})")],
+                            self._source.file)
+        if name not in self.steps:
+            raise SpecError([self._source.problem(("steps",), f"unknown step {name!r}; steps: "
+                                                  f"{', '.join(self.steps)}", key=True)], self._source.file)
+        step = self.steps[name]
+        if step._source.file is None and not step._source.values:
+            step._source = self._source.at(("steps", name))
+        return step
+
+    def _single(self, what: str) -> None:
+        if self.steps:
+            raise SpecError([self._source.problem(
+                ("steps",), f"this spec has steps ({', '.join(self.steps)}); {what} one of them: "
+                "spec.step(name), or deal-chains generate --step NAME", key=True)], self._source.file)
 
     def search_config(self, **overrides: Any) -> SearchConfig:
         """The spec's search settings over the defaults, then ``overrides`` (``None``
@@ -315,11 +984,10 @@ class RewardSpec(BaseModel):
         return SearchConfig.build(**values)
 
     def variables(self) -> set[str]:
-        """Every ``{name}`` the spec's templates use."""
+        """Every ``{name}`` the spec's templates use (nested rewards included)."""
         names = template_variables([self.system or "", self.prompt or ""])
         for entry in self.rewards:
-            for param in REWARD_TYPES[entry.reward_type].templated:
-                names |= template_variables(getattr(entry.params, param))
+            names |= _entry_variables(entry)
         return names
 
     def render_system(self, variables: Mapping[str, Any]) -> str | None:
@@ -339,35 +1007,82 @@ class RewardSpec(BaseModel):
             raise SpecError([self._source.problem((field,), exc.message)], self._source.file) from None
 
     def build_rewards(
-        self, variables: Mapping[str, Any], count_tokens: Callable[[str], int] | None = None
+        self, variables: Mapping[str, Any], count_tokens: Callable[[str], int] | None = None, *,
+        lm: Any = None,
     ) -> list["Reward"]:
         """Construct the spec's rewards for one input, filling templates from ``variables``.
 
         ``count_tokens`` is passed to rewards that count tokens (``length`` with token
-        bounds). Raises ``SpecError`` listing every unset variable and every reward
-        that could not be built, each with its field path.
+        bounds). ``lm`` is the generating model (an object with ``.model`` and
+        ``.tokenizer``, e.g. ``DeALEngine.lm``), needed by ``judge`` (with ``model: null``)
+        and ``harmless``. Costly rewards (``classifier``, ``reward_model``, ``judge``,
+        ``harmless``, ``json_schema``) are built on the first call and the same objects
+        are returned by every later call (for the same ``lm``). Raises ``SpecError``
+        listing every unset variable and every reward that could not be built, each with
+        its field path.
         """
+        self._single("build the rewards of")
         rewards: list[Reward] = []
         problems: list[dict] = []
         for i, entry in enumerate(self.rewards):
-            rtype = REWARD_TYPES[entry.reward_type]
-            path: FieldPath = ("rewards", i, entry.reward_type)
-            params = entry.params.model_dump()
-            failed = False
-            for param in rtype.templated:
-                try:
-                    params[param] = render_value(params[param], variables)
-                except MissingVariable as exc:
-                    problems.append(self._source.problem(path + (param,), exc.message))
-                    failed = True
-            if failed:
-                continue
-            try:
-                rewards.append(rtype.build(params, weight=entry.weight, name=entry.name,
-                                           terminal=entry.terminal, count_tokens=count_tokens))
-            except (ValueError, TypeError) as exc:
-                problems.append(self._source.problem(
-                    path, f"cannot build reward {entry.name!r}: {exc}"))
+            reward = self._build_entry(entry, ("rewards", i), variables, count_tokens, lm, problems)
+            if reward is not None:
+                rewards.append(reward)
         if problems:
             raise SpecError(problems, self._source.file)
         return rewards
+
+    def _build_entry(self, entry: Any, path: FieldPath, variables: Mapping[str, Any],
+                     count_tokens: Callable[[str], int] | None, lm: Any, problems: list[dict]) -> Any:
+        rtype = REWARD_TYPES[entry.reward_type]
+        ppath = path + (entry.reward_type,)
+        if rtype.reuse:
+            cached = self._reuse.get(path)
+            if cached is not None and (not rtype.needs_lm or cached[0] is lm):
+                return cached[1]
+        params = {name: getattr(entry.params, name) for name in type(entry.params).model_fields}
+        failed = False
+        for param in rtype.templated:
+            try:
+                params[param] = render_value(params[param], variables)
+            except MissingVariable as exc:
+                problems.append(self._source.problem(ppath + (param,), exc.message))
+                failed = True
+        for param in rtype.children:
+            value = params[param]
+            if isinstance(value, list):
+                built = [self._build_entry(e, ppath + (param, j), variables, count_tokens, lm, problems)
+                         for j, e in enumerate(value)]
+                failed = failed or any(b is None for b in built)
+            else:
+                built = self._build_entry(value, ppath + (param,), variables, count_tokens, lm, problems)
+                failed = failed or built is None
+            params[param] = built
+        if failed:
+            return None
+        ctx = BuildContext(weight=entry.weight, name=entry.name, terminal=entry.terminal, params=entry.params,
+                           path=ppath, variables=variables, count_tokens=count_tokens, lm=lm)
+        try:
+            reward = rtype.build(params, ctx)
+        except (ValueError, TypeError, LookupError, ImportError, OSError, RuntimeError) as exc:
+            problems.append(self._source.problem(ppath, f"cannot build reward {entry.name!r}: {exc}"))
+            return None
+        if rtype.reuse:
+            self._reuse[path] = (lm, reward)
+        return reward
+
+    def build_constraint(self, variables: Mapping[str, Any] | None = None) -> "GrammarConstraint | None":
+        """The hard constraint of the spec (from its ``json_schema`` entry with ``mode:
+        hard``), or None. ``variables`` is accepted for symmetry with ``build_rewards``:
+        schemas are static, so every input gets the same constraint."""
+        self._single("build the constraint of")
+        if self._constraint is None:
+            for entry in self.rewards:
+                if _is_hard(entry):
+                    from deal_chains.search.constraints import GrammarConstraint
+
+                    self._constraint = GrammarConstraint.json_schema(entry.params.loaded_schema)
+                    break
+            else:
+                self._constraint = False
+        return self._constraint or None

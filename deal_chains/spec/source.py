@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,16 +27,25 @@ def parse_dotted(text: str) -> FieldPath:
 @dataclass
 class SourceMap:
     """Positions (1-based line, column) of the spec's keys and values, by field path,
-    and the ``--set`` override that supplied a field, if any."""
+    and the ``--set`` override that supplied a field, if any.
+
+    A spec merged from several files (``extends``) keeps, in ``files``, the file of each
+    path that came from another file than ``file``. ``prefix`` makes a view of the map
+    rooted at a sub-spec (a step: ``("steps", "answer")``): paths given to ``problem``
+    are relative to it, and reported with it.
+    """
 
     file: str | None = None
     values: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
     overrides: dict[FieldPath, str] = field(default_factory=dict)
+    files: dict[FieldPath, str | None] = field(default_factory=dict)
+    prefix: FieldPath = ()
 
     def problem(self, path: FieldPath, message: str, *, key: bool = False) -> dict:
         """A ``SpecError`` problem for the field at ``path``: the position of its key
         (``key=True``) or value, else of the nearest enclosing field that has one."""
+        path = self.prefix + tuple(path)
         problem = {"file": self.file, "line": None, "column": None,
                    "field": dotted(path) or None, "message": message}
         for end in range(len(path), 0, -1):
@@ -44,14 +53,63 @@ class SourceMap:
             if origin is not None:
                 problem["message"] = f"{message} (from --set {origin})"
                 return problem
-        pos = self.keys.get(path) if key else None
+        found: FieldPath | None = path if key and path in self.keys else None
+        pos = self.keys[path] if found is not None else None
         end = len(path)
         while pos is None and end >= 0:
             pos = self.values.get(path[:end])
+            if pos is not None:
+                found = path[:end]
             end -= 1
         if pos is not None:
             problem["line"], problem["column"] = pos
+            problem["file"] = self.files.get(found, self.file)  # type: ignore[arg-type]
         return problem
+
+    def file_of(self, path: FieldPath) -> str | None:
+        """The file the value at ``path`` (or its nearest located parent) came from."""
+        path = self.prefix + tuple(path)
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.values:
+                return self.files.get(path[:end], self.file)
+        return self.file
+
+    def at(self, prefix: FieldPath) -> "SourceMap":
+        """A view rooted at ``prefix`` (sharing this map's tables)."""
+        return replace(self, prefix=self.prefix + tuple(prefix))
+
+    def subtree(self, prefix: FieldPath) -> "SourceMap":
+        """A copy of the entries under ``prefix``, re-rooted there."""
+        out = SourceMap(file=self.file)
+        out.graft(self, prefix, ())
+        return out
+
+    def drop(self, prefix: FieldPath) -> None:
+        """Forget every entry at or under ``prefix``."""
+        n = len(prefix)
+        for table in (self.values, self.keys, self.overrides, self.files):
+            for path in [p for p in table if p[:n] == prefix]:
+                del table[path]
+
+    def graft(self, src: "SourceMap", src_prefix: FieldPath, dst_prefix: FieldPath, *,
+              root: bool = True) -> None:
+        """Copy ``src``'s entries under ``src_prefix`` to ``dst_prefix`` here, each keeping
+        the file it came from (``root=False``: not the entry at ``src_prefix`` itself)."""
+        src_prefix, dst_prefix = tuple(src_prefix), tuple(dst_prefix)
+        n = len(src_prefix)
+        for name in ("values", "keys", "overrides"):
+            src_table, dst_table = getattr(src, name), getattr(self, name)
+            for path, value in list(src_table.items()):
+                if path[:n] != src_prefix or (not root and len(path) == n):
+                    continue
+                new = dst_prefix + path[n:]
+                dst_table[new] = value
+                if name != "overrides":
+                    origin = src.files.get(path, src.file)
+                    if origin != self.file:
+                        self.files[new] = origin
+                    else:
+                        self.files.pop(new, None)
 
 
 def _find_model(tp: Any) -> type[BaseModel] | None:
@@ -65,17 +123,35 @@ def _find_model(tp: Any) -> type[BaseModel] | None:
     return None
 
 
+def _has_dict(tp: Any) -> bool:
+    """Whether an annotation is (or holds) a ``dict[...]``: its next path part is a key."""
+    if typing.get_origin(tp) is dict or tp is dict:
+        return True
+    return any(_has_dict(arg) for arg in typing.get_args(tp))
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
 def allowed_keys(root: type[BaseModel], path: FieldPath) -> list[str]:
     """The keys the model at ``path`` (below ``root``) accepts; [] if unknown."""
     model: type[BaseModel] | None = root
+    mapping_key = False
     for part in path:
-        if isinstance(part, int) or model is None:
+        if model is None:
+            return []
+        if isinstance(part, int):
             continue  # list indices keep the item model, found through the annotation
-        info = model.model_fields.get(part)
+        if mapping_key:  # a key of a dict of models (a step name)
+            mapping_key = False
+            continue
+        info = _keys(model).get(part)
         if info is None:
             return []
         model = _find_model(info.annotation)
-    return list(model.model_fields) if model is not None else []
+        mapping_key = _has_dict(info.annotation)
+    return list(_keys(model)) if model is not None else []
 
 
 def _shown(value: Any) -> str:

@@ -154,3 +154,43 @@ def test_unknown_format_is_left_to_validation_not_refused(engine):
     [r] = engine.generate(["x"], None, SearchConfig(strategy="greedy", max_new_tokens=80),
                           constraints=GrammarConstraint.json_schema(schema))
     assert JsonSchemaReward(schema).is_valid(r.text)
+
+
+def _accepts(compiled, lm, text: str) -> bool:
+    """Whether the grammar accepts exactly ``text`` as a complete output."""
+    state = compiled.new_state()
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return state.try_consume_tokens(ids) == len(ids) and state.is_accepting()
+
+
+@pytest.mark.parametrize("schema, good, bad", [
+    # disjoint types: one-of == any-of
+    ({"type": "object", "properties": {"f": {"oneOf": [{"type": "string", "maxLength": 3},
+                                                       {"type": "array", "items": {"type": "integer"},
+                                                        "maxItems": 2}]}},
+      "required": ["f"], "additionalProperties": False},
+     ['{"f":"ab"}', '{"f":[1,2]}'], ['{"f":1}', '{"f":true}']),
+    # required-only branches: exactly one of the keys
+    ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+      "additionalProperties": False, "oneOf": [{"required": ["a"]}, {"required": ["b"]}]},
+     ['{"a":1}', '{"b":2}'], ['{"a":1,"b":2}', '{}']),
+])
+def test_one_of_rewritten_exactly(tiny_lm, schema, good, bad):
+    import jsonschema
+
+    compiled = GrammarConstraint.json_schema(schema).compile(tiny_lm)
+    for text in good:
+        jsonschema.validate(json.loads(text), schema)
+        assert _accepts(compiled, tiny_lm, text), text
+    for text in bad:
+        assert not jsonschema.Draft202012Validator(schema).is_valid(json.loads(text))
+        assert not _accepts(compiled, tiny_lm, text), text
+
+
+def test_one_of_that_may_overlap_is_refused_not_approximated(tiny_lm):
+    overlapping = {"oneOf": [{"type": "string"}, {"type": "string", "pattern": "^a"}]}
+    with pytest.raises(ConstraintError, match="oneOf"):
+        GrammarConstraint.json_schema(overlapping).compile(tiny_lm)
+    numbers = {"oneOf": [{"type": "integer"}, {"type": "number"}]}  # 1 matches both
+    with pytest.raises(ConstraintError, match="oneOf"):
+        GrammarConstraint.json_schema(numbers).compile(tiny_lm)

@@ -84,6 +84,7 @@ class GrammarConstraint:
                 raise ConstraintError(f"the JSON schema is not valid JSON: {exc}") from None
         if not isinstance(schema, Mapping) and not isinstance(schema, bool):
             raise ConstraintError(f"a JSON schema must be an object, got {type(schema).__name__}")
+        schema = exact_one_of(schema)
         if bounded:
             schema = bounded_schema(schema, max_string_length=max_string_length, max_items=max_items,
                                     max_properties=max_properties)
@@ -139,6 +140,63 @@ class GrammarConstraint:
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
         return compiled
+
+
+_NUMERIC = {"integer", "number"}
+
+
+def _branch_types(branch: Any) -> set[str] | None:
+    if not isinstance(branch, dict) or "type" not in branch:
+        return None
+    t = branch["type"]
+    types = set(t) if isinstance(t, list) else {t}
+    return types | {"number"} if "integer" in types else types  # integers are numbers
+
+
+def _required_only(branch: Any) -> str | None:
+    """The key of a ``{"required": [key]}`` branch (annotations allowed), else None."""
+    if not isinstance(branch, dict):
+        return None
+    rest = {k for k in branch if k not in ("required", "description", "title", "$comment")}
+    req = branch.get("required")
+    if rest or not isinstance(req, list) or len(req) != 1 or not isinstance(req[0], str):
+        return None
+    return req[0]
+
+
+def exact_one_of(schema: Any) -> Any:
+    """A copy of ``schema`` with every ``oneOf`` the grammar engine cannot take (it has
+    no exclusive-or) rewritten as an *equivalent* ``anyOf`` where one exists:
+
+    - branches with pairwise disjoint ``type`` sets (a value can match at most one, so
+      one-of and any-of accept the same values);
+    - branches that each only require one key (``[{required: [a]}, {required: [b]}]``):
+      branch *i* becomes ``{required: [a_i], properties: {a_j: false, ...}}``, which is
+      exactly "a_i present and no other a_j".
+
+    Any other ``oneOf`` is left alone, so the grammar engine still refuses it (fail
+    closed) rather than approximating it with a looser mask."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: walk(v) for k, v in node.items()}
+        branches = out.get("oneOf")
+        if isinstance(branches, list) and branches and "anyOf" not in out:
+            types = [_branch_types(b) for b in branches]
+            keys = [_required_only(b) for b in branches]
+            if all(t is not None for t in types) and \
+                    sum(len(t) for t in types) == len(set().union(*types)):  # type: ignore[arg-type]
+                out["anyOf"] = out.pop("oneOf")
+            elif all(k is not None for k in keys) and len(set(keys)) == len(keys):
+                out.pop("oneOf")
+                out["anyOf"] = [{**b, "properties": {o: False for o in keys if o != k}}
+                                for b, k in zip(branches, keys)]
+        return out
+
+    return walk(schema)
 
 
 def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,

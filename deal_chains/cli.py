@@ -53,6 +53,40 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def resume_state(out_path: Path, records: list[dict[str, Any]]) -> set[int]:
+    """Input line numbers already in ``out_path`` (from an interrupted ``generate`` of the
+    same input). A last line cut by a crash is dropped from the file; a line that is not a
+    record of this input is an error (nothing is overwritten)."""
+    if not out_path.exists():
+        return set()
+    by_line = {rec["__line__"]: rec for rec in records}
+    raw = out_path.read_bytes()
+    lines = raw.split(b"\n")
+    kept: list[bytes] = []
+    done: set[int] = set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if n == len(lines) or (n == len(lines) - 1 and not lines[-1]):
+                break  # the record a crash cut short: generate it again
+            raise InputError(f"{out_path}:{n}: not a JSON record; cannot resume into this file") from None
+        src = by_line.get(rec.get("input_line")) if isinstance(rec, dict) else None
+        if src is None or any(rec.get(k) != v for k, v in src.items() if k != "__line__"):
+            raise InputError(f"{out_path}:{n}: not an output of this input file (input_line "
+                             f"{rec.get('input_line') if isinstance(rec, dict) else None!r}); "
+                             "use another --output or drop --resume")
+        if rec["input_line"] in done:
+            raise InputError(f"{out_path}:{n}: input line {rec['input_line']} is there twice")
+        done.add(rec["input_line"])
+        kept.append(line)
+    if len(kept) != sum(1 for line in lines if line.strip()):
+        out_path.write_bytes(b"".join(line + b"\n" for line in kept))
+    return done
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from deal_chains.search.engine import DeALEngine
     from deal_chains.spec import load_spec
@@ -96,14 +130,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = resume_state(out_path, records) if args.resume else set()
+    todo = [i for i, rec in enumerate(records) if rec["__line__"] not in done]
+    if args.resume and not args.quiet:
+        print(f"resuming {out_path}: {len(done)} records already there, {len(todo)} to generate", file=sys.stderr)
+
+    def pick(items: list) -> list:
+        return [items[i] for i in todo]
+
     written = 0
     # line-buffered appends: a crash keeps every record already finished
-    with out_path.open("w", encoding="utf-8") as out:
+    with out_path.open("a" if args.resume else "w", encoding="utf-8") as out:
         try:
-            for i, res in engine.iter_generate(prompts, rewards, config, system=systems, contexts=contexts,
-                                               constraints=constraints if hard else None,
+            for j, res in engine.iter_generate(pick(prompts), pick(rewards), config, system=pick(systems),
+                                               contexts=pick(contexts),
+                                               constraints=pick(constraints) if hard else None,
                                                batch_size=args.batch_size, progress=not args.quiet):
+                i = todo[j]
                 rec = {k: v for k, v in records[i].items() if k != "__line__"}
+                rec["input_line"] = records[i]["__line__"]
                 rec.update({
                     "text": res.text, "rewards": res.rewards, "reward": res.reward, "score": res.score,
                     "finished": res.finished, "finish_reason": res.finish_reason,
@@ -117,8 +162,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 written += 1
         except DealChainsError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            print(f"{written} of {len(records)} records were written to {out_path} before the error",
-                  file=sys.stderr)
+            print(f"{written} of {len(todo)} records were written to {out_path} before the error "
+                  f"(run again with --resume to continue)", file=sys.stderr)
             return 1
     if not args.quiet:
         print(f"wrote {written} records to {out_path}", file=sys.stderr)
@@ -261,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--step", metavar="NAME", help="the step of a multi-step spec to run")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the records already in --output, generate "
+                        "the rest (matched by input_line)")
     g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("bench", help="benchmarks")

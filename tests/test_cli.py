@@ -399,3 +399,45 @@ def test_bench_unknown_strategy_lists_known_names(capsys, tiny_model_dir, tmp_pa
     for name in ("greedy", "sample", "best_of_n", "rerank", "deal", "deal-exact", "deal-noadapt"):
         assert name in err
     assert not (tmp_path / "b.json").exists()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_generate_resume_continues_without_duplicates(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    full = tmp_path / "full.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, full, "--batch-size", "1")
+    assert rc == 0, err
+    complete = read_jsonl(full)
+    assert [r["input_line"] for r in complete] == [1, 2, 3]
+    # an interrupted run: the first record finished, the second was cut mid-write
+    part = tmp_path / "part.jsonl"
+    lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+    part.write_text(lines[0] + lines[1][: len(lines[1]) // 2], encoding="utf-8")
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, part, "--batch-size", "1", "--resume")
+    assert rc == 0, err
+    resumed = read_jsonl(part)
+    assert sorted(r["input_line"] for r in resumed) == [1, 2, 3]
+    strip = lambda r: {k: v for k, v in r.items() if k != "stats"}  # noqa: E731 - timings differ
+    assert sorted(map(json.dumps, map(strip, resumed))) == sorted(map(json.dumps, map(strip, complete)))
+    # resuming a finished file generates nothing and changes nothing
+    before = part.read_bytes()
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, part, "--resume")
+    assert rc == 0 and part.read_bytes() == before
+
+
+def test_generate_resume_refuses_an_unrelated_output(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "zzz", "input_line": 1, "text": "x"}) + "\n", encoding="utf-8")
+    before = other.read_bytes()
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, other, "--resume")
+    assert rc != 0
+    assert_clean_error(err)
+    assert f"{other}:1: not an output of this input file" in err
+    assert other.read_bytes() == before  # nothing lost
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("not json\n" + json.dumps({"id": "a"}) + "\n", encoding="utf-8")
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, garbage, "--resume")
+    assert rc != 0 and f"{garbage}:1: not a JSON record" in err

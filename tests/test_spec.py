@@ -354,7 +354,7 @@ def test_duplicate_key(tmp_path):
 def test_empty_file(tmp_path):
     for text in ("", "\n\n", "# only a comment\n"):
         err, path = load_error(tmp_path, text)
-        check(only(err), path, None, None, "empty")
+        check(only(err), path, 1, None, "empty")
 
 
 def test_non_mapping_top_level(tmp_path):

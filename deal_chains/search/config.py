@@ -30,7 +30,8 @@ class SearchConfig(BaseModel):
     top_k: int = Field(6, ge=1, le=256, description="candidate next tokens per beam")
     lookahead: int = Field(4, ge=0, le=128, description="greedy tokens rolled out after each candidate")
     beam: int = Field(2, ge=1, le=64, description="live beams kept per prompt")
-    lam: float = Field(24.0, ge=0.0, description="weight of the reward against the log-probability")
+    lam: float = Field(24.0, ge=0.0, allow_inf_nan=False,
+                       description="weight of the reward against the log-probability")
     commit: int | None = Field(
         None, ge=1, le=128,
         description="tokens committed per step; default = lookahead (blockwise); 1 = paper-exact",

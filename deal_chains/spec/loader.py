@@ -62,8 +62,14 @@ def _position(mark: Any) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
-def _yaml_problem(exc: yaml.YAMLError, file: str | None) -> dict:
+def _yaml_problem(exc: yaml.YAMLError, file: str | None, text: str = "") -> dict:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        # a character YAML does not allow: the reader knows only its offset
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        return {"file": file, "line": line, "column": column, "field": None,
+                "message": f"YAML syntax error: character {exc.character!r} is not allowed in YAML"}
     if isinstance(exc, _Refused):
         message = str(exc.problem)
     else:
@@ -81,7 +87,7 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=_SpecLoader)
     except yaml.YAMLError as exc:
-        raise SpecError([_yaml_problem(exc, file)], file) from None
+        raise SpecError([_yaml_problem(exc, file, text)], file) from None
 
 
 class _Converter:
@@ -270,7 +276,8 @@ def _parse_text(text: str, source: SourceMap) -> tuple[Any, list[dict]]:
         raise SpecError(f"spec is over the {MAX_SPEC_BYTES}-byte (1 MiB) limit", file)
     node = _compose(text, file)
     if node is None:
-        raise SpecError("the spec is empty; it needs at least a 'rewards:' list", file)
+        raise SpecError([{"file": file, "line": 1, "column": 1, "field": None,
+                          "message": "the spec is empty; it needs at least a 'rewards:' list"}], file)
     if not isinstance(node, yaml.MappingNode):
         line, column = _position(node.start_mark)
         kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {node.value!r}"

@@ -242,3 +242,41 @@ def test_check_fits_names_the_context(lm):
     with pytest.raises(PromptTooLongError) as err:
         lm.check_fits(200, 57, label="prompt 3")
     assert "prompt 3" in str(err.value) and "257" in str(err.value) and "256" in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage weights", "bad config"])
+def test_corrupt_model_files_are_clear_errors(tiny_model_dir, tmp_path, damage):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "garbage weights":
+        weights.write_bytes(b"\x00" * 64)
+    else:
+        (broken / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(broken), device="cpu", cache=False)
+    assert str(broken) in str(err.value)
+
+
+def test_remote_code_stays_off_unless_asked(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, custom)
+    cfg = json.loads((custom / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+                       "AutoConfig": "configuration_evil.EvilConfig"}
+    cfg["model_type"] = "evil"
+    (custom / "config.json").write_text(json.dumps(cfg))
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').write('x')\n"
+    (custom / "modeling_evil.py").write_text(code)
+    (custom / "configuration_evil.py").write_text(code)
+    with pytest.raises(ModelLoadError):
+        load_model(str(custom), device="cpu", cache=False)
+    assert not marker.exists()  # the model folder's Python code never ran

@@ -174,6 +174,9 @@ def _load_hf(path: str, label: str, device: torch.device, dtype: torch.dtype, tr
         raise ModelLoadError(
             f"cannot load model {label!r}: {exc} (deal-chains loads safetensors weights only)"
         ) from exc
+    except Exception as exc:  # e.g. safetensors' SafetensorError on a truncated or corrupt file
+        raise ModelLoadError(f"cannot load the weights of model {label!r} (corrupt or truncated "
+                             f"file?): {type(exc).__name__}: {exc}") from exc
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local)
     except Exception as exc:

@@ -700,7 +700,7 @@ REWARD_TYPES: dict[str, RewardType] = {
     "normalize": RewardType(NormalizeParams, _build_normalize, example="{reward: {...}, lo: -4, hi: 4}",
                             children=("reward",)),
 }
-_COMMON_KEYS = ("weight", "name", "terminal")
+_COMMON_KEYS = ("weight", "name", "terminal", "on_error")
 
 
 # --------------------------------------------------------------------------- entries
@@ -719,6 +719,9 @@ class _RewardEntryBase(BaseModel):
     name: Optional[str] = Field(None, min_length=1, description="default: the reward type "
                                 "(for a plugin: the plugin's name)")
     terminal: bool = Field(False, description="score only finished texts")
+    on_error: Literal["fail", "zero", "skip"] = Field(
+        "fail", description="when the reward raises or returns a bad score: fail (stop, naming the "
+        "reward), zero (score 0 where it fails, go on), skip (switch it off for the rest of the run)")
 
     @model_validator(mode="before")
     @classmethod
@@ -1067,6 +1070,10 @@ class RewardSpec(BaseModel):
         except (ValueError, TypeError, LookupError, ImportError, OSError, RuntimeError) as exc:
             problems.append(self._source.problem(ppath, f"cannot build reward {entry.name!r}: {exc}"))
             return None
+        if entry.on_error != "fail":
+            from rewards.guard import Guarded
+
+            reward = Guarded(reward, on_error=entry.on_error)
         if rtype.reuse:
             self._reuse[path] = (lm, reward)
         return reward

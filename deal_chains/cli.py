@@ -32,11 +32,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise InputError(f"input file not found: {p}")
     records = []
-    with p.open("r", encoding="utf-8", errors="strict") as fh:
+    lines = []
+    for lineno, raw in enumerate(p.read_bytes().split(b"\n"), 1):
         try:
-            lines = list(fh)
+            lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InputError(f"{p}: not valid UTF-8 ({exc})") from None
+            raise InputError(f"{p}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line: "
+                             f"{raw[exc.start:exc.start + 1]!r})") from None
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -51,6 +53,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not records:
         raise InputError(f"{p}: no input records")
     return records
+
+
+def jsonl_line(rec: dict[str, Any]) -> str:
+    """One JSONL line: UTF-8 text as is, except the Unicode line separators U+2028/U+2029,
+    escaped so that no line-splitting tool cuts a record in two."""
+    text = json.dumps(rec, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def resume_state(out_path: Path, records: list[dict[str, Any]]) -> set[int]:
@@ -121,6 +130,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         try:
             rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
             systems.append(spec.render_system(variables))
+            engine.lm.check_fits(len(engine.lm.format_prompt(prompt, system=systems[-1])), config.max_new_tokens,
+                                 label="the prompt")
             if hard:
                 constraints.append(spec.build_constraint(variables))
         except DealChainsError as exc:
@@ -157,7 +168,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               "forward_passes": res.stats.forward_passes,
                               "candidates_scored": res.stats.candidates_scored},
                 })
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.write(jsonl_line(rec))
                 out.flush()
                 written += 1
         except DealChainsError as exc:

@@ -441,3 +441,34 @@ def test_generate_resume_refuses_an_unrelated_output(capsys, tiny_model_dir, spe
     garbage.write_text("not json\n" + json.dumps({"id": "a"}) + "\n", encoding="utf-8")
     rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, garbage, "--resume")
     assert rc != 0 and f"{garbage}:1: not a JSON record" in err
+
+
+# ----------------------------------------------------------------------------- input text
+
+
+def test_invalid_utf8_names_line(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(json.dumps(RECORDS[0]).encode() + b"\n" + b'{"prompt": "caf\xe9", "concepts": ["a"]}\n')
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "out.jsonl")
+    assert rc != 0
+    assert_clean_error(err)
+    assert f"{inp}:2: not valid UTF-8" in err
+
+
+def test_control_characters_and_unicode_are_generated_not_crashed(capsys, tiny_model_dir, spec_file, tmp_path):
+    odd = [{"prompt": "tab\there\x00nul \x1b[31mred\u202e rtl \U0001F600", "concepts": ["a\u0301", "\u2028"]},
+           {"prompt": "  x  ", "concepts": ["b"]}]
+    inp = write_jsonl(tmp_path / "in.jsonl", odd)
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+    assert rc == 0, err
+    recs = read_jsonl(out)
+    assert [r["prompt"] for r in recs] == [o["prompt"] for o in odd]  # kept exactly
+
+
+def test_over_long_prompt_names_its_line(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], {"prompt": "word " * 400, "concepts": ["a"]}])
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "out.jsonl")
+    assert rc != 0
+    assert_clean_error(err)
+    assert f"{inp}:2: the prompt is" in err and "context" in err

@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     from deal_chains.bench.harmless import register_bench_harmless
 
     register_bench_harmless(bsub)
+    from deal_chains.bench.throughput import register_bench_throughput
+
+    register_bench_throughput(bsub)
 
     s = sub.add_parser("spec", help="reward-spec tools")
     ssub = s.add_subparsers(dest="spec_cmd", required=True)

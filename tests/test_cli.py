@@ -472,3 +472,28 @@ def test_over_long_prompt_names_its_line(capsys, tiny_model_dir, spec_file, tmp_
     assert rc != 0
     assert_clean_error(err)
     assert f"{inp}:2: the prompt is" in err and "context" in err
+
+
+def test_bench_throughput(capsys, tiny_model_dir, tmp_path):
+    report_path = tmp_path / "tp.json"
+    rc = main(["bench", "throughput", "--model", str(tiny_model_dir), "--device", "cpu",
+               "--data", str(DATA / "commongen_dev20.txt"),
+               "--constraints", str(DATA / "commongen_dev20.constraint.json"),
+               "--batch-sizes", "1,2", "--n", "4", "--deal", "deal:top_k=2:beam=1:lookahead=2",
+               "--max-new-tokens", "5", "--out", str(report_path), "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| batch | greedy out/s | DeAL out/s | DeAL/greedy time")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert [r["batch_size"] for r in report["rows"]] == [1, 2] and report["n"] == 4
+    for r in report["rows"]:
+        assert r["greedy_outputs_per_s"] > 0 and r["deal_outputs_per_s"] > 0
+        assert r["deal_over_greedy_time"] == pytest.approx(r["deal_seconds"] / r["greedy_seconds"], rel=1e-2)
+        assert 0 <= r["deal_hard_coverage"] <= r["deal_soft_coverage"] <= 1
+    assert report["deal_config"]["max_new_tokens"] == 5 and report["deal_config"]["top_k"] == 2
+
+
+def test_bench_throughput_bad_sizes(capsys, tiny_model_dir):
+    with pytest.raises(SystemExit):
+        main(["bench", "throughput", "--data", "x", "--constraints", "y", "--batch-sizes", "0,4"])
+    assert "batch sizes must be >= 1" in capsys.readouterr().err

@@ -194,3 +194,74 @@ def test_one_of_that_may_overlap_is_refused_not_approximated(tiny_lm):
     numbers = {"oneOf": [{"type": "integer"}, {"type": "number"}]}  # 1 matches both
     with pytest.raises(ConstraintError, match="oneOf"):
         GrammarConstraint.json_schema(numbers).compile(tiny_lm)
+
+
+@pytest.mark.parametrize("keyword", ["dependencies", "dependentRequired"])
+def test_key_dependencies_rewritten_exactly(tiny_lm, keyword):
+    import jsonschema
+
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}},
+              keyword: {"a": ["b"], "c": ["a"]}}
+    compiled = GrammarConstraint.json_schema(schema).compile(tiny_lm)
+    validator = jsonschema.Draft202012Validator(schema) if keyword == "dependentRequired" \
+        else jsonschema.Draft7Validator(schema)
+    for text in ['{}', '{"b":1}', '{"a":1,"b":2}', '{"a":1,"b":2,"c":3}', '{"a":1}', '{"c":1}',
+                 '{"c":1,"a":2}', '{"b":1,"c":2}']:
+        assert _accepts(compiled, tiny_lm, text) == validator.is_valid(json.loads(text)), text
+
+
+def test_schema_dependencies_are_refused(tiny_lm):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}},
+              "dependencies": {"a": {"properties": {"b": {"type": "string"}}}}}
+    with pytest.raises(ConstraintError, match="dependencies"):
+        GrammarConstraint.json_schema(schema).compile(tiny_lm)
+
+
+RECURSIVE_FOREVER = {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}},
+                                     "required": ["next"]}}, "$ref": "#/$defs/n"}
+RECURSIVE_FINE = {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}},
+                  "$ref": "#/$defs/n"}
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("schema, words", [
+    (RECURSIVE_FOREVER, "no finite JSON value"),
+    ({"type": "array", "minItems": 1, "items": {"$ref": "#"}}, "no finite JSON value"),
+    ({"type": "string", "minLength": 5, "maxLength": 2}, "Unsatisfiable"),
+    ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "Unsatisfiable"),
+    (False, "no value satisfies it"),
+    ({"$ref": "#/$defs/missing"}, "points to nothing"),
+    ({"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(12_000)}}, "20000 nodes"),
+    (json.loads("[" * 70 + "]" * 70) and {"allOf": [json.loads('{"items":' * 70 + "{}" + "}" * 70)]},
+     "deeper than 64"),
+])
+def test_unusable_schemas_fail_at_spec_load(mode, schema, words):
+    import time
+
+    from deal_chains.errors import SpecError
+    from deal_chains.spec import load_spec
+
+    t0 = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": mode}}]})
+    assert words in str(info.value) and "rewards.0.json_schema.schema" in str(info.value)
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("schema", [RECURSIVE_FINE, {"type": ["object", "null"], "required": ["a"],
+                                                     "properties": {"a": {"$ref": "#"}}}])
+def test_recursive_schemas_with_a_way_out_are_fine(schema, tiny_lm):
+    from deal_chains.spec import load_spec
+
+    spec = load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": "hard"}}]})
+    spec.build_constraint().compile(tiny_lm)
+
+
+def test_soft_mode_keeps_what_only_the_mask_cannot_do():
+    from deal_chains.spec import load_spec
+
+    overlapping = {"oneOf": [{"type": "string"}, {"type": "string", "pattern": "^a"}]}
+    load_spec({"rewards": [{"json_schema": {"schema": overlapping, "mode": "soft"}}]})  # jsonschema validates it
+    with pytest.raises(Exception, match="oneOf"):
+        load_spec({"rewards": [{"json_schema": {"schema": overlapping, "mode": "hard"}}]})

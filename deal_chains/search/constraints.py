@@ -16,9 +16,10 @@ import json
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover - torch loads with the engine, not with spec checks
+    import torch
 
 from deal_chains.errors import ConfigError, DealChainsError
 
@@ -117,6 +118,20 @@ class GrammarConstraint:
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {exc}") from None
         raise ConstraintError(f"unknown constraint kind {self.kind!r}")
 
+    def check(self) -> list[str]:
+        """Check the grammar without a model (what can be told before one is loaded):
+        ``ConstraintError`` if the grammar engine refuses it (an unsatisfiable schema, a
+        ``$ref`` to nothing, an unsupported keyword); else its warnings."""
+        llg = _llguidance()
+        is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(self.grammar(), None)
+        if is_error and self.kind == "json_schema" and "Unknown format" in " ".join(messages) \
+                and not self.options.get("lenient"):
+            return [f"not enforced by the mask: {messages[0]}",
+                    *GrammarConstraint(self.kind, self.source, {**self.options, "lenient": True}).check()]
+        if is_error:
+            raise ConstraintError(f"the grammar engine refused this {self.kind}: {'; '.join(messages)}")
+        return list(messages)
+
     def compile(self, lm: Any) -> "CompiledConstraint":
         """Check the grammar now (fail closed, before any generation) and bind it to ``lm``."""
         llg = _llguidance()
@@ -164,6 +179,158 @@ def _required_only(branch: Any) -> str | None:
     return req[0]
 
 
+MAX_SCHEMA_NODES = 20_000
+MAX_SCHEMA_DEPTH = 64
+
+
+def schema_shape_problem(schema: Any) -> str | None:
+    """Why ``schema`` cannot be used whatever the model, or None: too many nodes or too deep
+    (limits against pathological specs), a local ``$ref`` that points nowhere, or recursion
+    that every valid value would have to follow forever (no finite instance)."""
+    nodes = 0
+
+    def walk(node: Any, depth: int) -> str | None:
+        nonlocal nodes
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            return f"the schema has over {MAX_SCHEMA_NODES} nodes"
+        if depth > MAX_SCHEMA_DEPTH:
+            return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            found = walk(child, depth + 1)
+            if found:
+                return found
+        return None
+
+    found = walk(schema, 0)
+    if found:
+        return found
+    if not isinstance(schema, dict):
+        return None
+    refs: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for v in node.values():
+                collect(v)
+        elif isinstance(node, list):
+            for v in node:
+                collect(v)
+
+    collect(schema)
+    for ref in refs:
+        if not ref.startswith("#") or (not ref.startswith("#/") and ref != "#"):
+            continue  # remote refs are refused elsewhere; $anchors are left to the validator
+        if _resolve(schema, ref) is _MISSING:
+            return f"$ref {ref!r} points to nothing in the schema"
+    try:
+        finite = _has_finite_instance(schema)
+    except (TypeError, ValueError, AttributeError):  # a malformed schema: the validator says why
+        finite = True
+    if not finite:
+        return ("no finite JSON value satisfies the schema: a required property or item recurses "
+                "into itself on every path")
+    return None
+
+
+_MISSING = object()
+
+
+def _resolve(root: Any, ref: str) -> Any:
+    if ref in ("#", "#/"):
+        return root
+    node = root
+    for raw in ref[2:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        from urllib.parse import unquote
+
+        part = unquote(part)
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _has_finite_instance(root: dict) -> bool:
+    """Least fixpoint of "this subschema has a finite instance" over ``$ref`` cycles (an
+    approximation that only answers False when recursion is forced on every path)."""
+    known: dict[int, bool] = {}
+
+    def finite(node: Any, stack: tuple[int, ...]) -> bool:
+        if not isinstance(node, dict):
+            return node is not False
+        key = id(node)
+        if key in known:
+            return known[key]
+        if key in stack:
+            return False  # assume not, until another path proves otherwise
+        stack = stack + (key,)
+        ok = True
+        if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") or node.get("$ref") == "#":
+            target = _resolve(root, node["$ref"])
+            ok = target is _MISSING or finite(target, stack)
+        if ok and isinstance(node.get("allOf"), list):
+            ok = all(finite(b, stack) for b in node["allOf"])
+        for k in ("anyOf", "oneOf"):
+            if ok and isinstance(node.get(k), list) and node[k]:
+                ok = any(finite(b, stack) for b in node[k])
+        if ok:
+            types = node.get("type")
+            types = {t for t in types if isinstance(t, str)} if isinstance(types, list) \
+                else {types} if isinstance(types, str) else None
+            scalar = types is None or bool(types - {"object", "array"})
+            if not scalar:
+                paths = []
+                if "object" in types:
+                    props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+                    req = node.get("required") if isinstance(node.get("required"), list) else []
+                    paths.append(all(finite(props[r], stack) for r in req if r in props))
+                if "array" in types:
+                    min_items = node.get("minItems", 0) if isinstance(node.get("minItems", 0), int) else 0
+                    items = node.get("items", True)
+                    paths.append(min_items == 0 or finite(items, stack))
+                ok = any(paths)
+        if len(stack) == 1:
+            known[key] = ok
+        return ok
+
+    return finite(root, ())
+
+
+MAX_DEPENDENCY_BRANCHES = 8
+
+
+def _dependencies_as_any_of(node: dict) -> None:
+    """Rewrite draft-4..7 ``dependencies`` / 2019+ ``dependentRequired`` with key lists
+    (``{a: [b, c]}``: if ``a`` is present, so are ``b`` and ``c``) as an equivalent
+    ``anyOf`` over "absent" / "present with its dependents" for each key, in place. Left
+    alone (so refused, fail closed) when a dependency is a schema, when the node already
+    has an ``anyOf``, or when it would take more than ``MAX_DEPENDENCY_BRANCHES`` branches."""
+    for keyword in ("dependencies", "dependentRequired"):
+        deps = node.get(keyword)
+        if not isinstance(deps, dict) or not deps or "anyOf" in node:
+            continue
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in deps.values()):
+            continue
+        if 2 ** len(deps) > MAX_DEPENDENCY_BRANCHES:
+            continue
+        branches = [{}]
+        for key, needs in deps.items():
+            nxt = []
+            for b in branches:
+                nxt.append({**b, "properties": {**b.get("properties", {}), key: False}})
+                nxt.append({**b, "required": sorted(set(b.get("required", [])) | {key, *needs})})
+            branches = nxt
+        node.pop(keyword)
+        node["anyOf"] = branches
+
+
 def exact_one_of(schema: Any) -> Any:
     """A copy of ``schema`` with every ``oneOf`` the grammar engine cannot take (it has
     no exclusive-or) rewritten as an *equivalent* ``anyOf`` where one exists:
@@ -183,6 +350,7 @@ def exact_one_of(schema: Any) -> Any:
         if not isinstance(node, dict):
             return node
         out = {k: walk(v) for k, v in node.items()}
+        _dependencies_as_any_of(out)
         branches = out.get("oneOf")
         if isinstance(branches, list) and branches and "anyOf" not in out:
             types = [_branch_types(b) for b in branches]
@@ -243,6 +411,8 @@ class CompiledConstraint:
         self.ll_tokenizer = ll_tokenizer
         self.vocab = vocab
         self._words = (vocab + 31) // 32
+        import torch
+
         self._shifts = torch.arange(32, dtype=torch.int32)
         self.warnings: list[str] = []
 
@@ -264,6 +434,8 @@ class CompiledConstraint:
 
     def allowed(self, states: list[Any]) -> torch.Tensor:
         """Boolean (rows, vocab) mask of the tokens each state allows."""
+        import torch
+
         bits = torch.full((len(states), self._words), -1, dtype=torch.int32)
         stride = self._words * 4
         for i, st in enumerate(states):
@@ -281,6 +453,8 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
 
     A row whose grammar allows nothing (an engine error state) may only end, so the final
     validation reports it instead of the search crashing mid-batch."""
+    import torch
+
     rows = [i for i, c in enumerate(constraints) if c is not None and states[i] is not None]
     if not rows:
         return logits

@@ -210,6 +210,32 @@ def _schema_problem(schema: Any) -> tuple[str, FieldPath] | None:
     return None
 
 
+def _shape_problem(schema: Any) -> tuple[str, FieldPath] | None:
+    """Size, depth, dangling local ``$ref`` and forced infinite recursion, checked first:
+    cheap, and they keep a pathological schema away from the validator and grammar engine."""
+    from deal_chains.search.constraints import schema_shape_problem
+
+    found = schema_shape_problem(schema)
+    return (found, ()) if found is not None else None
+
+
+def _usable_problem(schema: Any, mode: str) -> tuple[str, FieldPath] | None:
+    """(message, ()) when a valid schema still cannot be used: pathological size, a ``$ref``
+    to nothing, no finite instance, or — checked by the grammar engine without a model —
+    unsatisfiable; in ``hard`` mode also anything the grammar engine refuses."""
+    from deal_chains.search.constraints import ConstraintError, GrammarConstraint
+
+    if schema is False:
+        return "the schema is false: no value satisfies it", ()
+    try:
+        GrammarConstraint.json_schema(schema).check()
+    except ConstraintError as exc:
+        text = str(exc)
+        if mode == "hard" or any(w in text for w in ("Unsatisfiable", "does not exist", "incompatible")):
+            return text + ("" if mode == "hard" else " (this schema can never be satisfied)"), ()
+    return None
+
+
 def _check_schema_value(value: Any) -> Any:
     if value is None or isinstance(value, (dict, bool)):
         return value
@@ -240,7 +266,8 @@ class JsonSchemaParams(BaseModel):
         if self.schema_ is None and self.schema_file is None:
             raise ValueError("give the JSON Schema as schema (inline) or schema_file (a JSON file)")
         if self.schema_file is None:
-            found = _schema_problem(self.schema_)
+            found = _shape_problem(self.schema_) or _schema_problem(self.schema_) \
+                or _usable_problem(self.schema_, self.mode)
             if found is not None:
                 message, where = found
                 raise _error("spec_bad_schema", message, dotted(("schema",) + where))
@@ -260,7 +287,7 @@ class JsonSchemaParams(BaseModel):
         except json.JSONDecodeError as exc:
             raise _error("spec_schema_file", f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
                          "schema_file") from None
-        found = _schema_problem(schema)
+        found = _shape_problem(schema) or _schema_problem(schema) or _usable_problem(schema, self.mode)
         if found is not None:
             message, where = found
             inside = f" (at {'/'.join(map(str, where))})" if where else ""

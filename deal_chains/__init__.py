@@ -32,6 +32,8 @@ _LAZY = {
     "GrammarConstraint": "deal_chains.search.constraints",
     "LoadedModel": "deal_chains.models.loader",
     "load_model": "deal_chains.models.loader",
+    "ChatDeAL": "deal_chains.langchain",
+    "DeALLLM": "deal_chains.langchain",
 }
 
 
@@ -42,8 +44,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ChatDeAL",
     "ConfigError",
     "DeALEngine",
+    "DeALLLM",
     "DealChainsError",
     "GenerationResult",
     "GrammarConstraint",

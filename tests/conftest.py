@@ -43,3 +43,10 @@ def default_lm():
     from deal_chains.models import load_model
 
     return load_model("default", device="cpu")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # langchain-tests' init-time benchmark: run it once as a test, without the timing table
+    if hasattr(config.option, "benchmark_disable"):
+        config.option.benchmark_disable = True

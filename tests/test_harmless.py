@@ -347,7 +347,9 @@ def test_for_model_uses_the_heads_feature_spec(tmp_path, tiny_lm):
     assert all(0 <= v <= 1 for v in s)
     with pytest.raises(ValueError, match="layer"):
         reward.bind(HiddenStateFeatures(tiny_lm, layer=-1, pooling="all"))
-    with pytest.warns(UserWarning, match="trained on features of"):
+    # the shipped head on another model: a warning, then a clear error for its layer
+    with pytest.warns(UserWarning, match="trained on features of"), \
+            pytest.raises(ValueError, match="layer 15 does not exist in a model with 2 layers"):
         HarmlessReward.for_model(tiny_lm, head=DEFAULT_HEAD)
 
 

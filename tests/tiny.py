@@ -29,7 +29,7 @@ def build_tokenizer():
     return tok
 
 
-def build_tiny_model(path: Path, seed: int = 0, layers: int = 2) -> Path:
+def build_tiny_model(path: Path, seed: int = 0, layers: int = 2, context: int = 256) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -37,7 +37,7 @@ def build_tiny_model(path: Path, seed: int = 0, layers: int = 2) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
         bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
     )

@@ -23,11 +23,14 @@ from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SearchConfig
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
+from deal_chains.search.limits import SearchLimits, check_limits
 from deal_chains.search.result import GenerationResult, SearchStats
 from deal_chains.search.tree import Group, Hypothesis, TreeParams, finalize, run_tree_search
 from rewards.base import RewardContext
 
 PromptLike = str | Sequence[dict[str, str]]
+# on_tokens(prompt index, newly committed token ids) -> True to end that prompt's search
+OnTokens = Callable[[int, list[int]], "bool | None"]
 
 # rows (beams x candidates) one forward may carry when the caller does not say; beyond
 # this a 2-core CPU stops gaining from batching
@@ -65,6 +68,11 @@ def tree_params(config: SearchConfig) -> TreeParams:
                       commit=config.commit_tokens, temperature=config.temperature, **base)
 
 
+def _rows_per_prompt(params: TreeParams, config: SearchConfig) -> int:
+    """Hypotheses one prompt keeps in flight: each is a forward row and a KV-cache copy."""
+    return params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
+
+
 def _seed_for(seed: int, prompt_ids: Sequence[int], sample: int) -> int:
     """A seed per (run seed, prompt, sample): stochastic results do not depend on which
     other prompts share the batch."""
@@ -81,10 +89,11 @@ class DeALEngine:
 
     def __init__(self, model: str | LoadedModel = "default", *, device: str = "auto",
                  dtype: str | None = "auto", max_rows: int = DEFAULT_MAX_ROWS,
-                 max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS):
+                 max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS, limits: SearchLimits | None = None):
         self.lm = load_model(model, device=device, dtype=dtype)
         self.max_rows = max_rows
         self.max_row_tokens = max_row_tokens
+        self.limits = limits or SearchLimits()
 
     # ------------------------------------------------------------------ public API
     def generate(
@@ -98,11 +107,13 @@ class DeALEngine:
         constraints: GrammarConstraint | Sequence[GrammarConstraint | None] | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        on_tokens: OnTokens | None = None,
     ) -> list[GenerationResult]:
         """Search every prompt; see ``iter_generate`` for the arguments."""
         out: list[GenerationResult | None] = [None] * len(prompts)
         for i, res in self.iter_generate(prompts, rewards, config, system=system, contexts=contexts,
-                                         constraints=constraints, batch_size=batch_size, progress=progress):
+                                         constraints=constraints, batch_size=batch_size, progress=progress,
+                                         on_tokens=on_tokens):
             out[i] = res
         return out  # type: ignore[return-value]
 
@@ -118,6 +129,7 @@ class DeALEngine:
         batch_size: int | None = None,
         progress: bool = False,
         on_step: Callable[[], None] | None = None,
+        on_tokens: OnTokens | None = None,
     ) -> Iterator[tuple[int, GenerationResult]]:
         """Yield ``(index, result)`` as each batch finishes.
 
@@ -129,11 +141,19 @@ class DeALEngine:
         grammar engine refuses fails here, not mid-batch. ``batch_size``: prompts searched
         together (default: as many as fit in ``max_rows`` forward rows and
         ``max_row_tokens`` rows x tokens of KV cache, so long prompts batch fewer together).
+        ``on_tokens(index, token_ids)`` (streaming) is called after every search step with
+        the tokens committed since the last call (often none) that no later step can change: the prefix every live beam and every answer that may
+        still be chosen agree on (with ``beam`` 1 and no competing finished answer, each
+        commit). The ids of all calls for one prompt concatenate to its result's
+        ``token_ids``. Returning True ends that prompt's search now (e.g. a stop sequence
+        was seen): its result is then the best beam so far, ``finish_reason "ended"``.
         """
         config = config or SearchConfig()
         requests = self._requests(prompts, rewards, system, contexts, config)
-        self._attach_constraints(requests, constraints)
         params = tree_params(config)
+        check_limits(self.limits, self.lm, rows=_rows_per_prompt(params, config), lookahead=params.lookahead,
+                     max_new_tokens=config.max_new_tokens, prompt_lens=[len(r.prompt_ids) for r in requests])
+        self._attach_constraints(requests, constraints)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         chunks = self._chunks(requests, params, config, batch_size)
@@ -145,7 +165,7 @@ class DeALEngine:
         try:
             for chunk in chunks:
                 with self.lm.lock:
-                    results = self._search_batch(chunk, config, params, on_step)
+                    results = self._search_batch(chunk, config, params, on_step, on_tokens)
                 for req, res in zip(chunk, results):
                     yield req.index, res
                 if bar is not None:
@@ -180,7 +200,7 @@ class DeALEngine:
         """Consecutive groups of requests searched together (input order is kept)."""
         if batch_size is not None:
             return [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
-        rows = params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
+        rows = _rows_per_prompt(params, config)
         chunks: list[list[_Request]] = []
         current: list[_Request] = []
         longest = 0
@@ -216,7 +236,8 @@ class DeALEngine:
             req.constraint = compiled[key]
 
     def _search_batch(self, chunk: list[_Request], config: SearchConfig, params: TreeParams,
-                      on_step: Callable[[], None] | None) -> list[GenerationResult]:
+                      on_step: Callable[[], None] | None,
+                      on_tokens: OnTokens | None = None) -> list[GenerationResult]:
         t0 = time.perf_counter()
         samples = config.n if config.strategy == "best_of_n" else 1
         kv = KVBatch(self.lm.model)
@@ -231,7 +252,9 @@ class DeALEngine:
                 groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen,
                                     constraint=req.constraint))
         prefill_passes = kv.forward_passes
-        run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step)
+        streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
+        run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step,
+                        streamer.on_commit if streamer is not None else None)
         elapsed = time.perf_counter() - t0
         results = []
         for row, req in enumerate(chunk):
@@ -240,6 +263,9 @@ class DeALEngine:
             for g in mine:
                 hyps.extend(finalize(g, self.lm.decode, config.lam))
             best = sorted(hyps, key=lambda h: (not h.finished, -h.score))[0]
+            ended = streamer is not None and row in streamer.ended
+            if streamer is not None:
+                streamer.flush(row, best.tokens)
             stats = SearchStats(
                 seconds=elapsed / len(chunk), batch_seconds=elapsed, batch_size=len(chunk),
                 new_tokens=len(best.tokens),
@@ -251,9 +277,66 @@ class DeALEngine:
             results.append(GenerationResult(
                 text=self.lm.decode(best.tokens), token_ids=list(best.tokens), rewards=best.rewards,
                 reward=best.reward, score=best.score, logprob=best.logprob, finished=best.finished,
-                finish_reason="stop" if best.finished else "length", strategy=config.strategy, stats=stats,
+                finish_reason="stop" if best.finished else ("ended" if ended else "length"),
+                strategy=config.strategy, stats=stats,
             ))
         return results
+
+
+class _Streamer:
+    """Turns the search's per-step live beams into each prompt's stable committed tokens."""
+
+    def __init__(self, chunk: list[_Request], groups: list[Group], samples: int, on_tokens: OnTokens):
+        self.chunk, self.groups, self.samples, self.on_tokens = chunk, groups, samples, on_tokens
+        self.sent: list[list[int]] = [[] for _ in chunk]
+        self.ended: set[int] = set()
+
+    def on_commit(self, live: dict[int, list[list[int]]]) -> set[int]:
+        end: set[int] = set()
+        for row in range(len(self.chunk)):
+            if row in self.ended:
+                continue
+            members = range(row * self.samples, (row + 1) * self.samples)
+            seqs = [t for gi in members for t in live.get(gi, [])]
+            finished = [h for gi in members for h in self.groups[gi].finished]
+            if finished:
+                # the answer is the best finished hypothesis unless a better one finishes
+                # later, so among finished ones only the current best can still be chosen
+                top = max(h.score for h in finished)
+                seqs += [h.tokens for h in finished if h.score >= top]
+            else:
+                seqs += [h.tokens for gi in members for h in self.groups[gi].unfinished]
+            n = _common_prefix(seqs) if seqs else 0
+            new = list(seqs[0][len(self.sent[row]):n]) if n > len(self.sent[row]) else []
+            self.sent[row].extend(new)
+            # called every step, new tokens or not, so the caller can end the search
+            # (a cancelled request) even while the beams disagree
+            if self.on_tokens(self.chunk[row].index, new):
+                self.ended.add(row)
+                end.update(members)
+        return end
+
+    def flush(self, row: int, tokens: list[int]) -> None:
+        """Send what the final answer adds to the tokens already sent."""
+        sent = self.sent[row]
+        if tokens[:len(sent)] != sent:  # pragma: no cover - guarded by the search's invariants
+            raise RuntimeError("streamed tokens are not a prefix of the final answer")
+        if len(tokens) > len(sent):
+            self.on_tokens(self.chunk[row].index, list(tokens[len(sent):]))
+        self.sent[row] = list(tokens)
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for other in seqs[1:]:
+        i = 0
+        while i < n and other[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return n
 
 
 def _per_prompt(rewards, n: int, label: str) -> list[Sequence[Any]]:

@@ -43,7 +43,7 @@ class GenerationResult:
     score: float  # logprob + lam * reward, the search's own objective
     logprob: float  # sum of token log-probabilities under the model
     finished: bool
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "ended" (on_tokens asked the search to end)
     strategy: str
     stats: SearchStats = field(default_factory=SearchStats)
 

@@ -134,6 +134,10 @@ def _call_reward(reward: Any, name: str, texts: list[str], context: RewardContex
     except Exception as exc:  # a user reward may raise anything; name it and stop cleanly
         raise RewardError(name, f"{type(exc).__name__}: {exc}") from exc
     try:
+        # numbers only (numpy and torch scalars included): a string that happens to parse
+        # is still a bug in the reward
+        if any(isinstance(v, (str, bytes)) for v in values):
+            raise TypeError("a score is a string")
         values = [float(v) for v in values]
     except (TypeError, ValueError) as exc:
         raise RewardError(name, f"scores must be numbers, got {values!r:.200}") from exc
@@ -165,11 +169,14 @@ def run_tree_search(
     eos_ids: frozenset[int],
     decode: Callable[[Sequence[int]], str],
     on_step: Callable[[], None] | None = None,
+    on_commit: Callable[[dict[int, list[list[int]]]], set[int] | None] | None = None,
 ) -> None:
     """Search every group to completion; fills ``group.finished`` / ``group.unfinished``.
 
     ``kv`` holds the prefilled prompts (one row per distinct prompt) and ``prompt_logits``
-    their next-token logits.
+    their next-token logits. ``on_commit`` is called after every step with each group's
+    live beams (group index -> committed token lists; done groups are absent) and may
+    return group indices to end now: their live beams become unfinished hypotheses.
     """
     device = prompt_logits.device
     eos_t = torch.tensor(sorted(eos_ids), device=device)
@@ -353,6 +360,13 @@ def run_tree_search(
                     cand_constraints[i].rollback(state, consumed[i] - c)  # type: ignore[union-attr]
                 new_rows.states.append(state)
         generated += c
+        if on_commit is not None and new_parent:
+            live: dict[int, list[list[int]]] = {}
+            for gi, tokens in zip(new_rows.group, new_rows.tokens):
+                live.setdefault(gi, []).append(tokens)
+            ended = on_commit(live)
+            if ended:
+                new_parent, new_rows = _end_groups(groups, ended, new_parent, new_rows, scores)
         if on_step is not None:
             on_step()
         if not new_parent:
@@ -369,6 +383,23 @@ def run_tree_search(
         else:
             new_rows.settled = [False] * len(new_rows.group)
         rows = new_rows
+
+
+def _end_groups(groups: list[Group], ended: set[int], parent: list[int], rows: _Rows,
+                scores: list[float]) -> tuple[list[int], _Rows]:
+    """Stop searching the ``ended`` groups: their live beams become unfinished hypotheses."""
+    keep = []
+    for j, gi in enumerate(rows.group):
+        if gi in ended:
+            groups[gi].unfinished.append(Hypothesis(tokens=rows.tokens[j], logprob=rows.logprob[j],
+                                                    finished=False, score=scores[parent[j]]))
+            groups[gi].done = True
+        else:
+            keep.append(j)
+    kept = _Rows(group=[rows.group[j] for j in keep], tokens=[rows.tokens[j] for j in keep],
+                 logprob=[rows.logprob[j] for j in keep], settled=[],
+                 states=[rows.states[j] for j in keep])
+    return [parent[j] for j in keep], kept
 
 
 def _settled(group: Group, text: str) -> bool:

@@ -1,0 +1,202 @@
+"""Settings shared by ``ChatDeAL`` and ``DeALLLM``, and turning one LangChain call into an
+adapter ``Request`` (``deal_chains.adapter`` is the only module that runs the engine)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Request, resolve_spec, search_config
+from deal_chains.errors import InputError
+
+# per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the search knobs
+CALL_OPTIONS = frozenset({
+    "reward_vars", "spec", "step", "search", "model", "max_tokens", "temperature",
+    "tools", "tool_choice", "parallel_tool_calls", "response_format",
+    # passed by LangChain itself
+    "stream", "ls_structured_output_format", "structured_output_format",
+})
+# settings of hosted chat models that mean nothing for a local one; accepted (and ignored)
+# so code written for those runs unchanged
+_HOSTED_ONLY = ("api_key", "base_url", "timeout", "max_retries")
+
+_ADAPTERS: dict[tuple, DeALAdapter] = {}
+_ADAPTERS_LOCK = threading.Lock()
+
+
+def adapter_for(model: Any, device: str, dtype: Any) -> DeALAdapter:
+    """One adapter per model name (loaded models are shared by object)."""
+    key = (model if isinstance(model, str) else id(model), device, str(dtype))
+    with _ADAPTERS_LOCK:
+        adapter = _ADAPTERS.get(key)
+        if adapter is None or (not isinstance(model, str) and adapter.model is not model):
+            adapter = DeALAdapter(model, device=device, dtype=dtype)
+            _ADAPTERS[key] = adapter
+        return adapter
+
+
+@dataclass
+class Call:
+    """One prepared LangChain call."""
+
+    adapter: DeALAdapter
+    request: Request
+    toolset: Any = None  # ToolSet for a tool-calling turn
+    structured: bool = False
+    source: Any = None  # what the call was prepared from: (messages, stop, kwargs)
+
+
+class DeALParams(BaseModel):
+    """Fields of the DeAL LangChain models (see ``ChatDeAL``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True,
+                              protected_namespaces=())
+
+    model: Any = Field("default", description="'default' (the embedded SmolLM2-135M-Instruct), a Hugging Face id, "
+                       "a local directory, or an already loaded LoadedModel / DeALEngine")
+    spec: Any = Field(None, description="reward spec: a YAML file path, YAML text, a preset name, a mapping or a "
+                      "RewardSpec; None searches by log-probability alone")
+    step: Optional[str] = Field(None, description="the step of a multi-step spec to use")
+    reward_vars: dict[str, Any] = Field(default_factory=dict,
+                                        description="default values of the spec's {variables} (per call: "
+                                        ".bind(reward_vars=...) or with_reward_vars)")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', ...")
+    dtype: Optional[str] = Field("auto", description="'auto', 'float32', 'bfloat16', ...")
+    search: dict[str, Any] = Field(default_factory=dict, description="search settings over the spec's")
+    strategy: Optional[str] = None
+    top_k: Optional[int] = None
+    lookahead: Optional[int] = None
+    beam: Optional[int] = None
+    lam: Optional[float] = None
+    commit: Optional[int] = None
+    seed: Optional[int] = None
+    n: Optional[int] = None
+    temperature: Optional[float] = Field(None, description="0: deterministic search; > 0 samples candidates")
+    max_tokens: Optional[int] = Field(None, alias="max_new_tokens", description="token budget of an answer")
+    stop: Optional[list[str]] = Field(None, description="stop sequences: the answer ends before the first one")
+    streaming: bool = Field(False, description="stream through callbacks even when invoked")
+
+    _spec_obj: Any = PrivateAttr(None)
+    _config: Any = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_hosted_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in _HOSTED_ONLY):
+            data = {k: v for k, v in data.items() if k not in _HOSTED_ONLY}
+        return data
+
+    def _setup(self) -> None:
+        """Load and check the spec and the search settings (raises ``SpecError`` /
+        ``ConfigError`` directly, not wrapped by pydantic)."""
+        self._spec_obj = resolve_spec(self.spec, self.step)
+        self._config = search_config(self._spec_obj, self._overrides({}))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _adapter(self) -> DeALAdapter:
+        return adapter_for(self.model, self.device, self.dtype)
+
+    @property
+    def _model_name(self) -> str:
+        return self._adapter.model_name
+
+    def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.search)
+        for name in SEARCH_FIELDS:
+            value = getattr(self, name, None) if name in type(self).model_fields else None
+            if value is not None:
+                values[name] = value
+        if self.max_tokens is not None:
+            values["max_new_tokens"] = self.max_tokens
+        per_call = dict(kwargs.get("search") or {})
+        for name in SEARCH_FIELDS:
+            if kwargs.get(name) is not None:
+                per_call[name] = kwargs[name]
+        if kwargs.get("max_tokens") is not None:
+            per_call["max_new_tokens"] = kwargs["max_tokens"]
+        values.update(per_call)
+        return values
+
+    @staticmethod
+    def _check_options(kwargs: Mapping[str, Any], where: str) -> None:
+        unknown = sorted(set(kwargs) - CALL_OPTIONS - set(SEARCH_FIELDS))
+        if unknown:
+            raise InputError(f"{where}: unknown argument(s) {', '.join(unknown)}; known: reward_vars, spec, step, "
+                             f"search, model, max_tokens, tools, tool_choice, response_format, "
+                             f"{', '.join(SEARCH_FIELDS)}")
+        if "search" in kwargs and not isinstance(kwargs["search"], Mapping):
+            raise InputError(f"{where}: search must be a mapping of search settings, got {kwargs['search']!r}")
+        if "reward_vars" in kwargs and not isinstance(kwargs["reward_vars"], Mapping):
+            raise InputError(f"{where}: reward_vars must be a mapping of spec variables, got {kwargs['reward_vars']!r}")
+
+    def _resolve_call_spec(self, kwargs: Mapping[str, Any]) -> Any:
+        if "spec" in kwargs or "step" in kwargs:
+            return resolve_spec(kwargs.get("spec", self.spec), kwargs.get("step", self.step))
+        return self._spec_obj
+
+    def _validate_binding(self, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+        """Check per-call options now (``.bind``): a bad spec or search setting fails at
+        bind time. A spec given as text is replaced by the loaded spec."""
+        self._check_options(kwargs, where)
+        if "spec" in kwargs or "step" in kwargs:
+            spec = self._resolve_call_spec(kwargs)
+            kwargs = {**kwargs, "spec": spec}
+            kwargs.pop("step", None)
+        else:
+            spec = self._spec_obj
+        search_config(spec, self._overrides(kwargs))
+        return kwargs
+
+    def _prepare(self, messages: list[dict[str, str]], stop: Sequence[str] | None, kwargs: Mapping[str, Any],
+                 toolset: Any = None) -> Call:
+        """A ``Call`` for engine-format ``messages`` and the call's keyword arguments."""
+        self._check_options(kwargs, type(self).__name__)
+        spec = self._resolve_call_spec(kwargs)
+        config = search_config(spec, self._overrides(kwargs))
+        variables = {**self.reward_vars, **dict(kwargs.get("reward_vars") or {})}
+        model = kwargs.get("model")
+        adapter = adapter_for(model, self.device, self.dtype) if model is not None else self._adapter
+        constraint, instructions, structured = None, None, False
+        if toolset is not None and toolset.active:
+            constraint, instructions = toolset.constraint(), toolset.instructions()
+        elif kwargs.get("response_format") is not None:
+            schema = response_schema(kwargs["response_format"])
+            from deal_chains.search.constraints import GrammarConstraint
+
+            constraint = GrammarConstraint.json_schema(schema)
+            instructions = ("Reply with only a JSON object that matches this JSON schema: "
+                            + json.dumps(_describe(schema), ensure_ascii=False, separators=(",", ":")))
+            structured = True
+        stops = list(stop) if stop else list(self.stop or [])
+        request = adapter.request(messages, spec=spec, reward_vars=variables, config=config,
+                                  constraint=constraint, stop=stops, instructions=instructions)
+        return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
+
+
+def response_schema(response_format: Any) -> dict[str, Any]:
+    """The JSON schema of an OpenAI-style ``response_format``."""
+    if isinstance(response_format, Mapping):
+        kind = response_format.get("type")
+        if kind == "json_schema":
+            inner = response_format.get("json_schema") or {}
+            schema = inner.get("schema") if isinstance(inner, Mapping) else None
+            if isinstance(schema, Mapping):
+                return dict(schema)
+        elif kind == "json_object":
+            return {"type": "object"}
+    raise InputError("response_format must be {'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}} "
+                     f"or {{'type': 'json_object'}}, got {response_format!r:.120}")
+
+
+def _describe(schema: Any) -> Any:
+    """The schema without titles (shorter for the model to read)."""
+    if isinstance(schema, dict):
+        return {k: _describe(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_describe(v) for v in schema]
+    return schema

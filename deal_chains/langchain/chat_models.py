@@ -1,0 +1,525 @@
+"""``ChatDeAL``: a LangChain chat model that decodes with DeAL under a reward spec.
+
+>>> from deal_chains.langchain import ChatDeAL                                 # doctest: +SKIP
+>>> llm = ChatDeAL(spec="commongen", reward_vars={"concepts": ["dog", "frisbee"]})  # doctest: +SKIP
+>>> msg = llm.invoke("Write one short sentence about a dog and a frisbee.")    # doctest: +SKIP
+>>> msg.content, msg.response_metadata["rewards"], msg.usage_metadata          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from contextvars import ContextVar
+from operator import itemgetter
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from pydantic import ConfigDict, Field
+
+from deal_chains.adapter import Handle, Outcome
+from deal_chains.errors import InputError
+from deal_chains.langchain._base import Call, DeALParams
+from deal_chains.langchain.tool_calling import AnswerStream, ToolSet, answer_text, envelope_text
+
+_NON_TEXT_BLOCKS = {"image", "image_url", "file", "audio", "input_audio", "video", "document"}
+_SKIPPED_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk", "reasoning", "thinking", "function_call"}
+
+
+def _text(content: Any, what: str) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text":
+            parts.append(str(block.get("text", "")))
+        elif kind in _SKIPPED_BLOCKS:
+            continue
+        elif kind in _NON_TEXT_BLOCKS:
+            raise InputError(f"{what} has a {kind!r} content block: ChatDeAL runs a text-only local model "
+                             "(images, audio and files are not supported)")
+        else:
+            raise InputError(f"{what} has an unsupported content block {block!r:.80}")
+    return "".join(parts)
+
+
+def to_engine_messages(messages: Sequence[BaseMessage], tool_mode: bool = False) -> list[dict[str, str]]:
+    """LangChain messages -> the engine's ``{"role", "content"}`` chat messages.
+
+    Roles: system, user, assistant, tool (``ChatMessage`` keeps its role). An assistant
+    message's tool calls are shown as the JSON envelope ChatDeAL generates them in; in a
+    tool-calling turn an assistant text reply is shown as ``{"answer": ...}`` too, so the
+    model sees one consistent format.
+    """
+    out = []
+    for i, m in enumerate(messages):
+        what = f"message {i} ({type(m).__name__})"
+        text = _text(m.content, what)
+        if isinstance(m, SystemMessage):
+            role = "system"
+        elif isinstance(m, HumanMessage):
+            role = "user"
+        elif isinstance(m, AIMessage):
+            role = "assistant"
+            if m.tool_calls:
+                calls = envelope_text(m.tool_calls)
+                text = calls if tool_mode or not text.strip() else f"{text}\n{calls}"
+            elif tool_mode:
+                text = answer_text(text)
+        elif isinstance(m, (ToolMessage, FunctionMessage)):
+            role = "tool"
+        elif isinstance(m, ChatMessage):
+            role = m.role
+        else:
+            raise InputError(f"{what}: unsupported message type")
+        out.append({"role": role, "content": text})
+    return out
+
+
+# --------------------------------------------------------------------------- batching
+
+_PLAN: ContextVar["_Plan | None"] = ContextVar("deal_chains_batch_plan", default=None)
+
+
+class _Plan:
+    """The calls of one ``batch``/``abatch``/``generate``: submitted together on the first
+    claim (so they are one batched search), then handed to each per-input call by content."""
+
+    def __init__(self, owner: Any, calls: list[Call]):
+        self.owner, self.calls = owner, calls
+        self.handles: list[Handle] | None = None
+        self.claimed = [False] * len(calls)
+        self.lock = threading.Lock()
+
+    def claim(self, owner: Any, call: Call) -> Handle | None:
+        if owner is not self.owner:
+            return None
+        with self.lock:
+            if self.handles is None:
+                self.handles = [None] * len(self.calls)  # type: ignore[list-item]
+                by_adapter: dict[int, list[int]] = {}
+                for i, c in enumerate(self.calls):
+                    by_adapter.setdefault(id(c.adapter), []).append(i)
+                for idxs in by_adapter.values():
+                    handles = self.calls[idxs[0]].adapter.submit([self.calls[i].request for i in idxs])
+                    for i, h in zip(idxs, handles):
+                        self.handles[i] = h
+            for i, c in enumerate(self.calls):
+                if not self.claimed[i] and c.request.key == call.request.key:
+                    self.claimed[i] = True
+                    return self.handles[i]
+        return None
+
+
+def _call_key(call: Mapping[str, Any]) -> str:
+    return json.dumps([call.get("name"), call.get("args")], sort_keys=True, default=str)
+
+
+def _input_messages(model: "ChatDeAL", inputs: Sequence[Any]) -> list[list[BaseMessage]]:
+    return [model._convert_input(x).to_messages() for x in inputs]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class ChatDeAL(DeALParams, BaseChatModel):
+    """A LangChain chat model over a local transformers model, decoded by DeAL under a
+    reward spec.
+
+    >>> from langchain_core.prompts import ChatPromptTemplate      # doctest: +SKIP
+    >>> from deal_chains.langchain import ChatDeAL, with_reward_vars  # doctest: +SKIP
+    >>> llm = ChatDeAL(spec="commongen", max_tokens=32)           # doctest: +SKIP
+    >>> prompt = ChatPromptTemplate.from_messages(
+    ...     [("human", "Write one short sentence that uses: {concepts}.")])  # doctest: +SKIP
+    >>> chain = with_reward_vars(prompt, llm)                     # doctest: +SKIP
+    >>> chain.invoke({"concepts": ["dog", "frisbee", "catch"]}).content  # doctest: +SKIP
+
+    Fields: ``model`` (``"default"``, a Hugging Face id, a local path, or a loaded model),
+    ``spec`` (YAML path, YAML text, preset name, mapping or ``RewardSpec``; validated at
+    construction, ``SpecError`` naming file, line and field), ``step`` (of a multi-step
+    spec), ``reward_vars`` (default values of the spec's ``{variables}``), search
+    overrides (``search={...}`` or ``strategy``, ``top_k``, ``lookahead``, ``beam``,
+    ``lam``, ``commit``, ``seed``, ``n``, ``temperature``), ``max_tokens`` (alias
+    ``max_new_tokens``), ``stop``. Each of these but ``model``/``device`` also works per
+    call: ``llm.bind(reward_vars=..., spec=..., top_k=4)`` or ``invoke(..., **kw)``.
+
+    System prompt precedence: a system message in the input wins; otherwise the spec's
+    ``system`` (rendered with the reward variables) is used. Tool and structured-output
+    instructions are appended to whichever system message is used.
+
+    ``response_metadata``: ``rewards`` (name -> score), ``reward`` (weighted sum),
+    ``score`` (logprob + lam * reward), ``logprob``, ``strategy``, ``stats`` (search
+    statistics), ``finish_reason`` (``stop``, ``length``, ``tool_calls``),
+    ``stop_sequence`` when one ended the answer, ``model_name``. ``usage_metadata``:
+    prompt and answer token counts.
+
+    Concurrency: calls from threads and asyncio tasks on one instance (or on instances of
+    the same model) are queued to one worker per model, which searches everything waiting
+    as one batch; ``batch``/``abatch`` are one batched search.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True,
+                              protected_namespaces=())
+
+    allow_repeated_tool_calls: bool = Field(
+        False, description="with tool_choice='auto', a tool call identical to one already answered in the "
+        "conversation is replaced by a reply unless this is True")
+
+    def __init__(self, **data: Any):
+        super().__init__(**data)
+        self._setup()
+
+    # ------------------------------------------------------------------ LangChain plumbing
+    @property
+    def _llm_type(self) -> str:
+        return "deal-chains-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        spec = self._spec_obj
+        return {"model_name": self._model_name,
+                "spec": getattr(getattr(spec, "_source", None), "file", None) or (spec is not None and "inline") or None,
+                "search": self._config.model_dump() if self._config is not None else None}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "deal_chains"
+        model = kwargs.get("model")
+        params["ls_model_name"] = model if isinstance(model, str) else self._model_name
+        if "ls_max_tokens" not in params and self._config is not None:
+            params["ls_max_tokens"] = self._config.max_new_tokens
+        if "ls_temperature" not in params and self._config is not None:
+            params["ls_temperature"] = self._config.temperature
+        if not stop and self.stop:
+            params["ls_stop"] = self.stop
+        return params
+
+    def bind(self, **kwargs: Any) -> Any:
+        """Per-call settings, checked now: an unknown argument, a spec that fails validation
+        or a bad search setting raise here, not when the chain runs."""
+        return super().bind(**self._validate_binding(dict(kwargs), "ChatDeAL.bind"))
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                   strict: bool | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: tool calls are generated under a JSON-schema mask built from the
+        tools' argument schemas (see ``deal_chains.langchain.tool_calling``).
+
+        >>> from langchain_core.tools import tool                      # doctest: +SKIP
+        >>> @tool
+        ... def get_weather(city: str) -> str:
+        ...     '''Get the weather in a city.'''
+        ...     return "sunny"                                          # doctest: +SKIP
+        >>> msg = ChatDeAL().bind_tools([get_weather], tool_choice="any").invoke(
+        ...     "What is the weather in Paris?")                        # doctest: +SKIP
+        >>> msg.tool_calls[0]["name"], msg.tool_calls[0]["args"]        # doctest: +SKIP
+
+        Every tool's schema is checked and compiled now: an unknown schema type, a remote
+        ``$ref`` or a schema the grammar engine refuses raise with the tool's name. One
+        tool call per message (``parallel_tool_calls`` is accepted; calls are never
+        parallel).
+        """
+        toolset = ToolSet.build(tools, tool_choice)
+        self._check_no_spec_constraint("bind_tools", kwargs)
+        if toolset.active:
+            toolset.check(self._adapter.lm)
+        return self.bind(tools=toolset.tools, tool_choice=toolset.choice, **kwargs)
+
+    def with_structured_output(self, schema: Any = None, *, include_raw: bool = False,
+                               method: str = "json_schema", strict: bool | None = None,
+                               **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """Outputs parsed into ``schema`` (a pydantic class, a ``TypedDict``, a JSON schema or
+        an OpenAI tool schema), generated under the schema as a hard grammar constraint, so
+        a finished answer always parses and validates.
+
+        >>> from pydantic import BaseModel                              # doctest: +SKIP
+        >>> class Person(BaseModel):
+        ...     name: str
+        ...     age: int                                                # doctest: +SKIP
+        >>> ChatDeAL().with_structured_output(Person).invoke("Invent a person.")  # doctest: +SKIP
+        Person(name='John', age=25)
+
+        ``method`` (``json_schema``, ``function_calling``, ``json_mode``) is accepted for
+        compatibility; all use the grammar mask (``json_mode`` without a schema: any JSON
+        object). The schema is compiled now: one the grammar engine refuses raises
+        ``ConstraintError`` here. ``include_raw=True`` returns ``{"raw", "parsed",
+        "parsing_error"}`` (a parse error then is returned, e.g. an answer cut by
+        ``max_tokens``, instead of raised).
+        """
+        from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+        from langchain_core.utils.function_calling import convert_to_json_schema
+
+        if kwargs:
+            raise InputError(f"with_structured_output: unknown argument(s) {', '.join(sorted(kwargs))}")
+        if method not in ("json_schema", "function_calling", "json_mode"):
+            raise InputError(f"with_structured_output: unknown method {method!r} "
+                             "(json_schema, function_calling or json_mode)")
+        if schema is None and method != "json_mode":
+            raise InputError("with_structured_output needs a schema (or method='json_mode')")
+        from langchain_core.utils.pydantic import is_basemodel_subclass
+
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if schema is None:
+            json_schema: dict[str, Any] = {"type": "object"}
+        elif is_pydantic and hasattr(schema, "model_json_schema"):
+            json_schema = schema.model_json_schema()
+        elif is_pydantic:  # pydantic.v1
+            json_schema = schema.schema()
+        elif isinstance(schema, Mapping) and not ({"function", "parameters"} & set(schema)) \
+                and ("type" in schema or "properties" in schema or "$schema" in schema or "anyOf" in schema):
+            json_schema = dict(schema)  # a JSON schema already
+        else:
+            try:
+                json_schema = convert_to_json_schema(schema)
+            except Exception as exc:
+                raise InputError(f"with_structured_output: cannot turn {schema!r:.80} into a JSON schema: "
+                                 f"{exc}") from None
+        name = json_schema.get("title") or getattr(schema, "__name__", None) or "output"
+        self._check_no_spec_constraint("with_structured_output", {})
+        from deal_chains.search.constraints import GrammarConstraint
+
+        GrammarConstraint.json_schema(json_schema).compile(self._adapter.lm)  # fails now, not mid-generation
+        llm = self.bind(
+            response_format={"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}},
+            ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
+                                         "schema": schema if schema is not None else json_schema},
+        )
+        parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+        if include_raw:
+            parser_assign = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+            parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
+            return RunnableMap(raw=llm) | parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
+        return llm | parser
+
+    def _check_no_spec_constraint(self, what: str, kwargs: Mapping[str, Any]) -> None:
+        spec = self._resolve_call_spec(kwargs)
+        if spec is not None and not spec.steps and spec.build_constraint() is not None:
+            raise InputError(f"{what}: the spec has a hard json_schema constraint, which would conflict with the "
+                             "tool / output schema (drop `mode: hard` from the spec, or use the spec alone)")
+
+    # ------------------------------------------------------------------ calls
+    def _call(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
+              toolset: ToolSet | None = None) -> Call:
+        if toolset is None and kwargs.get("tools"):
+            toolset = ToolSet.build(kwargs["tools"], kwargs.get("tool_choice"))
+        engine_messages = to_engine_messages(messages, tool_mode=bool(toolset and toolset.active))
+        call = self._prepare(engine_messages, stop, kwargs, toolset)
+        call.source = (messages, stop, kwargs)
+        return call
+
+    def _repeats(self, call: Call, message: AIMessage) -> bool:
+        """True when ``message`` (an ``auto`` turn) repeats a tool call whose result is
+        already in the conversation: the turn is then answered instead (small models
+        otherwise call the same tool forever)."""
+        ts = call.toolset
+        if self.allow_repeated_tool_calls or ts is None or ts.choice != "auto" or ts.answer_only \
+                or not message.tool_calls:
+            return False
+        messages = call.source[0]
+        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+        done = {_call_key(c) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
+                if c.get("id") in answered}
+        return any(_call_key(c) in done for c in message.tool_calls)
+
+    def _answer_call(self, call: Call) -> Call:
+        messages, stop, kwargs = call.source
+        return self._call(messages, stop, kwargs, toolset=call.toolset.answering())
+
+    def _submit(self, call: Call) -> Handle:
+        plan = _PLAN.get()
+        handle = plan.claim(self, call) if plan is not None else None
+        return handle if handle is not None else call.adapter.submit([call.request])[0]
+
+    def _message(self, call: Call, outcome: Outcome, repeated: AIMessage | None = None) -> AIMessage:
+        meta = outcome.metadata()
+        usage = outcome.usage()
+        if call.toolset is not None and call.toolset.active:
+            content, tool_calls, invalid = call.toolset.parse(outcome.text, outcome.finish_reason == "stop")
+            if tool_calls:
+                meta["finish_reason"] = "tool_calls"
+        else:
+            content, tool_calls, invalid = outcome.text, [], []
+        if repeated is not None:
+            # the first generation repeated an answered tool call; count its tokens too
+            meta["repeated_tool_call"] = {"name": repeated.tool_calls[0]["name"], "args": repeated.tool_calls[0]["args"]}
+            first = repeated.usage_metadata or {}
+            usage = {k: usage[k] + int(first.get(k, 0)) for k in usage}  # type: ignore[literal-required]
+        return AIMessage(content=content, tool_calls=tool_calls, invalid_tool_calls=invalid,
+                         usage_metadata=usage, response_metadata=meta)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call = self._call(messages, stop, kwargs)
+        message = self._message(call, self._submit(call).result())
+        if self._repeats(call, message):
+            again = self._answer_call(call)
+            message = self._message(again, again.adapter.submit([again.request])[0].result(), repeated=message)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call = await asyncio.to_thread(self._call, messages, stop, kwargs)
+        message = self._message(call, await self._submit(call).aresult())
+        if self._repeats(call, message):
+            again = await asyncio.to_thread(self._answer_call, call)
+            message = self._message(again, await again.adapter.submit([again.request])[0].aresult(), repeated=message)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        call = self._call(messages, stop, kwargs)
+        handle = self._submit(call)
+        emit = _Emitter(self, call)
+        try:
+            for text in handle.texts():
+                chunk = emit.text(text)
+                if chunk is not None:
+                    yield chunk
+            message = self._message(call, handle.result())
+            if self._repeats(call, message):
+                again = self._answer_call(call)
+                handle = again.adapter.submit([again.request])[0]
+                emit = _Emitter(self, again)
+                for text in handle.texts():
+                    chunk = emit.text(text)
+                    if chunk is not None:
+                        yield chunk
+                message = self._message(again, handle.result(), repeated=message)
+            yield emit.last(message)
+        finally:
+            if not handle.done:
+                handle.cancel()
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        call = await asyncio.to_thread(self._call, messages, stop, kwargs)
+        handle = self._submit(call)
+        emit = _Emitter(self, call)
+        try:
+            async for text in handle.atexts():
+                chunk = emit.text(text)
+                if chunk is not None:
+                    yield chunk
+            message = self._message(call, await handle.aresult())
+            if self._repeats(call, message):
+                again = await asyncio.to_thread(self._answer_call, call)
+                handle = again.adapter.submit([again.request])[0]
+                emit = _Emitter(self, again)
+                async for text in handle.atexts():
+                    chunk = emit.text(text)
+                    if chunk is not None:
+                        yield chunk
+                message = self._message(again, await handle.aresult(), repeated=message)
+            yield emit.last(message)
+        finally:
+            if not handle.done:
+                handle.cancel()
+
+    # ------------------------------------------------------------------ batching
+    def _plan(self, messages: list[list[BaseMessage]], kwargs: Mapping[str, Any]) -> _Plan | None:
+        """Prepare every input of a batch now, so they can be searched together; None when
+        some input is invalid (the per-input calls then report their own errors)."""
+        kw = {k: v for k, v in kwargs.items()
+              if k not in ("stop", "ls_structured_output_format", "structured_output_format")}
+        try:
+            calls = [self._call(m, kwargs.get("stop"), kw) for m in messages]
+        except Exception:
+            return None
+        return _Plan(self, calls)
+
+    def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
+              *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
+        """All inputs are searched as one batch (one engine call per search config)."""
+        return self._with_plan(lambda: _input_messages(self, inputs), kwargs, len(inputs),
+                               lambda: super(ChatDeAL, self).batch(inputs, config, return_exceptions=return_exceptions,
+                                                                   **kwargs))
+
+    async def abatch(self, inputs: list[LanguageModelInput],
+                     config: RunnableConfig | list[RunnableConfig] | None = None,
+                     *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
+        plan = await asyncio.to_thread(self._plan_for, lambda: _input_messages(self, inputs), kwargs, len(inputs))
+        token = _PLAN.set(plan)
+        try:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _PLAN.reset(token)
+
+    def generate(self, messages: list[list[BaseMessage]], stop: list[str] | None = None, callbacks: Any = None,
+                 **kwargs: Any) -> LLMResult:
+        return self._with_plan(lambda: messages, {**kwargs, "stop": stop}, len(messages),
+                               lambda: super(ChatDeAL, self).generate(messages, stop=stop, callbacks=callbacks,
+                                                                      **kwargs))
+
+    async def agenerate(self, messages: list[list[BaseMessage]], stop: list[str] | None = None,
+                        callbacks: Any = None, **kwargs: Any) -> LLMResult:
+        plan = await asyncio.to_thread(self._plan_for, lambda: messages, {**kwargs, "stop": stop}, len(messages))
+        token = _PLAN.set(plan)
+        try:
+            return await super().agenerate(messages, stop=stop, callbacks=callbacks, **kwargs)
+        finally:
+            _PLAN.reset(token)
+
+    def _plan_for(self, messages: Callable[[], list[list[BaseMessage]]], kwargs: Mapping[str, Any],
+                  n: int) -> _Plan | None:
+        if n < 2 or _PLAN.get() is not None:
+            return _PLAN.get()
+        try:
+            msgs = messages()
+        except Exception:
+            return None
+        return self._plan(msgs, kwargs)
+
+    def _with_plan(self, messages: Callable[[], list[list[BaseMessage]]], kwargs: Mapping[str, Any], n: int,
+                   run: Callable[[], Any]) -> Any:
+        token = _PLAN.set(self._plan_for(messages, kwargs, n))
+        try:
+            return run()
+        finally:
+            _PLAN.reset(token)
+
+
+class _Emitter:
+    """Chunks of a streamed call: text as it is committed (the reply text of an
+    ``{"answer": ...}`` envelope in a tool-calling turn), then a last chunk with the tool
+    call, usage and metadata."""
+
+    def __init__(self, model: ChatDeAL, call: Call):
+        self.model, self.call = model, call
+        self.tools = call.toolset if call.toolset is not None and call.toolset.active else None
+        self.answer = AnswerStream() if self.tools is not None else None
+
+    def text(self, delta: str) -> ChatGenerationChunk | None:
+        if self.answer is not None:
+            delta = self.answer.feed(delta)
+        return ChatGenerationChunk(message=AIMessageChunk(content=delta)) if delta else None
+
+    def last(self, message: AIMessage) -> ChatGenerationChunk:
+        rest, chunks = "", []
+        if self.answer is not None:
+            rest = self.answer.rest(str(message.content))
+            for i, c in enumerate(message.tool_calls):
+                chunks.append(tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i))
+            for j, c in enumerate(message.invalid_tool_calls, start=len(chunks)):
+                chunks.append(tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=j))
+        return ChatGenerationChunk(message=AIMessageChunk(
+            content=rest, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
+            response_metadata=message.response_metadata, chunk_position="last"))

@@ -1,0 +1,331 @@
+"""Tool calling for small local models: a JSON envelope generated under a grammar mask.
+
+>>> ts = ToolSet.build([{"type": "function", "function": {"name": "add", "description": "Add.",
+...     "parameters": {"type": "object", "properties": {"a": {"type": "integer"}},
+...                    "required": ["a"]}}}], tool_choice="any")
+>>> ts.parse('{"name":"add","arguments":{"a":2}}', finished=True)[1][0]["args"]
+{'a': 2}
+
+The model answers with one JSON object (compact, no free-form preamble):
+
+- a tool call: ``{"name": "<tool>", "arguments": {...}}`` — ``arguments`` valid for that
+  tool's argument schema (the mask is an ``anyOf`` over the bound tools);
+- with ``tool_choice="auto"`` (the default), alternatively ``{"answer": "<text>"}``: a
+  plain reply, returned as the message text.
+
+``tool_choice``: ``"auto"`` (call a tool or answer), ``"any"`` / ``"required"`` / ``True``
+(must call one of the tools), a tool name or ``{"type": "function", "function": {"name":
+...}}`` (must call that tool), ``"none"`` / ``False`` (plain text, tools ignored). One tool
+call per message. Previous tool calls in the history are shown to the model in the same
+envelope, so it sees its own format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from deal_chains.errors import InputError
+
+_JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+_ANSWER_PREFIX = re.compile(r'\{\s*"answer"\s*:\s*"')
+
+
+def _tool_name(tool: Any) -> str:
+    name = getattr(tool, "name", None) or getattr(tool, "__name__", None)
+    if isinstance(tool, Mapping):
+        name = tool.get("name") or (tool.get("function") or {}).get("name") or tool.get("title")
+    return str(name) if name else repr(tool)[:60]
+
+
+def _check_args_schema(name: str, params: Any) -> None:
+    """Raise ``InputError`` naming the tool and the offending part of its argument schema."""
+    if not isinstance(params, Mapping):
+        raise InputError(f"tool {name!r}: its argument schema must be a JSON-schema object, got {params!r:.80}")
+    if params.get("type", "object") != "object":
+        raise InputError(f"tool {name!r}: its argument schema must have type 'object' (tool arguments are "
+                         f"keyword arguments), got type {params.get('type')!r}")
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, Mapping):
+            t = node.get("type")
+            for value in (t if isinstance(t, list) else [t]):
+                if isinstance(value, str) and value not in _JSON_TYPES:
+                    where = "/".join(map(str, path + ("type",)))
+                    raise InputError(f"tool {name!r}: unknown type {value!r} at {where} of its argument schema "
+                                     f"(JSON Schema types: {', '.join(sorted(_JSON_TYPES))})")
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                where = "/".join(map(str, path + ("$ref",)))
+                raise InputError(f"tool {name!r}: remote $ref {ref!r} at {where} is not supported (local refs only)")
+            for key, value in node.items():
+                if key not in ("enum", "const", "default", "examples"):
+                    walk(value, path + (key,))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, path + (i,))
+
+    walk(params, ())
+    from jsonschema import exceptions, validators
+
+    try:
+        validators.validator_for(params).check_schema(params)
+    except exceptions.SchemaError as exc:
+        where = "/".join(map(str, exc.path)) or "(top level)"
+        raise InputError(f"tool {name!r}: its argument schema is invalid at {where}: {exc.message}") from None
+
+
+def _untitled(schema: Any) -> Any:
+    if isinstance(schema, Mapping):
+        return {k: _untitled(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
+    return schema
+
+
+def _arguments_summary(params: Mapping[str, Any]) -> str:
+    props = params.get("properties") or {}
+    if not props:
+        return "no arguments, use {}"
+    required = set(params.get("required") or ())
+    parts = []
+    for key, sub in props.items():
+        kind = sub.get("type") if isinstance(sub, Mapping) else None
+        if kind is None and isinstance(sub, Mapping) and "anyOf" in sub:
+            kind = "|".join(str(s.get("type")) for s in sub["anyOf"] if isinstance(s, Mapping))
+        desc = sub.get("description") if isinstance(sub, Mapping) else None
+        parts.append(f'"{key}" ({kind or "any"}{", required" if key in required else ""})'
+                     + (f": {desc}" if desc else ""))
+    return "; ".join(parts)
+
+
+@dataclass
+class ToolSet:
+    """Bound tools (OpenAI format) and the tool choice, with the schema the mask enforces."""
+
+    tools: list[dict[str, Any]]
+    choice: str  # "auto" | "any" | "none" | a tool name
+    answer_only: bool = False  # an "auto" turn that must answer (its tool call repeated an answered one)
+
+    @classmethod
+    def build(cls, tools: Sequence[Any], tool_choice: Any = None) -> "ToolSet":
+        """Convert and check ``tools`` (anything ``convert_to_openai_tool`` takes) and
+        ``tool_choice``; errors name the tool and the offending part of its schema."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        formatted: list[dict[str, Any]] = []
+        seen: dict[str, Any] = {}
+        for i, tool in enumerate(tools):
+            try:
+                spec = convert_to_openai_tool(tool)
+            except Exception as exc:  # langchain raises ValueError/TypeError variants
+                raise InputError(f"tool {i} ({_tool_name(tool)}): cannot be turned into a tool schema: {exc}") from None
+            fn = spec.get("function") if isinstance(spec, Mapping) else None
+            if not isinstance(fn, Mapping) or not fn.get("name"):
+                raise InputError(f"tool {i} ({_tool_name(tool)}): only function tools are supported, got {spec!r:.100}")
+            name = str(fn["name"])
+            params = fn.get("parameters") or {"type": "object", "properties": {}}
+            if name in seen:
+                # the same tool given twice (e.g. a pydantic class and its JSON schema) is
+                # one tool; two different tools under one name cannot be told apart
+                if _untitled(seen[name]) != _untitled(params):
+                    raise InputError(f"two different tools are named {name!r}; tool names must be distinct")
+                continue
+            seen[name] = params
+            _check_args_schema(name, params)
+            formatted.append({"type": "function", "function": {**fn, "parameters": dict(params)}})
+        choice = cls._choice(tool_choice, [t["function"]["name"] for t in formatted])
+        if choice != "none" and not formatted:
+            raise InputError(f"tool_choice={tool_choice!r} needs at least one tool")
+        return cls(formatted, choice)
+
+    @staticmethod
+    def _choice(tool_choice: Any, names: list[str]) -> str:
+        if tool_choice is None or tool_choice == "auto":
+            return "auto" if names else "none"
+        if tool_choice is True or tool_choice in ("any", "required"):
+            return "any"
+        if tool_choice is False or tool_choice == "none":
+            return "none"
+        if isinstance(tool_choice, Mapping):
+            tool_choice = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+        if isinstance(tool_choice, str):
+            if tool_choice not in names:
+                raise InputError(f"tool_choice {tool_choice!r} is not one of the bound tools ({', '.join(names)})")
+            return tool_choice
+        raise InputError(f"tool_choice must be 'auto', 'any', 'required', 'none', a tool name or "
+                         f"{{'type': 'function', 'function': {{'name': ...}}}}, got {tool_choice!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.choice != "none"
+
+    def _callable(self) -> list[dict[str, Any]]:
+        if self.answer_only:
+            return []
+        if self.choice in ("auto", "any"):
+            return [t["function"] for t in self.tools]
+        return [t["function"] for t in self.tools if t["function"]["name"] == self.choice]
+
+    def envelope(self, fn: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON schema of one call of tool ``fn``."""
+        from deal_chains.search.constraints import bounded_schema
+
+        return {"type": "object",
+                "properties": {"name": {"const": fn["name"]}, "arguments": bounded_schema(fn["parameters"])},
+                "required": ["name", "arguments"], "additionalProperties": False}
+
+    def schema(self) -> dict[str, Any]:
+        branches = [self.envelope(fn) for fn in self._callable()]
+        if self.choice == "auto":
+            branches.append({"type": "object", "properties": {"answer": {"type": "string"}},
+                             "required": ["answer"], "additionalProperties": False})
+        return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+    def constraint(self) -> Any:
+        """The hard constraint of a tool-calling turn (None for ``tool_choice="none"``)."""
+        if not self.active:
+            return None
+        from deal_chains.search.constraints import GrammarConstraint
+
+        # the tools' arguments are capped (bounded_schema) in envelope(); the answer text
+        # stays open
+        return GrammarConstraint.json_schema(self.schema(), bounded=False)
+
+    def check(self, lm: Any) -> None:
+        """Compile every tool's envelope for ``lm`` now, so a schema the grammar engine
+        refuses fails at bind time with the tool's name."""
+        from deal_chains.search.constraints import ConstraintError, GrammarConstraint
+
+        for fn in self._callable():
+            try:
+                GrammarConstraint.json_schema(self.envelope(fn), bounded=False).compile(lm)
+            except ConstraintError as exc:
+                raise ConstraintError(f"tool {fn['name']!r}: {exc}") from None
+        if self.active:
+            self.constraint().compile(lm)
+
+    def instructions(self) -> str:
+        if not self.active:
+            return ""
+        lines = ["You can call these tools:"]
+        for fn in [t["function"] for t in self.tools] if self.answer_only else self._callable():
+            desc = (fn.get("description") or "").strip().splitlines()
+            lines.append(f"- {fn['name']}: {desc[0] if desc else ''} Arguments: {_arguments_summary(fn['parameters'])}")
+        call = 'To call a tool, reply with JSON {"name": "<tool name>", "arguments": {<arguments>}}.'
+        if self.answer_only:
+            lines.append('You have the tool results you need: reply with JSON {"answer": "<your reply>"}.')
+        elif self.choice == "auto":
+            lines.append(call + ' Call a tool only when you need its result; otherwise, or once you have the '
+                                'tool results you need, reply with JSON {"answer": "<your reply>"}.')
+        elif self.choice == "any":
+            lines.append(call + " Call one of the tools now.")
+        else:
+            lines.append(f'Call the tool {self.choice} now: reply with JSON {{"name": "{self.choice}", '
+                         '"arguments": {<arguments>}}.')
+        return "\n".join(lines)
+
+    def answering(self) -> "ToolSet":
+        """The same tools, for a turn that must reply ``{"answer": ...}``."""
+        return ToolSet(self.tools, self.choice, answer_only=True)
+
+    def parse(self, text: str, finished: bool) -> tuple[str, list[dict], list[dict]]:
+        """(content, tool_calls, invalid_tool_calls) of a generated envelope."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and "name" in data:
+            return "", [{"name": data["name"], "args": data.get("arguments") or {}, "id": new_call_id(),
+                         "type": "tool_call"}], []
+        if isinstance(data, dict) and "answer" in data:
+            return str(data["answer"]), [], []
+        # cut by the token budget or a stop sequence: keep what can be kept
+        from langchain_core.utils.json import parse_partial_json
+
+        try:
+            partial = parse_partial_json(text)
+        except (json.JSONDecodeError, ValueError):
+            partial = None
+        if isinstance(partial, dict) and "answer" in partial and isinstance(partial["answer"], str):
+            return partial["answer"], [], []
+        name = partial.get("name") if isinstance(partial, dict) else None
+        why = "the answer was cut by the token budget (raise max_tokens)" if not finished else \
+            "the output is not a complete tool call"
+        return "", [], [{"name": name, "args": text, "id": new_call_id(), "error": why, "type": "invalid_tool_call"}]
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def envelope_text(tool_calls: Sequence[Mapping[str, Any]]) -> str:
+    """How earlier tool calls appear in the prompt (the format the model must produce)."""
+    return "\n".join(json.dumps({"name": c.get("name"), "arguments": c.get("args") or {}}, ensure_ascii=False,
+                                separators=(",", ":")) for c in tool_calls)
+
+
+def answer_text(text: str) -> str:
+    return json.dumps({"answer": text}, ensure_ascii=False, separators=(",", ":"))
+
+
+class AnswerStream:
+    """Streams the reply text out of a growing ``{"answer": "..."}`` envelope (nothing for a
+    tool call, which is sent whole once complete)."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.sent = ""
+
+    def feed(self, delta: str) -> str:
+        self.buffer += delta
+        m = _ANSWER_PREFIX.match(self.buffer)
+        if not m:
+            return ""
+        text = _json_string_prefix(self.buffer[m.end():])
+        if text is None or not text.startswith(self.sent):
+            return ""
+        out, self.sent = text[len(self.sent):], text
+        return out
+
+    def rest(self, content: str) -> str:
+        """What the final reply adds to what was streamed."""
+        if not content.startswith(self.sent):  # pragma: no cover - partial decoding is a prefix
+            return ""
+        return content[len(self.sent):]
+
+
+def _json_string_prefix(s: str) -> str | None:
+    """The decoded text of the complete characters at the start of a JSON string body."""
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            break
+        if c == "\\":
+            if i + 1 >= n:
+                break
+            if s[i + 1] == "u":
+                if i + 6 > n:
+                    break
+                try:
+                    code = int(s[i + 2:i + 6], 16)
+                except ValueError:
+                    return None
+                if 0xD800 <= code < 0xDC00:  # a surrogate pair needs its second half
+                    if i + 12 > n:
+                        break
+                    i += 12
+                    continue
+                i += 6
+                continue
+            i += 2
+            continue
+        i += 1
+    try:
+        return json.loads('"' + s[:i] + '"')
+    except json.JSONDecodeError:
+        return None

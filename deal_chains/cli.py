@@ -96,48 +96,116 @@ def resume_state(out_path: Path, records: list[dict[str, Any]]) -> set[int]:
     return done
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from deal_chains.search.engine import DeALEngine
+def load_generate_spec(spec_source: Any, overrides: Sequence[str] = (), step: str | None = None,
+                       strategy: str | None = None) -> tuple[Any, Any]:
+    """The spec (the chosen step of a multi-step one) and its search config, as ``generate``
+    uses them (shared by the local and the Ray engine)."""
     from deal_chains.spec import load_spec
-    from rewards.base import RewardContext
 
-    spec = load_spec(args.spec, overrides=args.set or [])
-    step = getattr(args, "step", None)
+    spec = load_spec(spec_source, overrides=list(overrides or []))
     if step is None and spec.steps:
-        raise InputError(f"{args.spec} has steps ({', '.join(spec.step_names)}); pick one with --step NAME")
+        raise InputError(f"{spec_source} has steps ({', '.join(spec.step_names)}); pick one with --step NAME")
     if step is not None:
         spec = spec.step(step)
-    hard = spec.build_constraint() is not None
-    overrides = {"strategy": args.strategy} if args.strategy else {}
-    config = spec.search_config(**overrides)
-    records = read_jsonl(args.input)
-    engine = DeALEngine(args.model or spec.model, device=args.device)
-    count_tokens = lambda text: len(engine.lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    config = spec.search_config(**({"strategy": strategy} if strategy else {}))
+    return spec, config
 
-    prompts, rewards, systems, contexts, constraints = [], [], [], [], []
-    for rec in records:
-        where = f"{args.input}:{rec['__line__']}"
-        variables = {k: v for k, v in rec.items() if k != "__line__"}
-        prompt = rec.get("prompt")
-        if prompt is None:
-            try:
-                prompt = spec.render_prompt(variables)
-            except DealChainsError as exc:
-                raise InputError(f"{where}: {exc}") from None
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError(f"{where}: field 'prompt' must be a non-empty string "
-                             "(or the spec must have a prompt template)")
+
+def record_prompt(spec: Any, rec: dict[str, Any], where: str) -> str:
+    """The user message of one input record: its ``prompt`` field, else the spec's prompt
+    template filled from the record. InputError naming ``where`` (file:line) otherwise."""
+    prompt = rec.get("prompt")
+    if prompt is None:
         try:
-            rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
-            systems.append(spec.render_system(variables))
-            engine.lm.check_fits(len(engine.lm.format_prompt(prompt, system=systems[-1])), config.max_new_tokens,
-                                 label="the prompt")
-            if hard:
-                constraints.append(spec.build_constraint(variables))
+            prompt = spec.render_prompt(record_variables(rec))
         except DealChainsError as exc:
             raise InputError(f"{where}: {exc}") from None
-        prompts.append(prompt)
-        contexts.append(RewardContext(prompt=prompt, variables=variables))
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(f"{where}: field 'prompt' must be a non-empty string "
+                         "(or the spec must have a prompt template)")
+    return prompt
+
+
+def record_variables(rec: dict[str, Any]) -> dict[str, Any]:
+    """The template variables of an input record (every field but the line number)."""
+    return {k: v for k, v in rec.items() if k != "__line__"}
+
+
+class GenerateInputs:
+    """The per-prompt arguments of ``DeALEngine.iter_generate`` built from input records."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self.rewards: list[Any] = []
+        self.systems: list[str | None] = []
+        self.contexts: list[Any] = []
+        self.constraints: list[Any] | None = None
+
+
+def prepare_records(spec: Any, records: list[dict[str, Any]], engine: Any, config: Any,
+                    source: Any) -> GenerateInputs:
+    """Prompts, rewards, system messages, reward contexts and hard constraints of
+    ``records`` (from ``read_jsonl``); every problem is an InputError naming
+    ``source:line``. Checked for all records before any generation."""
+    from rewards.base import RewardContext
+
+    hard = spec.build_constraint() is not None
+    count_tokens = lambda text: len(engine.lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    out = GenerateInputs()
+    if hard:
+        out.constraints = []
+    for rec in records:
+        where = f"{source}:{rec['__line__']}"
+        variables = record_variables(rec)
+        prompt = record_prompt(spec, rec, where)
+        try:
+            out.rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
+            out.systems.append(spec.render_system(variables))
+            engine.lm.check_fits(len(engine.lm.format_prompt(prompt, system=out.systems[-1])),
+                                 config.max_new_tokens, label="the prompt")
+            if hard:
+                out.constraints.append(spec.build_constraint(variables))
+        except DealChainsError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        out.prompts.append(prompt)
+        out.contexts.append(RewardContext(prompt=prompt, variables=variables))
+    return out
+
+
+def output_record(rec: dict[str, Any], res: Any) -> dict[str, Any]:
+    """The output record of one input record: its fields, ``input_line`` and the result."""
+    out = record_variables(rec)
+    out["input_line"] = rec["__line__"]
+    out.update({
+        "text": res.text, "rewards": res.rewards, "reward": res.reward, "score": res.score,
+        "finished": res.finished, "finish_reason": res.finish_reason,
+        "strategy": res.strategy,
+        "stats": {"seconds": round(res.stats.seconds, 4), "new_tokens": res.stats.new_tokens,
+                  "forward_passes": res.stats.forward_passes,
+                  "candidates_scored": res.stats.candidates_scored},
+    })
+    return out
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from deal_chains.scale.ray_data import run_cli
+
+        return run_cli(args)
+    for flag, value in (("--concurrency", getattr(args, "concurrency", None)),
+                        ("--ray-address", getattr(args, "ray_address", None)),
+                        ("--gpus-per-worker", getattr(args, "gpus_per_worker", None))):
+        if value is not None:
+            raise InputError(f"{flag} needs --engine ray")
+    from deal_chains.search.engine import DeALEngine
+
+    spec, config = load_generate_spec(args.spec, args.set or [], getattr(args, "step", None), args.strategy)
+    records = read_jsonl(args.input)
+    engine = DeALEngine(args.model or spec.model, device=args.device)
+    inputs = prepare_records(spec, records, engine, config, args.input)
+    hard = inputs.constraints is not None
+    prompts, rewards, systems, contexts, constraints = (inputs.prompts, inputs.rewards, inputs.systems,
+                                                        inputs.contexts, inputs.constraints)
 
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,18 +225,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                                contexts=pick(contexts),
                                                constraints=pick(constraints) if hard else None,
                                                batch_size=args.batch_size, progress=not args.quiet):
-                i = todo[j]
-                rec = {k: v for k, v in records[i].items() if k != "__line__"}
-                rec["input_line"] = records[i]["__line__"]
-                rec.update({
-                    "text": res.text, "rewards": res.rewards, "reward": res.reward, "score": res.score,
-                    "finished": res.finished, "finish_reason": res.finish_reason,
-                    "strategy": res.strategy,
-                    "stats": {"seconds": round(res.stats.seconds, 4), "new_tokens": res.stats.new_tokens,
-                              "forward_passes": res.stats.forward_passes,
-                              "candidates_scored": res.stats.candidates_scored},
-                })
-                out.write(jsonl_line(rec))
+                out.write(jsonl_line(output_record(records[todo[j]], res)))
                 out.flush()
                 written += 1
         except DealChainsError as exc:
@@ -308,8 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="align generations for a JSONL file of inputs")
     g.add_argument("--spec", required=True, help="reward spec YAML file (or preset name)")
-    g.add_argument("--input", required=True, help="JSONL: one object per line with 'prompt' + variables")
-    g.add_argument("--output", required=True, help="JSONL output (records are written as they finish)")
+    g.add_argument("--input", required=True,
+                   help="JSONL: one object per line with 'prompt' + variables (with --engine ray also a "
+                        "directory of *.jsonl or a glob pattern)")
+    g.add_argument("--output", required=True,
+                   help="JSONL output (records are written as they finish); with --engine ray a directory "
+                        "that gets one output file per input file, same name")
     g.add_argument("--strategy", choices=["greedy", "sample", "best_of_n", "rerank", "deal"])
     g.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec field, e.g. search.top_k=4")
     g.add_argument("--model", help="override the spec's model")
@@ -320,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the records already in --output, generate "
                         "the rest (matched by input_line)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data actors, one loaded model each "
+                        "(pip install 'deal-chains[ray]')")
+    g.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="--engine ray: number of workers (model copies); on GPUs, the number of GPUs")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--engine ray: a running cluster ('auto', HOST:6379; default RAY_ADDRESS, else a "
+                        "local Ray)")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="--engine ray: GPUs each worker reserves (default 1 with --device cuda or on a "
+                        "cluster with GPUs, else 0)")
     g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("bench", help="benchmarks")
@@ -349,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     from deal_chains.bench.throughput import register_bench_throughput
 
     register_bench_throughput(bsub)
+    from deal_chains.bench.report import register_bench_report
+
+    register_bench_report(bsub)
 
     s = sub.add_parser("spec", help="reward-spec tools")
     ssub = s.add_subparsers(dest="spec_cmd", required=True)

@@ -265,3 +265,39 @@ def test_soft_mode_keeps_what_only_the_mask_cannot_do():
     load_spec({"rewards": [{"json_schema": {"schema": overlapping, "mode": "soft"}}]})  # jsonschema validates it
     with pytest.raises(Exception, match="oneOf"):
         load_spec({"rewards": [{"json_schema": {"schema": overlapping, "mode": "hard"}}]})
+
+
+def test_closing_bias_ramps_over_the_end_of_the_budget():
+    from deal_chains.search.constraints import closing_bias
+
+    assert closing_bias(100, 256) == 0.0 and closing_bias(65, 256) == 0.0
+    ramp = [closing_bias(r, 256) for r in (64, 32, 1)]
+    assert 0 < ramp[0] < ramp[1] < ramp[2] == 16.0
+    assert closing_bias(16, 20) > 0  # short budgets get a window of at least 16 tokens
+
+
+def test_closing_tokens_only_close(tiny_lm):
+    from deal_chains.search.constraints import _closing_tokens
+
+    vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
+    mask = _closing_tokens(tiny_lm, vocab)
+    tok = tiny_lm.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ['"', "}", "]", ",", ":", "{", "a"]}
+    assert all(bool(mask[ids[t]]) for t in ['"', "}", "]"])
+    assert not any(bool(mask[ids[t]]) for t in [",", ":", "{", "a"])
+    assert all(bool(mask[e]) for e in tiny_lm.eos_token_ids)
+
+
+def test_documents_close_within_a_tight_budget(engine):
+    # open strings and arrays (capped at 64 chars / 8 items) cannot fit 24 tokens of a
+    # byte-level model unless the search closes them near the end of the budget
+    schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "array", "items": {"type": "string"}}},
+              "required": ["s", "t"]}
+    constraint = GrammarConstraint.json_schema(schema)
+    prompts = [f"JSON please {i}" for i in range(6)]
+    cfg = SearchConfig(strategy="greedy", max_new_tokens=24)
+    results = engine.generate(prompts, None, cfg, constraints=constraint)
+    finished = [r for r in results if r.finished]
+    assert len(finished) >= 5, [r.text for r in results]
+    for r in finished:
+        assert set(json.loads(r.text)) == {"s", "t"}

@@ -151,6 +151,8 @@ class GrammarConstraint:
         # warnings name schema keywords the mask cannot enforce (e.g. some string formats):
         # the mask is then looser than the schema, and final validation must catch the rest
         compiled.warnings = list(messages)
+        if self.kind == "json_schema":
+            compiled.closing = _closing_tokens(lm, vocab)
         probe = compiled.new_state()  # catches errors validate() lets through
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
@@ -415,6 +417,9 @@ class CompiledConstraint:
 
         self._shifts = torch.arange(32, dtype=torch.int32)
         self.warnings: list[str] = []
+        # tokens that close a JSON string, object or array (bool per token id): favoured
+        # near the end of the token budget, see ``apply_masks``
+        self.closing: Any = None
 
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
@@ -447,9 +452,41 @@ class CompiledConstraint:
         return unpacked.view(len(states), -1)[:, : self.vocab].bool()
 
 
+def _closing_tokens(lm: Any, vocab: int) -> "torch.Tensor":
+    """Token ids that only close: their text holds ``"``, ``}`` or ``]`` and nothing that
+    opens or continues (``{ [ , :``), so ``"}`` and ``]}`` count but ``","`` does not."""
+    import torch
+
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    tok = lm.tokenizer
+    n = min(vocab, len(tok))
+    for i, text in enumerate(tok.batch_decode([[i] for i in range(n)])):
+        if any(ch in text for ch in '"}]') and not any(ch in text for ch in "{[,:"):
+            mask[i] = True
+    for e in getattr(lm, "eos_token_ids", ()):
+        if e < vocab:
+            mask[e] = True
+    return mask
+
+
+def closing_bias(remaining: int, max_new_tokens: int) -> float:
+    """Logit bonus for closing tokens when ``remaining`` tokens are left of the budget.
+
+    Small models loop inside an open value ("1234567890123...", "a.b.a.b...") until the
+    budget cuts the document, which is then unfinished and invalid. Over the last quarter
+    of the budget (at least 16 tokens) the allowed tokens that close a string, object or
+    array get a bonus rising to 16 nats, so the document tends to close in time. Only
+    tokens the grammar allows are favoured: validity never depends on it."""
+    window = max(16, max_new_tokens // 4)
+    if remaining > window:
+        return 0.0
+    return 16.0 * (window - remaining + 1) / window
+
+
 def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[CompiledConstraint | None],
-                eos_id: int) -> torch.Tensor:
-    """Set disallowed tokens' logits to -inf for the rows that have a constraint.
+                eos_id: int, bias: float = 0.0) -> torch.Tensor:
+    """Set disallowed tokens' logits to -inf for the rows that have a constraint; with
+    ``bias`` (see ``closing_bias``), add it to the allowed closing tokens of JSON rows.
 
     A row whose grammar allows nothing (an engine error state) may only end, so the final
     validation reports it instead of the search crashing mid-batch."""
@@ -470,5 +507,8 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
         if bool(empty.any()):
             allowed[empty, eos_id] = True
         idx_t = torch.tensor(idxs, device=logits.device)
-        logits[idx_t] = logits[idx_t].masked_fill(~allowed, float("-inf"))
+        masked = logits[idx_t].masked_fill(~allowed, float("-inf"))
+        if bias and c.closing is not None:
+            masked = masked + bias * (allowed & c.closing.to(logits.device)).to(masked.dtype)
+        logits[idx_t] = masked
     return logits

@@ -276,16 +276,95 @@ def test_closing_bias_ramps_over_the_end_of_the_budget():
     assert closing_bias(16, 20) > 0  # short budgets get a window of at least 16 tokens
 
 
-def test_closing_tokens_only_close(tiny_lm):
-    from deal_chains.search.constraints import _closing_tokens
+def test_closing_bias_starts_earlier_for_deeper_documents():
+    from deal_chains.search.constraints import closing_bias
+
+    # 100 tokens left is far from the end of a 256 budget, unless 40 brackets must close
+    assert closing_bias(100, 256) == 0.0 < closing_bias(100, 256, needed=40)
+    assert closing_bias(30, 256, needed=30) == 16.0
+
+
+def test_json_closer_knows_where_the_document_stands(tiny_lm):
+    from deal_chains.search.constraints import JsonCloser
 
     vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
-    mask = _closing_tokens(tiny_lm, vocab)
+    closer = JsonCloser(tiny_lm, vocab)
     tok = tiny_lm.tokenizer
+
+    def at(text):
+        return closer.position(tok(text, add_special_tokens=False)["input_ids"])
+
+    assert at('{"a":[{"b":"x') == (3, True)
+    assert at('{"a":[{"b":"x}]"') == (3, False)  # brackets inside a string do not count
+    assert at('{"a":"q\\"}') == (1, True)  # an escaped quote does not close the string
+    assert at('{"a":"q\\\\"') == (1, False)  # an escaped backslash does not escape the quote
+    assert at('{"a":[1,2]}') == (0, False)
     ids = {t: tok.convert_tokens_to_ids(t) for t in ['"', "}", "]", ",", ":", "{", "a"]}
-    assert all(bool(mask[ids[t]]) for t in ['"', "}", "]"])
-    assert not any(bool(mask[ids[t]]) for t in [",", ":", "{", "a"])
-    assert all(bool(mask[e]) for e in tiny_lm.eos_token_ids)
+    # inside a string only a quote closes; outside, only } and ]; neither set opens or continues
+    assert bool(closer.in_string[ids['"']]) and not bool(closer.in_string[ids["}"]])
+    assert bool(closer.outside[ids["}"]]) and bool(closer.outside[ids["]"]]) and not bool(closer.outside[ids['"']])
+    for t in [",", ":", "{", "a"]:
+        assert not bool(closer.in_string[ids[t]]) and not bool(closer.outside[ids[t]])
+    assert all(bool(closer.in_string[e]) and bool(closer.outside[e]) for e in tiny_lm.eos_token_ids)
+
+
+def test_bounded_schema_caps_numbers_and_patterned_strings():
+    from deal_chains.search.constraints import MAX_ABS_NUMBER, bounded_schema
+
+    capped = bounded_schema({"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 0}, "m": {"type": "number"},
+        "big": {"type": "integer", "minimum": 10**15}, "e": {"type": "integer", "enum": [1, 2]},
+        "p": {"type": "string", "pattern": "^[a-z]+$"}, "f": {"type": "string", "format": "date-time"}}})
+    props = capped["properties"]
+    assert props["n"] == {"type": "integer", "minimum": 0, "maximum": MAX_ABS_NUMBER}
+    assert props["m"]["minimum"] == -MAX_ABS_NUMBER and props["m"]["maximum"] == MAX_ABS_NUMBER
+    assert props["big"]["maximum"] > 10**15  # never below the schema's own minimum
+    assert "maximum" not in props["e"]
+    assert props["p"]["maxLength"] == 128 and props["f"]["maxLength"] == 128
+
+
+def test_patterned_string_longer_than_the_cap_stays_satisfiable(tiny_lm):
+    schema = {"type": "object", "properties": {"h": {"type": "string", "pattern": "^[a-f]{150}$"}},
+              "required": ["h"]}
+    c = GrammarConstraint.json_schema(schema).compile(tiny_lm)
+    assert _accepts(c, tiny_lm, json.dumps({"h": "a" * 150}, separators=(",", ":")))
+
+
+def test_looping_integers_and_patterns_are_cut_by_the_grammar(tiny_lm):
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0},
+                                               "p": {"type": "string", "pattern": "^[0-9-]+$"}}}
+    c = GrammarConstraint.json_schema(schema).compile(tiny_lm)
+    assert _accepts(c, tiny_lm, '{"n":123,"p":"1-2"}')
+    assert not _accepts(c, tiny_lm, '{"n":' + "1" * 20 + "}")
+    assert not _accepts(c, tiny_lm, '{"p":"' + "1-" * 80 + '1"}')
+
+
+def test_closing_bias_follows_depth_and_strings(tiny_lm):
+    import torch
+
+    from deal_chains.search.constraints import apply_masks
+
+    c = GrammarConstraint.json_schema({"type": "array", "items": {"anyOf": [{"$ref": "#"}, {"type": "string"}]}},
+                                      max_items=64).compile(tiny_lm)
+    tok = tiny_lm.tokenizer
+    vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
+    close, open_, quote = (tok.convert_tokens_to_ids(t) for t in ("]", "[", '"'))
+    eos = min(tiny_lm.eos_token_ids)
+
+    def biased(text, remaining):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        state = c.new_state()
+        assert all(c.advance(state, t) for t in ids)
+        out = apply_masks(torch.zeros(1, vocab, dtype=torch.float64), [state], [c], eos,
+                          remaining, 256, lambda i: ids)
+        return out[0]
+
+    # 60 tokens left of 256: a shallow document is not pressed yet, one 30 deep must close now
+    shallow, deep = biased("[", 60), biased("[" * 30, 60)
+    assert deep[close] > 8 > shallow[close] and deep[open_] == shallow[open_] == 0
+    # inside a string a quote closes; "]" is just a character of the string there
+    in_string = biased('["abc', 10)
+    assert in_string[quote] > 8 and in_string[close] == 0
 
 
 def test_documents_close_within_a_tight_budget(engine):

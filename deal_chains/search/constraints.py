@@ -16,7 +16,7 @@ import json
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - torch loads with the engine, not with spec checks
     import torch
@@ -86,13 +86,21 @@ class GrammarConstraint:
         if not isinstance(schema, Mapping) and not isinstance(schema, bool):
             raise ConstraintError(f"a JSON schema must be an object, got {type(schema).__name__}")
         schema = exact_one_of(schema)
-        if bounded:
-            schema = bounded_schema(schema, max_string_length=max_string_length, max_items=max_items,
-                                    max_properties=max_properties)
         options = {"whitespace_flexible": whitespace_flexible}
         if whitespace_flexible:
             options["whitespace_pattern"] = r"[\n ]{0,%d}" % max_whitespace
-        return cls("json_schema", json.dumps(schema), options)
+        if not bounded:
+            return cls("json_schema", json.dumps(schema), options)
+        caps = dict(max_string_length=max_string_length, max_items=max_items, max_properties=max_properties)
+        capped = cls("json_schema", json.dumps(bounded_schema(schema, **caps)), options)
+        try:
+            capped.check()
+        except ConstraintError:
+            # a pattern that demands a longer string than the cap: cap those strings no more
+            # (if the schema is unsatisfiable anyway, compiling says so)
+            return cls("json_schema", json.dumps(bounded_schema(schema, **caps, max_pattern_length=None)),
+                       options)
+        return capped
 
     @classmethod
     def regex(cls, pattern: str) -> "GrammarConstraint":
@@ -152,7 +160,7 @@ class GrammarConstraint:
         # the mask is then looser than the schema, and final validation must catch the rest
         compiled.warnings = list(messages)
         if self.kind == "json_schema":
-            compiled.closing = _closing_tokens(lm, vocab)
+            compiled.closer = _json_closer(lm, vocab)
         probe = compiled.new_state()  # catches errors validate() lets through
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
@@ -369,10 +377,17 @@ def exact_one_of(schema: Any) -> Any:
     return walk(schema)
 
 
+MAX_ABS_NUMBER = 10**12 - 1
+
+
 def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,
-                   max_properties: int = 8) -> Any:
+                   max_properties: int = 8, max_pattern_length: int | None = 128) -> Any:
     """A copy of ``schema`` with caps on what it leaves unbounded (see
-    ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums."""
+    ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
+
+    Strings with a ``pattern`` or ``format`` get the looser ``max_pattern_length`` (None:
+    no cap), as a pattern may demand a long string; numbers without bounds get
+    +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
 
     combinators = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
 
@@ -386,21 +401,38 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
         may_close = not in_combinator and not any(k in out for k in combinators + ("$ref",))
         types = out.get("type")
         types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
-        free_string = not any(k in out for k in ("enum", "const", "maxLength", "pattern", "format"))
-        if "string" in types and free_string:
-            out["maxLength"] = max(max_string_length, int(out.get("minLength", 0) or 0))
+        if "string" in types and not any(k in out for k in ("enum", "const", "maxLength")):
+            patterned = "pattern" in out or "format" in out
+            cap = max_pattern_length if patterned else max_string_length
+            if cap is not None:
+                out["maxLength"] = max(cap, _int_or(out.get("minLength"), 0))
+        if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
+            lo, hi = out.get("minimum"), out.get("maximum")
+            numeric = (int, float)
+            # draft-4 boolean exclusive bounds modify maximum/minimum: leave those alone
+            if hi is None and "exclusiveMaximum" not in out:
+                out["maximum"] = max(MAX_ABS_NUMBER, int(lo) + MAX_ABS_NUMBER) \
+                    if isinstance(lo, numeric) and not isinstance(lo, bool) else MAX_ABS_NUMBER
+            if lo is None and "exclusiveMinimum" not in out:
+                out["minimum"] = min(-MAX_ABS_NUMBER, int(hi) - MAX_ABS_NUMBER) \
+                    if isinstance(hi, numeric) and not isinstance(hi, bool) else -MAX_ABS_NUMBER
         if "array" in types and "maxItems" not in out and "prefixItems" not in out:
-            out["maxItems"] = max(max_items, int(out.get("minItems", 0) or 0))
+            out["maxItems"] = max(max_items, _int_or(out.get("minItems"), 0))
         if "object" in types or "properties" in out:
             if may_close and "properties" in out and "additionalProperties" not in out \
                     and "patternProperties" not in out and "unevaluatedProperties" not in out:
                 out["additionalProperties"] = False
             elif "properties" not in out and "maxProperties" not in out:
-                out["maxProperties"] = max(max_properties, int(out.get("minProperties", 0) or 0),
+                out["maxProperties"] = max(max_properties, _int_or(out.get("minProperties"), 0),
                                            len(out.get("required", []) or []))
         return out
 
     return walk(schema)
+
+
+def _int_or(value: Any, default: int) -> int:
+    """A schema's own bound as an int (a malformed one is left to the validator)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 class CompiledConstraint:
@@ -417,9 +449,9 @@ class CompiledConstraint:
 
         self._shifts = torch.arange(32, dtype=torch.int32)
         self.warnings: list[str] = []
-        # tokens that close a JSON string, object or array (bool per token id): favoured
-        # near the end of the token budget, see ``apply_masks``
-        self.closing: Any = None
+        # JSON only: which tokens close from where a row stands, favoured near the end of
+        # the token budget (see ``apply_masks``)
+        self.closer: JsonCloser | None = None
 
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
@@ -452,41 +484,112 @@ class CompiledConstraint:
         return unpacked.view(len(states), -1)[:, : self.vocab].bool()
 
 
-def _closing_tokens(lm: Any, vocab: int) -> "torch.Tensor":
-    """Token ids that only close: their text holds ``"``, ``}`` or ``]`` and nothing that
-    opens or continues (``{ [ , :``), so ``"}`` and ``]}`` count but ``","`` does not."""
-    import torch
+def _scan_json(text: str, in_string: bool, escaped: bool) -> tuple[int, bool, bool]:
+    """Scan one token's text from a lexer state: (change in open depth, in_string, escaped)."""
+    depth = 0
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+    return depth, in_string, escaped
 
-    mask = torch.zeros(vocab, dtype=torch.bool)
-    tok = lm.tokenizer
-    n = min(vocab, len(tok))
-    for i, text in enumerate(tok.batch_decode([[i] for i in range(n)])):
-        if any(ch in text for ch in '"}]') and not any(ch in text for ch in "{[,:"):
-            mask[i] = True
-    for e in getattr(lm, "eos_token_ids", ()):
-        if e < vocab:
-            mask[e] = True
-    return mask
+
+class JsonCloser:
+    """Where a JSON document generated so far stands, and which tokens close it from there.
+
+    Small models loop inside an open value ("1234567890123...", "a.b.a.b...",
+    ``[{"type":[{"type":[...``) until the token budget cuts the document, which is then
+    unfinished and invalid. Near the end of the budget, ``apply_masks`` favours the allowed
+    tokens that close from where each row stands: inside a string, tokens with ``"`` (so
+    ``"}`` and ``"]}`` count, but a ``}`` that is only a character of the string does not);
+    outside, tokens with ``}`` or ``]``. Neither set holds ``{ [ , :``. The window grows
+    with how deeply the row is nested, so a deep document starts closing early enough.
+    One per tokenizer (decoding the vocabulary takes a moment)."""
+
+    def __init__(self, lm: Any, vocab: int):
+        import torch
+
+        tok = lm.tokenizer
+        n = min(vocab, len(tok))
+        self.texts = tok.batch_decode([[i] for i in range(n)]) + [""] * (vocab - n)
+        self.in_string = torch.zeros(vocab, dtype=torch.bool)
+        self.outside = torch.zeros(vocab, dtype=torch.bool)
+        for i, text in enumerate(self.texts):
+            if any(ch in text for ch in "{[,:"):
+                continue
+            if '"' in text:
+                self.in_string[i] = True
+            elif "}" in text or "]" in text:
+                self.outside[i] = True
+        for e in getattr(lm, "eos_token_ids", ()):
+            if e < vocab:
+                self.in_string[e] = self.outside[e] = True
+        self._memo: dict[tuple[int, bool, bool], tuple[int, bool, bool]] = {}
+
+    def position(self, ids: Sequence[int]) -> tuple[int, bool]:
+        """(open objects + arrays, inside a string) after the tokens ``ids``."""
+        depth, in_string, escaped = 0, False, False
+        memo, texts = self._memo, self.texts
+        for t in ids:
+            key = (t, in_string, escaped)
+            step = memo.get(key)
+            if step is None:
+                text = texts[t] if 0 <= t < len(texts) else ""
+                step = memo[key] = _scan_json(text, in_string, escaped)
+            d, in_string, escaped = step
+            depth = max(0, depth + d)
+        return depth, in_string
+
+    def mask(self, in_string: bool) -> "torch.Tensor":
+        return self.in_string if in_string else self.outside
 
 
-def closing_bias(remaining: int, max_new_tokens: int) -> float:
-    """Logit bonus for closing tokens when ``remaining`` tokens are left of the budget.
+_CLOSERS: "weakref.WeakKeyDictionary[Any, JsonCloser]" = weakref.WeakKeyDictionary()
 
-    Small models loop inside an open value ("1234567890123...", "a.b.a.b...") until the
-    budget cuts the document, which is then unfinished and invalid. Over the last quarter
-    of the budget (at least 16 tokens) the allowed tokens that close a string, object or
-    array get a bonus rising to 16 nats, so the document tends to close in time. Only
-    tokens the grammar allows are favoured: validity never depends on it."""
-    window = max(16, max_new_tokens // 4)
-    if remaining > window:
+
+def _json_closer(lm: Any, vocab: int) -> JsonCloser:
+    with _LOCK:
+        closer = _CLOSERS.get(lm.tokenizer)
+        if closer is None or len(closer.texts) != vocab:
+            closer = _CLOSERS[lm.tokenizer] = JsonCloser(lm, vocab)
+        return closer
+
+
+def closing_window(max_new_tokens: int) -> int:
+    return max(16, max_new_tokens // 4)
+
+
+def closing_bias(remaining: int, max_new_tokens: int, needed: int = 0) -> float:
+    """Logit bonus for closing tokens when ``remaining`` tokens are left of the budget and
+    closing takes about ``needed`` of them (open strings, objects and arrays).
+
+    Zero while more than a window (a quarter of the budget, at least 16 tokens) is left
+    beyond what closing needs; then rising to 16 nats when nothing is left to spare."""
+    window = closing_window(max_new_tokens)
+    spare = remaining - needed
+    if spare > window:
         return 0.0
-    return 16.0 * (window - remaining + 1) / window
+    return 16.0 * min(window - spare + 1, window) / window
 
 
 def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[CompiledConstraint | None],
-                eos_id: int, bias: float = 0.0) -> torch.Tensor:
-    """Set disallowed tokens' logits to -inf for the rows that have a constraint; with
-    ``bias`` (see ``closing_bias``), add it to the allowed closing tokens of JSON rows.
+                eos_id: int, remaining: int | None = None, max_new_tokens: int = 0,
+                row_tokens: Callable[[int], Sequence[int]] | None = None) -> torch.Tensor:
+    """Set disallowed tokens' logits to -inf for the rows that have a constraint. Given
+    ``remaining`` (tokens left of ``max_new_tokens``) and ``row_tokens`` (row -> the tokens
+    it generated so far), JSON rows near the end of the budget also get ``closing_bias`` on
+    the allowed tokens that close from where they stand (see ``JsonCloser``); the bias only
+    reorders what the grammar allows, so validity never depends on it.
 
     A row whose grammar allows nothing (an engine error state) may only end, so the final
     validation reports it instead of the search crashing mid-batch."""
@@ -498,6 +601,10 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
     by_constraint: dict[int, list[int]] = {}
     for i in rows:
         by_constraint.setdefault(id(constraints[i]), []).append(i)
+    # a row needs at most ~3 closers per token it generated (``[{"``): rows that cannot be in
+    # their window yet are not scanned
+    near_end = remaining is not None and row_tokens is not None and \
+        remaining - 3 * (max_new_tokens - remaining) - 1 <= closing_window(max_new_tokens)
     logits = logits.clone()
     for idxs in by_constraint.values():
         c = constraints[idxs[0]]
@@ -508,7 +615,13 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
             allowed[empty, eos_id] = True
         idx_t = torch.tensor(idxs, device=logits.device)
         masked = logits[idx_t].masked_fill(~allowed, float("-inf"))
-        if bias and c.closing is not None:
-            masked = masked + bias * (allowed & c.closing.to(logits.device)).to(masked.dtype)
+        if near_end and c.closer is not None:
+            assert remaining is not None and row_tokens is not None
+            for k, i in enumerate(idxs):
+                depth, in_string = c.closer.position(row_tokens(i))
+                bias = closing_bias(remaining, max_new_tokens, needed=depth + int(in_string))
+                if bias:
+                    closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
+                    masked[k] = masked[k] + bias * closing.to(masked.dtype)
         logits[idx_t] = masked
     return logits

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from deal_chains.errors import RewardError
-from deal_chains.search.constraints import CompiledConstraint, apply_masks, closing_bias
+from deal_chains.search.constraints import CompiledConstraint, apply_masks
 from deal_chains.search.kv import KVBatch
 from rewards.base import RewardContext, reward_bounds, reward_settled
 
@@ -200,7 +200,7 @@ def run_tree_search(
 
         if constrained:
             logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], eos_main,
-                                 closing_bias(remaining, params.max_new_tokens))
+                                 remaining, params.max_new_tokens, rows.tokens.__getitem__)
         logp = torch.log_softmax(logits, dim=-1)
         parent, tok1, lp1 = _propose(logp, logits, rows, groups, params)
         if params.prune and any_reward:
@@ -251,8 +251,10 @@ def run_tree_search(
             step_logits = kv.step(toks[:, j])
             fed += 1
             if constrained:
-                step_logits = apply_masks(step_logits, cand_states, cand_constraints, eos_main,
-                                          closing_bias(remaining - j - 1, params.max_new_tokens))
+                step_logits = apply_masks(
+                    step_logits, cand_states, cand_constraints, eos_main, remaining - j - 1,
+                    params.max_new_tokens,
+                    lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
             if j == c - 1:
                 commit_logits = step_logits
             if j + 1 >= remaining:

@@ -243,7 +243,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_bench_commongen(args: argparse.Namespace) -> int:
     from deal_chains.bench.commongen import load_commongen
-    from deal_chains.bench.runner import COMMONGEN_COLUMNS, format_table, parse_strategy, run_commongen, write_json
+    from deal_chains.bench.runner import COMMONGEN_COLUMNS, parse_strategy, print_report, run_commongen
     from deal_chains.search.engine import DeALEngine
     base: dict[str, Any] = {}
     if args.set:
@@ -258,15 +258,10 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     engine = DeALEngine(args.model, device=args.device)
     report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
                            progress=not args.quiet)
-    report["command"] = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
-        else "deal-chains bench commongen ..."
-    print(format_table(report, COMMONGEN_COLUMNS))
     m = report["machine"]
-    print(f"\n{report['n']} prompts, model {m['model']} on {m['device']} ({m['cpu_count']} cores, "
-          f"{m['torch_threads']} torch threads); ratio = strategy wall time / greedy wall time, same run")
-    if args.out:
-        write_json(report, args.out)
-        print(f"wrote {args.out}")
+    print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, model {m['model']} on "
+                 f"{m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads); ratio = strategy "
+                 "wall time / greedy wall time, same run", args.out)
     return 0
 
 

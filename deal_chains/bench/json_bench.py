@@ -162,7 +162,7 @@ def register_bench_json(bench_subparsers) -> None:
 
 
 def cmd_bench_json(args) -> int:
-    from deal_chains.bench.runner import format_table, write_json
+    from deal_chains.bench.runner import print_report
     from deal_chains.search.engine import DeALEngine
 
     cases = load_schemas(args.schemas, args.n)
@@ -170,12 +170,9 @@ def cmd_bench_json(args) -> int:
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     report = run_json_bench(engine, cases, rows, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, progress=not args.quiet)
-    print(format_table(report, JSON_COLUMNS))
     m = report["machine"]
-    print(f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per prompt / "
-          "unconstrained greedy's, same run")
-    for name, why in report["refused"].items():
-        print(f"refused {name}: {why}")
-    write_json(report, args.out)
-    print(f"wrote {args.out}")
+    footer = [f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per "
+              "prompt / unconstrained greedy's, same run"]
+    footer += [f"refused {name}: {why}" for name, why in report["refused"].items()]
+    print_report(report, JSON_COLUMNS, "json", "\n".join(footer), args.out)
     return 0

@@ -174,3 +174,18 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def print_report(report: dict[str, Any], columns: Sequence[tuple[str, str]], name: str, footer: str,
+                 out: str | Path | None) -> None:
+    """Record the command line in ``report``, print its table and ``footer``, write it to
+    ``out`` as JSON if given (the shared tail of every ``deal-chains bench`` command)."""
+    import sys
+
+    report["command"] = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
+        else f"deal-chains bench {name} ..."
+    print(format_table(report, columns))
+    print(footer)
+    if out:
+        write_json(report, out)
+        print(f"wrote {out}")

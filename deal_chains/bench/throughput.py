@@ -10,7 +10,6 @@ figures are not.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any, Sequence
 
@@ -78,7 +77,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
     from deal_chains.bench.commongen import load_commongen
-    from deal_chains.bench.runner import format_table, parse_strategy, write_json
+    from deal_chains.bench.runner import parse_strategy, print_report
     from deal_chains.search.engine import DeALEngine
 
     n = args.n or max(args.batch_sizes)
@@ -93,15 +92,10 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     engine = DeALEngine(args.model, device=args.device)
     report = run_throughput(engine, items, args.batch_sizes, deal, max_new_tokens=args.max_new_tokens,
                             progress=not args.quiet)
-    report["command"] = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
-        else "deal-chains bench throughput ..."
-    print(format_table(report, THROUGHPUT_COLUMNS))
     m = report["machine"]
-    print(f"\n{report['n']} CommonGen prompts per run, model {m['model']} on {m['device']} ({m['cpu_count']} "
-          f"cores); out/s = prompts / wall time with that many prompts searched together")
-    if args.out:
-        write_json(report, args.out)
-        print(f"wrote {args.out}")
+    print_report(report, THROUGHPUT_COLUMNS, "throughput", f"\n{report['n']} CommonGen prompts per run, model "
+                 f"{m['model']} on {m['device']} ({m['cpu_count']} cores); out/s = prompts / wall time with that "
+                 "many prompts searched together", args.out)
     return 0
 
 

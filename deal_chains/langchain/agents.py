@@ -148,7 +148,8 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
         adapter = getattr(llm, "_adapter", None)
         return score_text(adapter, spec_obj, variables, text, _prompt_of(history))[0]
 
-    def guard(state: Any) -> Any:
+    def check(state: Any) -> tuple[list[BaseMessage], Any, float | None, Any]:
+        """(messages, state, the answer's reward, the state to return as is or None)."""
         messages, state = split(state)
         original = messages[-1]
         before = None
@@ -157,26 +158,25 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
             if before >= threshold:
                 kept = original.model_copy(update={"response_metadata": {
                     **original.response_metadata, "guard": {"action": "kept", "reward": before}}})
-                return rebuild(state, messages, kept)
-        answer = bound.invoke(messages[:-1])
+                return messages, state, before, rebuild(state, messages, kept)
+        return messages, state, before, None
+
+    def regenerated(state: Any, messages: list[BaseMessage], before: float | None, answer: AIMessage) -> Any:
         answer.response_metadata["guard"] = {"action": "regenerated", "original_reward": before,
-                                             "original": original.content}
+                                             "original": messages[-1].content}
         return rebuild(state, messages, answer)
 
+    def guard(state: Any) -> Any:
+        messages, state, before, kept = check(state)
+        if kept is not None:
+            return kept
+        return regenerated(state, messages, before, bound.invoke(messages[:-1]))
+
     async def aguard(state: Any) -> Any:
-        messages, state = split(state)
-        original = messages[-1]
-        before = None
-        if threshold is not None:
-            before = current_reward(str(original.content), messages[:-1])
-            if before >= threshold:
-                kept = original.model_copy(update={"response_metadata": {
-                    **original.response_metadata, "guard": {"action": "kept", "reward": before}}})
-                return rebuild(state, messages, kept)
-        answer = await bound.ainvoke(messages[:-1])
-        answer.response_metadata["guard"] = {"action": "regenerated", "original_reward": before,
-                                             "original": original.content}
-        return rebuild(state, messages, answer)
+        messages, state, before, kept = check(state)
+        if kept is not None:
+            return kept
+        return regenerated(state, messages, before, await bound.ainvoke(messages[:-1]))
 
     return RunnableLambda(guard, afunc=aguard, name="guard_final_answer")
 

@@ -30,8 +30,10 @@ _LAZY = {
     "SearchStats": "deal_chains.search.result",
     "SearchConfig": "deal_chains.search.config",
     "GrammarConstraint": "deal_chains.search.constraints",
+    "ConstraintError": "deal_chains.search.constraints",
     "LoadedModel": "deal_chains.models.loader",
     "load_model": "deal_chains.models.loader",
+    "generate_records": "deal_chains.records",
     "ChatDeAL": "deal_chains.langchain",
     "DeALLLM": "deal_chains.langchain",
 }
@@ -46,6 +48,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ChatDeAL",
     "ConfigError",
+    "ConstraintError",
     "DeALEngine",
     "DeALLLM",
     "DealChainsError",
@@ -59,5 +62,6 @@ __all__ = [
     "SearchConfig",
     "SearchStats",
     "SpecError",
+    "generate_records",
     "load_model",
 ]

@@ -497,3 +497,30 @@ def test_bench_throughput_bad_sizes(capsys, tiny_model_dir):
     with pytest.raises(SystemExit):
         main(["bench", "throughput", "--data", "x", "--constraints", "y", "--batch-sizes", "0,4"])
     assert "batch sizes must be >= 1" in capsys.readouterr().err
+
+
+def test_generate_records_in_python_equals_the_command(capsys, tmp_path, tiny_model_dir, spec_file):
+    from deal_chains import DeALEngine, InputError, generate_records
+
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.jsonl"
+    assert generate(capsys, tiny_model_dir, spec_file, inp, out)[0] == 0
+    engine = DeALEngine(str(tiny_model_dir), device="cpu")
+    records = [dict(r) for r in RECORDS]
+    got = generate_records(spec_file, records, engine=engine)
+    assert records == RECORDS  # inputs untouched
+    for cli_rec, py_rec in zip(read_jsonl(out), got):
+        cli_rec.pop("input_line")
+        for rec in (cli_rec, py_rec):
+            rec["stats"].pop("seconds")
+        score = py_rec.pop("score")
+        assert score == pytest.approx(cli_rec.pop("score"), rel=1e-6)
+        assert py_rec == cli_rec  # text, rewards, input fields, finish, stats
+    # YAML text and overrides work too; a bad record is named by its index before any work
+    again = generate_records(SPEC, RECORDS[:1], engine=engine, strategy="greedy")
+    assert again[0]["strategy"] == "greedy"
+    with pytest.raises(InputError, match=r"records\[1\]"):
+        generate_records(SPEC, [RECORDS[0], {"id": "x"}], engine=engine)
+    with pytest.raises(InputError, match=r"records\[0\]: each record must be a dict"):
+        generate_records(SPEC, ["not a dict"], engine=engine)
+    assert generate_records(SPEC, [], engine=engine) == []

@@ -192,8 +192,11 @@ def test_one_of_that_may_overlap_is_refused_not_approximated(tiny_lm):
     with pytest.raises(ConstraintError, match="oneOf"):
         GrammarConstraint.json_schema(overlapping).compile(tiny_lm)
     numbers = {"oneOf": [{"type": "integer"}, {"type": "number"}]}  # 1 matches both
-    with pytest.raises(ConstraintError, match="oneOf"):
-        GrammarConstraint.json_schema(numbers).compile(tiny_lm)
+    # refused when declared, before any model is involved; the advice is ours, not the
+    # engine's option to approximate oneOf (which would break fail-closed)
+    with pytest.raises(ConstraintError, match="oneOf") as err:
+        GrammarConstraint.json_schema(numbers)
+    assert "disjoint" in str(err.value) and "coerce_one_of" not in str(err.value)
 
 
 @pytest.mark.parametrize("keyword", ["dependencies", "dependentRequired"])
@@ -308,6 +311,38 @@ def test_json_closer_knows_where_the_document_stands(tiny_lm):
     assert all(bool(closer.in_string[e]) and bool(closer.outside[e]) for e in tiny_lm.eos_token_ids)
 
 
+def test_json_closer_token_sets_on_merged_tokens():
+    from types import SimpleNamespace
+
+    from deal_chains.search.constraints import JsonCloser
+
+    texts = ['"', '"}', '"]}', '\\"', '}', ']}', ' }', '",', '{"', ':', 'ab', "<eos>"]
+
+    class Tok:
+        def __len__(self):
+            return len(texts)
+
+        def batch_decode(self, ids):
+            return [texts[i[0]] for i in ids]
+
+    closer = JsonCloser(SimpleNamespace(tokenizer=Tok(), eos_token_ids=[len(texts) - 1]), len(texts))
+    in_string = {texts[i] for i in range(len(texts)) if closer.in_string[i]}
+    outside = {texts[i] for i in range(len(texts)) if closer.outside[i]}
+    assert in_string == {'"', '"}', '"]}', "<eos>"}  # an escaped quote does not close
+    assert outside == {"}", "]}", " }", "<eos>"}
+    assert closer.position([8, 10, 0]) == (1, False) and closer.position([8, 3]) == (1, True)
+
+
+def test_repeating_tail_finds_loops_not_repeats():
+    from deal_chains.search.constraints import repeating_tail
+
+    assert repeating_tail([5] * 12) and not repeating_tail([5] * 11)
+    assert repeating_tail([9, 9] + [1, 2, 3, 4] * 3)  # period 4, three copies
+    assert not repeating_tail([1, 2, 3, 4] * 2)  # two copies of 4 tokens: too short to call a loop
+    assert repeating_tail(list(range(20)) * 2) and not repeating_tail(list(range(40)) * 2)  # period <= 32
+    assert not repeating_tail(list(range(30))) and not repeating_tail([])
+
+
 def test_bounded_schema_caps_numbers_and_patterned_strings():
     from deal_chains.search.constraints import MAX_ABS_NUMBER, bounded_schema
 
@@ -320,14 +355,16 @@ def test_bounded_schema_caps_numbers_and_patterned_strings():
     assert props["m"]["minimum"] == -MAX_ABS_NUMBER and props["m"]["maximum"] == MAX_ABS_NUMBER
     assert props["big"]["maximum"] > 10**15  # never below the schema's own minimum
     assert "maximum" not in props["e"]
-    assert props["p"]["maxLength"] == 128 and props["f"]["maxLength"] == 128
+    assert props["p"]["maxLength"] == 64 and props["f"]["maxLength"] == 64
+    loose = bounded_schema({"type": "string", "pattern": "^a+$"}, cap_patterns=False)
+    assert "maxLength" not in loose
 
 
 def test_patterned_string_longer_than_the_cap_stays_satisfiable(tiny_lm):
-    schema = {"type": "object", "properties": {"h": {"type": "string", "pattern": "^[a-f]{150}$"}},
+    schema = {"type": "object", "properties": {"h": {"type": "string", "pattern": "^[a-f]{100}$"}},
               "required": ["h"]}
     c = GrammarConstraint.json_schema(schema).compile(tiny_lm)
-    assert _accepts(c, tiny_lm, json.dumps({"h": "a" * 150}, separators=(",", ":")))
+    assert _accepts(c, tiny_lm, json.dumps({"h": "a" * 100}, separators=(",", ":")))
 
 
 def test_looping_integers_and_patterns_are_cut_by_the_grammar(tiny_lm):
@@ -336,7 +373,7 @@ def test_looping_integers_and_patterns_are_cut_by_the_grammar(tiny_lm):
     c = GrammarConstraint.json_schema(schema).compile(tiny_lm)
     assert _accepts(c, tiny_lm, '{"n":123,"p":"1-2"}')
     assert not _accepts(c, tiny_lm, '{"n":' + "1" * 20 + "}")
-    assert not _accepts(c, tiny_lm, '{"p":"' + "1-" * 80 + '1"}')
+    assert not _accepts(c, tiny_lm, '{"p":"' + "1-" * 40 + '1"}')
 
 
 def test_closing_bias_follows_depth_and_strings(tiny_lm):
@@ -365,6 +402,8 @@ def test_closing_bias_follows_depth_and_strings(tiny_lm):
     # inside a string a quote closes; "]" is just a character of the string there
     in_string = biased('["abc', 10)
     assert in_string[quote] > 8 and in_string[close] == 0
+    # a row caught in a loop is pressed to close with most of the budget left
+    assert biased('["' + "ab" * 8, 200)[quote] == 16 and biased('["abcdefghijklmnop', 200)[quote] == 0
 
 
 def test_documents_close_within_a_tight_budget(engine):

@@ -280,3 +280,22 @@ def test_remote_code_stays_off_unless_asked(tiny_model_dir, tmp_path):
     with pytest.raises(ModelLoadError):
         load_model(str(custom), device="cpu", cache=False)
     assert not marker.exists()  # the model folder's Python code never ran
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    import torch
+
+    from deal_chains.errors import ModelLoadError
+    from deal_chains.models.loader import apply_thread_setting
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DEAL_CHAINS_THREADS", "1")
+        apply_thread_setting()
+        assert torch.get_num_threads() == 1
+        for bad in ("two", "0"):
+            monkeypatch.setenv("DEAL_CHAINS_THREADS", bad)
+            with pytest.raises(ModelLoadError, match="DEAL_CHAINS_THREADS"):
+                apply_thread_setting()
+    finally:
+        torch.set_num_threads(before)

@@ -76,8 +76,8 @@ def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str]
     usable = [c for c in cases if c.refused is None]
     constraints: list[GrammarConstraint | None] = []
     for c in usable:
-        decl = GrammarConstraint.json_schema(c.schema)
         try:
+            decl = GrammarConstraint.json_schema(c.schema)
             decl.compile(engine.lm)
             constraints.append(decl)
         except ConstraintError as exc:

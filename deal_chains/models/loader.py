@@ -99,6 +99,19 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(names)} or 'auto'")
     return names[dtype]
 
+def apply_thread_setting() -> None:
+    """Honour ``DEAL_CHAINS_THREADS`` (torch's CPU thread count) when it is set: torch's
+    default (one thread per core) oversubscribes a machine that other jobs share, and on a
+    busy 2-core machine that makes every forward several times slower."""
+    n = os.environ.get("DEAL_CHAINS_THREADS")
+    if n:
+        try:
+            threads = int(n)
+        except ValueError:
+            raise ModelLoadError(f"DEAL_CHAINS_THREADS must be a whole number, got {n!r}") from None
+        if threads < 1:
+            raise ModelLoadError(f"DEAL_CHAINS_THREADS must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def load_model(
@@ -119,9 +132,11 @@ def load_model(
     Hugging Face id (downloaded only when the hub is reachable and allowed), an already
     loaded ``LoadedModel``, or a transformers model object (pass ``tokenizer`` too).
     Weights load from safetensors only; ``trust_remote_code`` stays off unless asked.
+    ``DEAL_CHAINS_THREADS`` sets torch's CPU threads (see ``apply_thread_setting``).
     """
     if isinstance(name, LoadedModel):
         return name
+    apply_thread_setting()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if not isinstance(name, (str, os.PathLike)):

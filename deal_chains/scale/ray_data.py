@@ -125,7 +125,7 @@ def _reward_variables(spec: Any) -> set[str]:
 def validate_records(spec: Any, records: list[dict[str, Any]], source: Any) -> None:
     """The checks of ``generate`` that need no model: the prompt (field or template), the
     system message and the rewards' template variables of every record."""
-    from deal_chains.cli import record_prompt, record_variables
+    from deal_chains.records import record_prompt, record_variables
     from deal_chains.spec.templates import missing_variable_message
 
     needed = sorted(_reward_variables(spec))
@@ -192,7 +192,7 @@ class DeALWorker:
         return {"file": files, "line": lines, "output": outputs, "error": [""] * len(files)}
 
     def _generate(self, files: list[int], lines: list[int], texts: list[str]) -> list[str]:
-        from deal_chains.cli import jsonl_line, output_record, prepare_records
+        from deal_chains.records import jsonl_line, output_record, prepare_records
 
         records = []
         for text, n in zip(texts, lines):
@@ -311,7 +311,7 @@ def generate_dataset(
     ``generated``, ``skipped_files``, ``seconds``. A worker's failure raises
     DatasetGenerationError after the finished records are flushed (resume continues).
     """
-    from deal_chains.cli import load_generate_spec, read_jsonl, resume_state
+    from deal_chains.records import load_generate_spec, read_jsonl, resume_state
 
     t0 = time.perf_counter()
     if concurrency < 1:

@@ -31,6 +31,19 @@ class ConstraintError(DealChainsError, ValueError):
     """A grammar or schema the grammar engine refuses (we fail closed: no generation)."""
 
 
+ONE_OF_HINT = ("a oneOf whose branches may overlap cannot be enforced exactly by a token mask, and "
+               "deal-chains does not approximate it; make the branches disjoint (different types, or "
+               "each requiring a key the others lack), or write anyOf if overlap is acceptable")
+
+
+def _explain(message: str) -> str:
+    """The grammar engine's message, with advice that fits deal-chains in place of the
+    engine's own (its option to approximate ``oneOf`` is deliberately not offered)."""
+    if "oneOf constraints are not supported" in message:
+        return ONE_OF_HINT
+    return message
+
+
 def _llguidance():
     try:
         import llguidance
@@ -96,10 +109,12 @@ class GrammarConstraint:
         try:
             capped.check()
         except ConstraintError:
-            # a pattern that demands a longer string than the cap: cap those strings no more
-            # (if the schema is unsatisfiable anyway, compiling says so)
-            return cls("json_schema", json.dumps(bounded_schema(schema, **caps, max_pattern_length=None)),
-                       options)
+            # maybe a pattern that demands a longer string than the cap: cap those strings no
+            # more; a schema the engine refuses even so fails here, before any model is loaded
+            loose = cls("json_schema", json.dumps(bounded_schema(schema, **caps, cap_patterns=False)),
+                        options)
+            loose.check()
+            return loose
         return capped
 
     @classmethod
@@ -123,7 +138,7 @@ class GrammarConstraint:
             if self.kind == "lark":
                 return M.grammar_from_lark(self.source)
         except Exception as exc:  # llguidance raises ValueError/RuntimeError variants
-            raise ConstraintError(f"the grammar engine refused this {self.kind}: {exc}") from None
+            raise ConstraintError(f"the grammar engine refused this {self.kind}: {_explain(str(exc))}") from None
         raise ConstraintError(f"unknown constraint kind {self.kind!r}")
 
     def check(self) -> list[str]:
@@ -137,7 +152,7 @@ class GrammarConstraint:
             return [f"not enforced by the mask: {messages[0]}",
                     *GrammarConstraint(self.kind, self.source, {**self.options, "lenient": True}).check()]
         if is_error:
-            raise ConstraintError(f"the grammar engine refused this {self.kind}: {'; '.join(messages)}")
+            raise ConstraintError(f"the grammar engine refused this {self.kind}: {_explain('; '.join(messages))}")
         return list(messages)
 
     def compile(self, lm: Any) -> "CompiledConstraint":
@@ -153,7 +168,7 @@ class GrammarConstraint:
             compiled.warnings.insert(0, f"not enforced by the mask: {messages[0]}")
             return compiled
         if is_error:
-            raise ConstraintError(f"the grammar engine refused this {self.kind}: {'; '.join(messages)}")
+            raise ConstraintError(f"the grammar engine refused this {self.kind}: {_explain('; '.join(messages))}")
         vocab = int(lm.model.get_output_embeddings().weight.shape[0])
         compiled = CompiledConstraint(self, grammar, _ll_tokenizer(lm), vocab)
         # warnings name schema keywords the mask cannot enforce (e.g. some string formats):
@@ -381,12 +396,12 @@ MAX_ABS_NUMBER = 10**12 - 1
 
 
 def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,
-                   max_properties: int = 8, max_pattern_length: int | None = 128) -> Any:
+                   max_properties: int = 8, cap_patterns: bool = True) -> Any:
     """A copy of ``schema`` with caps on what it leaves unbounded (see
     ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
 
-    Strings with a ``pattern`` or ``format`` get the looser ``max_pattern_length`` (None:
-    no cap), as a pattern may demand a long string; numbers without bounds get
+    Strings with a ``pattern`` or ``format`` are capped too unless ``cap_patterns`` is off
+    (for a pattern that demands a longer string); numbers without bounds get
     +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
 
     combinators = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
@@ -402,10 +417,8 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
         types = out.get("type")
         types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
         if "string" in types and not any(k in out for k in ("enum", "const", "maxLength")):
-            patterned = "pattern" in out or "format" in out
-            cap = max_pattern_length if patterned else max_string_length
-            if cap is not None:
-                out["maxLength"] = max(cap, _int_or(out.get("minLength"), 0))
+            if cap_patterns or not ("pattern" in out or "format" in out):
+                out["maxLength"] = max(max_string_length, _int_or(out.get("minLength"), 0))
         if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
             lo, hi = out.get("minimum"), out.get("maximum")
             numeric = (int, float)
@@ -528,7 +541,8 @@ class JsonCloser:
             if any(ch in text for ch in "{[,:"):
                 continue
             if '"' in text:
-                self.in_string[i] = True
+                # an escaped quote continues the string it is in
+                self.in_string[i] = "\\" not in text
             elif "}" in text or "]" in text:
                 self.outside[i] = True
         for e in getattr(lm, "eos_token_ids", ()):
@@ -563,6 +577,23 @@ def _json_closer(lm: Any, vocab: int) -> JsonCloser:
         if closer is None or len(closer.texts) != vocab:
             closer = _CLOSERS[lm.tokenizer] = JsonCloser(lm, vocab)
         return closer
+
+
+def repeating_tail(ids: Sequence[int], max_period: int = 32, min_span: int = 12) -> bool:
+    """Whether ``ids`` end in a loop: a block of ``p <= max_period`` tokens repeated at
+    least twice, the repeats spanning at least ``min_span`` tokens (so ``00`` or a key
+    written twice is not a loop, ``1.0.0.0:1.0.0.0:1.0.0.0:`` is)."""
+    n = len(ids)
+    tail = list(ids[-2 * max_period:]) if n > 2 * max_period else list(ids)
+    m = len(tail)
+    for p in range(1, min(max_period, m // 2) + 1):
+        reps = max(2, -(-min_span // p))  # ceil(min_span / p), at least two copies
+        if reps * p > m:
+            continue
+        block = tail[m - p:]
+        if all(tail[m - (r + 1) * p: m - r * p] == block for r in range(1, reps)):
+            return True
+    return False
 
 
 def closing_window(max_new_tokens: int) -> int:
@@ -615,11 +646,15 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
             allowed[empty, eos_id] = True
         idx_t = torch.tensor(idxs, device=logits.device)
         masked = logits[idx_t].masked_fill(~allowed, float("-inf"))
-        if near_end and c.closer is not None:
-            assert remaining is not None and row_tokens is not None
+        if c.closer is not None and remaining is not None and row_tokens is not None:
             for k, i in enumerate(idxs):
-                depth, in_string = c.closer.position(row_tokens(i))
-                bias = closing_bias(remaining, max_new_tokens, needed=depth + int(in_string))
+                ids = row_tokens(i)
+                looping = repeating_tail(ids)
+                if not (near_end or looping):
+                    continue
+                depth, in_string = c.closer.position(ids)
+                # a row caught in a loop closes now, whatever budget is left
+                bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=depth + int(in_string))
                 if bias:
                     closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
                     masked[k] = masked[k] + bias * closing.to(masked.dtype)

@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench cookbook clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ bench: setup
 	$(VENV)/bin/deal-chains bench commongen --data ../shared/data/commongen/dev.txt \
 		--constraints ../shared/data/commongen/dev.constraint.json --n 50 \
 		--strategies greedy,deal,deal-exact --out bench-commongen.json
+
+# re-run every cookbook notebook with its full budgets and save the outputs in place
+cookbook: setup
+	cd cookbook && for nb in [0-9][0-9]_*.ipynb; do \
+		../$(VENV)/bin/papermill --cwd . --kernel python3 "$$nb" "$$nb" || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -530,3 +530,23 @@ def test_deal_llm_batch_stream_and_info(lm):
     assert set(info["rewards"]) == {"has_e", "keywords"} and info["usage"]["output_tokens"] > 0
     chain = with_reward_vars(PromptTemplate.from_template("About {topic}:"), DeALLLM(model=lm, spec=SPEC))
     assert isinstance(chain.invoke({"topic": "e"}), str)
+
+
+def test_aligned_tool_reports_bad_arguments_to_the_agent(lm):
+    from langchain_core.messages import ToolMessage
+    from pydantic import BaseModel
+
+    from deal_chains.langchain import aligned_tool
+
+    class Args(BaseModel):
+        concepts: list[str]
+
+    write = aligned_tool("write_sentence", "Write one sentence using the words.", spec="commongen",
+                         llm=ChatDeAL(model=lm, max_tokens=4), args_schema=Args)
+    # no words to cover: the agent gets an error message it can act on, the run goes on
+    msg = write.invoke({"name": "write_sentence", "args": {"concepts": []}, "id": "c1", "type": "tool_call"})
+    assert isinstance(msg, ToolMessage) and msg.status == "error"
+    assert "write_sentence" in msg.content and "no words to cover" in msg.content
+    # the auto-built argument says what it is for
+    auto = aligned_tool("write_sentence", "Write.", spec="commongen", llm=ChatDeAL(model=lm))
+    assert "keywords reward" in auto.args["concepts"]["description"]

@@ -13,7 +13,8 @@ agent's final answer.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -33,6 +34,20 @@ def _model(llm: Any, spec: Any, kwargs: Mapping[str, Any]) -> Any:
     if kwargs:
         raise InputError(f"give model settings ({', '.join(sorted(kwargs))}) to the llm you pass, not here")
     return llm.bind(spec=spec) if spec is not None else llm
+
+
+def _describe_variable(var: str, prompt_vars: set[str], spec_obj: Any) -> str:
+    """What an auto-built tool argument is for: the model reads this to fill it in."""
+    uses, words = [], False
+    if var in prompt_vars or (spec_obj is not None and spec_obj.prompt and f"{{{var}}}" in spec_obj.prompt):
+        uses.append("the request")
+    for entry in (spec_obj.rewards if spec_obj is not None else []):
+        dumped = entry.model_dump_json()
+        if f"{{{var}}}" in dumped:
+            uses.append(f"the {entry.name} reward")
+            words = words or '"words"' in dumped
+    text = f"{var.replace('_', ' ')}: fills {{{var}}} in {' and '.join(dict.fromkeys(uses)) or 'this step'}"
+    return text + ("; list every word, comma-separated" if words else "")
 
 
 def aligned_tool(name: str, description: str, *, spec: Any = None, prompt: Any = None, llm: Any = None,
@@ -78,7 +93,8 @@ def aligned_tool(name: str, description: str, *, spec: Any = None, prompt: Any =
                          f"{type(prompt).__name__}")
     variables = sorted(prompt_vars | spec_vars)
     if args_schema is None:
-        fields: dict[str, Any] = {v: (str, Field(description=f"value of {{{v}}}")) for v in variables}
+        fields: dict[str, Any] = {v: (str, Field(description=_describe_variable(v, prompt_vars, spec_obj)))
+                                  for v in variables}
         args_schema = create_model(f"{''.join(p.title() for p in name.split('_'))}Args", **fields)
 
     def messages(args: Mapping[str, Any]) -> list[BaseMessage]:
@@ -92,14 +108,33 @@ def aligned_tool(name: str, description: str, *, spec: Any = None, prompt: Any =
         return str(text), meta
 
     def run(**args: Any) -> tuple[str, dict]:
-        return reply(model.bind(reward_vars=args).invoke(messages(args)))
+        with _arguments_at_fault(name):
+            return reply(model.bind(reward_vars=args).invoke(messages(args)))
 
     async def arun(**args: Any) -> tuple[str, dict]:
-        return reply(await model.bind(reward_vars=args).ainvoke(messages(args)))
+        with _arguments_at_fault(name):
+            return reply(await model.bind(reward_vars=args).ainvoke(messages(args)))
 
+    # errors caused by the arguments go back to the agent as the tool's answer (a ToolMessage
+    # with status "error") so the model can call again; anything else still raises
     return StructuredTool.from_function(func=run, coroutine=arun, name=name, description=description,
                                         args_schema=args_schema, return_direct=return_direct,
-                                        response_format="content_and_artifact")
+                                        response_format="content_and_artifact", handle_tool_error=True)
+
+
+@contextmanager
+def _arguments_at_fault(name: str) -> Iterator[None]:
+    """Turn the errors that a tool call's arguments cause (a template variable missing, a
+    reward that cannot be built from them, e.g. no words to cover; a prompt too long) into
+    a ``ToolException`` that names the tool."""
+    from langchain_core.tools import ToolException
+
+    from deal_chains.errors import PromptTooLongError, SpecError
+
+    try:
+        yield
+    except (SpecError, InputError, PromptTooLongError) as exc:
+        raise ToolException(f"{name}: these arguments cannot be used: {exc}") from exc
 
 
 def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | None = None,

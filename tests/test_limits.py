@@ -63,3 +63,31 @@ def test_kv_estimate_matches_the_model_shape(lm):
 def test_bad_limits(bad):
     with pytest.raises(ConfigError, match="max_new_tokens"):
         SearchLimits(max_new_tokens=bad)
+
+
+def test_batches_sized_from_free_gpu_memory():
+    from deal_chains.search.engine import (
+        DEFAULT_MAX_ROW_TOKENS,
+        DEFAULT_MAX_ROWS,
+        GPU_KV_MEMORY_FRACTION,
+        GPU_MAX_ROWS,
+        batch_budget,
+    )
+
+    per_token = 2 * 30 * 3 * 64 * 2  # SmolLM2-135M in bfloat16: 23 KiB per row-token
+    assert batch_budget("cpu", 10**12, per_token) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
+    small = batch_budget("cuda", 2 * 1024**3, per_token)
+    big = batch_budget("cuda", 80 * 1024**3, per_token)
+    assert small[0] == big[0] == GPU_MAX_ROWS
+    assert big[1] == int(80 * 1024**3 * GPU_KV_MEMORY_FRACTION) // per_token  # ~1.8M row-tokens
+    assert big[1] > 30 * small[1]  # a bigger card batches more
+    assert batch_budget("cuda", None, per_token) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
+
+
+def test_engine_on_cpu_keeps_the_fixed_budget_unless_given(tiny_lm):
+    from deal_chains import DeALEngine
+    from deal_chains.search.engine import DEFAULT_MAX_ROW_TOKENS, DEFAULT_MAX_ROWS
+
+    engine = DeALEngine(tiny_lm)
+    assert (engine.max_rows, engine.max_row_tokens) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
+    assert DeALEngine(tiny_lm, max_rows=8).max_rows == 8

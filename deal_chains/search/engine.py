@@ -23,7 +23,7 @@ from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SearchConfig
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
-from deal_chains.search.limits import SearchLimits, check_limits
+from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
 from deal_chains.search.tree import Group, Hypothesis, TreeParams, finalize, run_tree_search
 from rewards.base import RewardContext
@@ -39,6 +39,21 @@ DEFAULT_MAX_ROWS = 128
 # the KV cache, so long prompts must share a batch with fewer others (memory and the
 # per-step cache copies grow with this product)
 DEFAULT_MAX_ROW_TOKENS = 24_576
+# on a GPU, batches are sized from the memory free when the engine is built: this share of
+# it may go to the KV cache (the rest: weights' workspace, logits, fragmentation), and a
+# forward may carry this many rows
+GPU_KV_MEMORY_FRACTION = 0.5
+GPU_MAX_ROWS = 1024
+
+
+def batch_budget(device_type: str, free_bytes: int | None, kv_bytes_per_row_token: int) -> tuple[int, int]:
+    """(max rows, max rows x tokens) of one batch: fixed on a CPU, where batching gains
+    little past ~128 rows; on a GPU from the free memory, so a big card batches more."""
+    if device_type != "cuda" or not free_bytes or kv_bytes_per_row_token <= 0:
+        return DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS
+    row_tokens = int(free_bytes * GPU_KV_MEMORY_FRACTION) // kv_bytes_per_row_token
+    # never below the CPU budget's shape: a search that fits nowhere is SearchLimits' to refuse
+    return GPU_MAX_ROWS, max(row_tokens, DEFAULT_MAX_ROW_TOKENS // 8)
 
 
 @dataclass
@@ -88,9 +103,16 @@ class DeALEngine:
     """
 
     def __init__(self, model: str | LoadedModel = "default", *, device: str = "auto",
-                 dtype: str | None = "auto", max_rows: int = DEFAULT_MAX_ROWS,
-                 max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS, limits: SearchLimits | None = None):
+                 dtype: str | None = "auto", max_rows: int | None = None,
+                 max_row_tokens: int | None = None, limits: SearchLimits | None = None):
         self.lm = load_model(model, device=device, dtype=dtype)
+        if max_rows is None or max_row_tokens is None:
+            dev = self.lm.device
+            free = available_bytes(dev) if dev.type == "cuda" else None
+            dtype_bytes = torch.finfo(self.lm.dtype).bits // 8 if self.lm.dtype.is_floating_point else 4
+            auto_rows, auto_row_tokens = batch_budget(dev.type, free, kv_bytes_per_token(self.lm.model, dtype_bytes))
+            max_rows = auto_rows if max_rows is None else max_rows
+            max_row_tokens = auto_row_tokens if max_row_tokens is None else max_row_tokens
         self.max_rows = max_rows
         self.max_row_tokens = max_row_tokens
         self.limits = limits or SearchLimits()

@@ -186,29 +186,38 @@ def output_record(rec: dict[str, Any], res: Any) -> dict[str, Any]:
 
 def generate_records(spec: Any, records: Iterable[Mapping[str, Any]], *, engine: Any = None,
                      model: Any = None, device: str = "auto", step: str | None = None,
-                     strategy: str | None = None, overrides: Sequence[str] = (),
-                     batch_size: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+                     strategy: str | None = None, search: Mapping[str, Any] | None = None,
+                     overrides: Sequence[str] = (), batch_size: int | None = None,
+                     progress: bool = False) -> list[dict[str, Any]]:
     """Run a spec over input records, as ``deal-chains generate`` does for a JSONL file.
 
     ``spec``: a path, YAML text, preset name, mapping or ``RewardSpec``; ``step`` picks one
-    step of a multi-step spec; ``strategy`` and ``overrides`` (``"search.top_k=4"``) change
-    its search. ``engine`` (a ``DeALEngine``) is reused when given; else ``model`` (default:
-    the spec's) is loaded. Every record is checked (prompt, template variables, rewards,
-    prompt length) before any generation: an ``InputError`` names ``records[i]``. Returns
-    one output record per input record, in order (the inputs are not modified)."""
+    step of a multi-step spec. The search is the spec's, changed by ``strategy``, ``search``
+    (keyword settings, e.g. ``{"top_k": 4, "max_new_tokens": 32}``) and ``overrides``
+    (``"search.top_k=4"`` strings, as ``--set``; spec sources only). ``engine`` (a
+    ``DeALEngine``) is reused when given; else ``model`` (default: the spec's) is loaded.
+    Every record is checked (prompt, template variables, rewards, prompt length) before any
+    generation: an ``InputError`` names ``records[i]``. Returns one output record per input
+    record, in order (the inputs are not modified)."""
     from deal_chains.search.engine import DeALEngine
-    from deal_chains.spec import RewardSpec
+    from deal_chains.spec import RewardSpec, load_spec
 
     if isinstance(spec, RewardSpec):
-        chosen = spec.step(step) if step is not None else spec
-        if step is None and chosen.steps:
-            raise InputError(f"this spec has steps ({', '.join(chosen.step_names)}); pick one with step=NAME")
         if overrides:
-            raise InputError("overrides need a spec source (path, text or mapping), not a loaded RewardSpec")
-        config = chosen.search_config(**({"strategy": strategy} if strategy else {}))
+            raise InputError("overrides need a spec source (path, text or mapping), not a loaded RewardSpec; "
+                             "use search={...}")
+        loaded = spec
     else:
-        source = Path(spec) if isinstance(spec, Path) else spec
-        chosen, config = load_generate_spec(source, overrides, step, strategy)
+        loaded = load_spec(Path(spec) if isinstance(spec, Path) else spec, overrides=list(overrides or []))
+    if step is not None:
+        loaded = loaded.step(step)
+    elif loaded.steps:
+        raise InputError(f"this spec has steps ({', '.join(loaded.step_names)}); pick one with step=NAME")
+    chosen = loaded
+    settings = dict(search or {})
+    if strategy:
+        settings["strategy"] = strategy
+    config = chosen.search_config(**settings)  # ConfigError names a bad setting
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):

@@ -519,6 +519,13 @@ def test_generate_records_in_python_equals_the_command(capsys, tmp_path, tiny_mo
     # YAML text and overrides work too; a bad record is named by its index before any work
     again = generate_records(SPEC, RECORDS[:1], engine=engine, strategy="greedy")
     assert again[0]["strategy"] == "greedy"
+    from deal_chains import ConfigError
+    from deal_chains.spec import load_spec
+
+    short = generate_records(load_spec(spec_file), RECORDS[:1], engine=engine, search={"max_new_tokens": 2})
+    assert short[0]["stats"]["new_tokens"] <= 2
+    with pytest.raises(ConfigError, match="top_k"):
+        generate_records(SPEC, RECORDS[:1], engine=engine, search={"top_k": 0})
     with pytest.raises(InputError, match=r"records\[1\]"):
         generate_records(SPEC, [RECORDS[0], {"id": "x"}], engine=engine)
     with pytest.raises(InputError, match=r"records\[0\]: each record must be a dict"):

@@ -355,7 +355,10 @@ def test_bounded_schema_caps_numbers_and_patterned_strings():
     assert props["m"]["minimum"] == -MAX_ABS_NUMBER and props["m"]["maximum"] == MAX_ABS_NUMBER
     assert props["big"]["maximum"] > 10**15  # never below the schema's own minimum
     assert "maximum" not in props["e"]
-    assert props["p"]["maxLength"] == 64 and props["f"]["maxLength"] == 64
+    assert props["p"]["maxLength"] == 32 and props["f"]["maxLength"] == 32
+    uuid = bounded_schema({"type": "string", "pattern": "^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"})
+    assert uuid["maxLength"] == 64  # 36 characters do not fit 32: the next cap that fits
+    assert "maxLength" not in bounded_schema({"type": "string", "pattern": "^a{70}$"})
     loose = bounded_schema({"type": "string", "pattern": "^a+$"}, cap_patterns=False)
     assert "maxLength" not in loose
 
@@ -419,3 +422,33 @@ def test_documents_close_within_a_tight_budget(engine):
     assert len(finished) >= 5, [r.text for r in results]
     for r in finished:
         assert set(json.loads(r.text)) == {"s", "t"}
+
+
+def test_required_keys_still_owed_bring_the_closing_window_forward(tiny_lm):
+    import torch
+
+    from deal_chains.search.constraints import apply_masks, root_required_keys
+
+    assert root_required_keys({"$defs": {"r": {"required": ["a", "b"]}}, "$ref": "#/$defs/r",
+                               "allOf": [{"required": ["c"]}], "required": ["b"]}) == ["a", "b", "c"]
+    assert root_required_keys({"type": "array"}) == []
+    keys = [f"key{i}" for i in range(8)]
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in keys}, "required": keys}
+    c = GrammarConstraint.json_schema(schema).compile(tiny_lm)
+    assert set(c.required_keys) == set(keys) and all(v > 4 for v in c.required_keys.values())
+    tok = tiny_lm.tokenizer
+    vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
+    quote = tok.convert_tokens_to_ids('"')
+
+    def bias_on_quote(text, remaining):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        state = c.new_state()
+        assert all(c.advance(state, t) for t in ids)
+        out = apply_masks(torch.zeros(1, vocab, dtype=torch.float64), [state], [c], min(tiny_lm.eos_token_ids),
+                          remaining, 256, lambda i: ids)
+        return float(out[0, quote])
+
+    # 120 tokens left is plenty for one open string, not for seven more keys after it
+    first = '{"key0":"abc'
+    last = "{" + ",".join(f'"{k}":"x"' for k in keys[:-1]) + ',"key7":"abc'
+    assert bias_on_quote(first, 120) > 0 and bias_on_quote(last, 120) == 0

@@ -176,6 +176,7 @@ class GrammarConstraint:
         compiled.warnings = list(messages)
         if self.kind == "json_schema":
             compiled.closer = _json_closer(lm, vocab)
+            compiled.required_keys = {key: _key_cost(lm, key) for key in root_required_keys(json.loads(self.source))}
         probe = compiled.new_state()  # catches errors validate() lets through
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
@@ -400,9 +401,10 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
     """A copy of ``schema`` with caps on what it leaves unbounded (see
     ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
 
-    Strings with a ``pattern`` or ``format`` are capped too unless ``cap_patterns`` is off
-    (for a pattern that demands a longer string); numbers without bounds get
-    +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
+    Strings with a ``pattern`` or ``format`` get the shortest of ``PATTERN_CAPS`` (32, then
+    ``max_string_length``) that the pattern can still satisfy — each checked by compiling
+    the string's own schema — or none (also when ``cap_patterns`` is off); numbers without
+    bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
 
     combinators = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
 
@@ -417,8 +419,13 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
         types = out.get("type")
         types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
         if "string" in types and not any(k in out for k in ("enum", "const", "maxLength")):
-            if cap_patterns or not ("pattern" in out or "format" in out):
-                out["maxLength"] = max(max_string_length, _int_or(out.get("minLength"), 0))
+            floor = _int_or(out.get("minLength"), 0)
+            if not ("pattern" in out or "format" in out):
+                out["maxLength"] = max(max_string_length, floor)
+            elif cap_patterns:
+                cap = _pattern_cap(out, [c for c in (PATTERN_CAP, max_string_length) if c >= floor])
+                if cap is not None:
+                    out["maxLength"] = cap
         if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
             lo, hi = out.get("minimum"), out.get("maximum")
             numeric = (int, float)
@@ -443,6 +450,23 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
     return walk(schema)
 
 
+PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail address
+
+
+def _pattern_cap(node: dict, caps: list[int]) -> int | None:
+    """The first of ``caps`` under which a patterned string ``node`` is still satisfiable."""
+    keys = ("type", "pattern", "format", "minLength")
+    for cap in caps:
+        probe = {k: node[k] for k in keys if k in node}
+        probe.update(type="string", maxLength=cap)
+        try:
+            GrammarConstraint("json_schema", json.dumps(probe), {}).check()
+        except ConstraintError:
+            continue
+        return cap
+    return None
+
+
 def _int_or(value: Any, default: int) -> int:
     """A schema's own bound as an int (a malformed one is left to the validator)."""
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
@@ -465,6 +489,13 @@ class CompiledConstraint:
         # JSON only: which tokens close from where a row stands, favoured near the end of
         # the token budget (see ``apply_masks``)
         self.closer: JsonCloser | None = None
+        # JSON only: the keys the top-level object must have, and what writing each takes
+        # at least (tokens), so a row that still owes many starts closing its values earlier
+        self.required_keys: dict[str, int] = {}
+
+    def owed_tokens(self, text: str) -> int:
+        """About how many tokens the required top-level keys not yet in ``text`` need."""
+        return sum(cost for key, cost in self.required_keys.items() if f'"{key}"' not in text)
 
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
@@ -564,6 +595,10 @@ class JsonCloser:
             depth = max(0, depth + d)
         return depth, in_string
 
+    def text(self, ids: Sequence[int]) -> str:
+        texts = self.texts
+        return "".join(texts[t] for t in ids if 0 <= t < len(texts))
+
     def mask(self, in_string: bool) -> "torch.Tensor":
         return self.in_string if in_string else self.outside
 
@@ -594,6 +629,34 @@ def repeating_tail(ids: Sequence[int], max_period: int = 32, min_span: int = 12)
         if all(tail[m - (r + 1) * p: m - r * p] == block for r in range(1, reps)):
             return True
     return False
+
+
+def root_required_keys(schema: Any) -> list[str]:
+    """The keys a document's top-level object must have (following a local ``$ref`` at the
+    root and merging ``allOf`` branches); [] when the root is not plainly an object."""
+    seen: list[str] = []
+
+    def collect(node: Any, depth: int) -> None:
+        if not isinstance(node, dict) or depth > 8:
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target = _resolve(schema, ref)
+            if isinstance(target, dict):
+                collect(target, depth + 1)
+        for key in node.get("required", []) if isinstance(node.get("required"), list) else []:
+            if isinstance(key, str) and key not in seen:
+                seen.append(key)
+        for branch in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
+            collect(branch, depth + 1)
+
+    collect(schema, 0)
+    return seen
+
+
+def _key_cost(lm: Any, key: str) -> int:
+    """Tokens a required key costs at least: ``,"key":`` and a two-token value."""
+    return len(lm.tokenizer(f',"{key}":', add_special_tokens=False)["input_ids"]) + 2
 
 
 def closing_window(max_new_tokens: int) -> int:
@@ -634,8 +697,7 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
         by_constraint.setdefault(id(constraints[i]), []).append(i)
     # a row needs at most ~3 closers per token it generated (``[{"``): rows that cannot be in
     # their window yet are not scanned
-    near_end = remaining is not None and row_tokens is not None and \
-        remaining - 3 * (max_new_tokens - remaining) - 1 <= closing_window(max_new_tokens)
+    window = closing_window(max_new_tokens)
     logits = logits.clone()
     for idxs in by_constraint.values():
         c = constraints[idxs[0]]
@@ -647,14 +709,21 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
         idx_t = torch.tensor(idxs, device=logits.device)
         masked = logits[idx_t].masked_fill(~allowed, float("-inf"))
         if c.closer is not None and remaining is not None and row_tokens is not None:
+            owed_at_most = sum(c.required_keys.values())
+            # a row needs at most ~3 closers per token it generated (``[{"``) plus the keys it
+            # owes: rows that cannot be in their window yet are not scanned
+            near_end = remaining - 3 * (max_new_tokens - remaining) - 1 - owed_at_most <= window
             for k, i in enumerate(idxs):
                 ids = row_tokens(i)
                 looping = repeating_tail(ids)
                 if not (near_end or looping):
                     continue
                 depth, in_string = c.closer.position(ids)
+                needed = depth + int(in_string)
+                if owed_at_most:
+                    needed += c.owed_tokens(c.closer.text(ids))
                 # a row caught in a loop closes now, whatever budget is left
-                bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=depth + int(in_string))
+                bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=needed)
                 if bias:
                     closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
                     masked[k] = masked[k] + bias * closing.to(masked.dtype)

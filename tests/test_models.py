@@ -299,3 +299,28 @@ def test_thread_count_from_the_environment(monkeypatch):
                 apply_thread_setting()
     finally:
         torch.set_num_threads(before)
+
+
+def test_auto_device_and_dtype_pick_cuda_and_half_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", cuda) == torch.float16  # older cards: float16
+    assert resolve_dtype("float32", cuda) == torch.float32  # an explicit choice wins
+
+
+def test_search_runs_in_bfloat16(tiny_model_dir):
+    # the half-precision path a GPU takes by default, exercised on the CPU
+    from deal_chains import DeALEngine, SearchConfig
+    from rewards import KeywordCoverage
+
+    engine = DeALEngine(load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", cache=False))
+    assert engine.lm.dtype == torch.bfloat16
+    results = engine.generate(["a b", "c d e"], [KeywordCoverage(["a"])],
+                              SearchConfig(strategy="deal", top_k=3, beam=2, lookahead=2, max_new_tokens=6))
+    assert len(results) == 2
+    for r in results:
+        assert r.stats.new_tokens <= 6 and r.token_ids and all(v == v for v in r.rewards.values())

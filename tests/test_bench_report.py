@@ -360,3 +360,14 @@ def test_registered_in_cli_help(capsys):
     for option in ("--out", "--quick", "--full", "--n", "--device", "--threads"):
         assert option in out
     assert report_mod.register_bench_report is not None
+
+
+def test_benchmark_sampling_rows_are_seeded():
+    """The engine gives sampling a fresh seed per prompt unless one is set; benchmark rows
+    must replay exactly, so theirs default to 0 and a given seed wins."""
+    from deal_chains.bench.runner import parse_strategy
+
+    assert parse_strategy("sample", {})[1].seed == 0
+    assert parse_strategy("best_of_n", {"seed": 5})[1].seed == 5
+    assert parse_strategy("sample:seed=3", {})[1].seed == 3
+    assert parse_strategy("greedy", {})[1].seed is None

@@ -59,7 +59,7 @@ def test_kv_estimate_matches_the_model_shape(lm):
     assert est.longest_row_tokens == 20 + 10 + 4 and est.kv_bytes_per_prompt == 6 * 34 * per
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "8"])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "8", True])
 def test_bad_limits(bad):
     with pytest.raises(ConfigError, match="max_new_tokens"):
         SearchLimits(max_new_tokens=bad)

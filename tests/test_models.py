@@ -120,6 +120,88 @@ def test_non_causal_model_is_refused(tmp_path):
     assert "'vit'" in str(err.value)
 
 
+def _save_bert(path, tok, *, is_decoder: bool, architectures: list[str] | None | str = "keep"):
+    from transformers import BertConfig, BertLMHeadModel, BertModel
+
+    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=64, is_decoder=is_decoder,
+                        eos_token_id=tok.eos_token_id)
+    (BertLMHeadModel if is_decoder else BertModel)(config).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    if architectures != "keep":
+        cfg = json.loads((path / "config.json").read_text())
+        if architectures is None:
+            cfg.pop("architectures", None)
+        else:
+            cfg["architectures"] = architectures
+        (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("archs,match", [
+    ("keep", r"architecture BertModel\) is not a causal language model"),
+    (None, "is an encoder .*is_decoder false"),
+    (["BertLMHeadModel"], "is an encoder .*is_decoder false"),
+    (["BertForSequenceClassification"], "architecture BertForSequenceClassification"),
+])
+def test_encoder_checkpoint_is_refused_at_load(tmp_path, archs, match):
+    from tiny import build_tokenizer
+
+    path = _save_bert(tmp_path / "bert", build_tokenizer(), is_decoder=False, architectures=archs)
+    with pytest.raises(ModelLoadError, match=match) as err:
+        load_model(str(path), device="cpu", cache=False)
+    assert str(path) in str(err.value) and "'bert'" in str(err.value)
+
+
+def test_decoder_configured_bert_still_loads(tmp_path):
+    from tiny import build_tokenizer
+
+    path = _save_bert(tmp_path / "bert-dec", build_tokenizer(), is_decoder=True)
+    lm = load_model(str(path), device="cpu", cache=False)
+    assert type(lm.model).__name__ == "BertLMHeadModel"
+
+
+def test_encoder_model_object_is_refused(lm):
+    from transformers import BertConfig, BertLMHeadModel
+
+    encoder = BertLMHeadModel(BertConfig(vocab_size=len(lm.tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=16))
+    with pytest.raises(ModelLoadError, match="is an encoder"):
+        load_model(encoder, tokenizer=lm.tokenizer)
+
+
+def test_model_object_is_judged_by_its_own_class(lm):
+    from transformers import BertConfig, BertLMHeadModel, BertModel
+
+    config = dict(vocab_size=len(lm.tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=16, eos_token_id=lm.tokenizer.eos_token_id)
+    # a bare encoder object (no LM head) whose config was told it is a decoder: still refused
+    with pytest.raises(ModelLoadError, match=r"architecture BertModel\) is not a causal language model"):
+        load_model(BertModel(BertConfig(is_decoder=True, **config)), tokenizer=lm.tokenizer)
+    # a decoder head built from an encoder checkpoint's config (architectures: BertModel) is fine
+    decoder = BertLMHeadModel(BertConfig(is_decoder=True, architectures=["BertModel"], **config))
+    assert load_model(decoder, tokenizer=lm.tokenizer).model is decoder
+
+
+def test_tokenizer_larger_than_the_embeddings_is_refused(tmp_path, lm):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    small = tmp_path / "small-vocab"
+    config = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=1, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(small, safe_serialization=True)
+    tok.save_pretrained(small)
+    with pytest.raises(ModelLoadError, match=rf"tokenizer has {len(tok)} tokens .* 100 rows") as err:
+        load_model(str(small), device="cpu", cache=False)
+    assert str(small) in str(err.value)
+    # the same check for a model object
+    with pytest.raises(ModelLoadError, match="index out of range"):
+        load_model(LlamaForCausalLM(config), tokenizer=tok)
+
+
 def test_pickle_weights_are_never_loaded(tiny_model_dir, tmp_path, monkeypatch):
     from transformers import LlamaForCausalLM
 
@@ -206,6 +288,34 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda:0")
 
 
+@pytest.mark.parametrize("device,match", [
+    ("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device 'cuda:x'"), ("gpu", "unknown device 'gpu'"),
+    ("meta", "device 'meta'.*cannot run a model"), (3, "must be a string"), ("", "unknown device ''"),
+])
+def test_bad_device_strings_are_clear_errors(device, match):
+    with pytest.raises(ModelLoadError, match=match) as err:
+        resolve_device(device)
+    assert "'cpu'" in str(err.value) or "string" in str(err.value)
+
+
+def test_cuda_index_beyond_the_machine_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ModelLoadError, match=r"'cuda:2'.*2 CUDA device\(s\): cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_bad_device_fails_before_loading_and_through_the_engine(tiny_model_dir, monkeypatch):
+    from deal_chains import DeALEngine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, match in (("tpu", "unknown device"), ("cuda", "CUDA is not available"),
+                          ("cuda:0", "CUDA is not available")):
+        with pytest.raises(ModelLoadError, match=match):
+            DeALEngine(str(tiny_model_dir), device=device)
+
+
 def test_bad_dtype_fails_before_loading(tiny_model_dir):
     with pytest.raises(ModelLoadError, match="unknown dtype"):
         load_model(str(tiny_model_dir), device="cpu", dtype="int3")
@@ -280,6 +390,39 @@ def test_remote_code_stays_off_unless_asked(tiny_model_dir, tmp_path):
     with pytest.raises(ModelLoadError):
         load_model(str(custom), device="cpu", cache=False)
     assert not marker.exists()  # the model folder's Python code never ran
+
+
+def test_remote_code_error_names_the_switch_and_a_string_is_not_true(tiny_model_dir, tmp_path):
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, custom)
+    cfg = json.loads((custom / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    cfg["model_type"] = "x-custom"
+    (custom / "config.json").write_text(json.dumps(cfg))
+    marker = tmp_path / "ran"
+    for f in ("configuration_x.py", "modeling_x.py"):
+        (custom / f).write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    with pytest.raises(ModelLoadError, match="trust_remote_code=True"):
+        load_model(str(custom), device="cpu", cache=False)
+    # "false" is a truthy string: refused rather than taken as permission to run the code
+    with pytest.raises(ModelLoadError, match="trust_remote_code must be True or False, got 'false'"):
+        load_model(str(custom), device="cpu", cache=False, trust_remote_code="false")
+    assert not marker.exists()
+
+
+def test_no_model_name_means_the_default_model(monkeypatch, tmp_path, lm):
+    # a spec without `model:` gives None; it loads the embedded default (stubbed here)
+    from deal_chains import DeALEngine
+    from deal_chains.models import loader
+
+    seen = []
+    monkeypatch.setattr(loader, "ensure_default_converted", lambda: tmp_path)
+    monkeypatch.setattr(loader, "_load_hf", lambda path, label, *a: (seen.append((path, label)), lm)[1])
+    # an earlier test may have cached the real default model: start from an empty cache
+    monkeypatch.setattr(loader, "_CACHE", {})
+    assert load_model(None, device="cpu", cache=False) is lm
+    assert DeALEngine(None, device="cpu").lm is lm
+    assert seen == [(str(tmp_path), loader.DEFAULT_MODEL_NAME)] * 2
 
 
 def test_thread_count_from_the_environment(monkeypatch):

@@ -98,3 +98,52 @@ def test_spec_on_error(tmp_path):
     with pytest.raises(Exception) as info:
         load_spec(bad)
     assert f"{bad}:3" in str(info.value) and "on_error" in str(info.value)
+
+
+class Gives(BaseReward):
+    """Returns ``make(texts)``: a generator, a string, a dict, ..."""
+
+    def __init__(self, make, name: str = "gives"):
+        self.make, self.name, self.calls = make, name, 0
+
+    def score(self, texts, context):
+        self.calls += 1
+        return self.make(texts)
+
+
+@pytest.mark.parametrize("policy", ["fail", "zero", "skip"])
+@pytest.mark.parametrize("make", [lambda ts: (0.25 for _ in ts), lambda ts: iter([0.25] * len(ts)),
+                                  lambda ts: tuple(0.25 for _ in ts)])
+def test_any_iterable_of_valid_scores_is_accepted(policy, make):
+    g = Guarded(Gives(make), on_error=policy)
+    assert g.score(["a", "b", "c"], CTX) == [0.25, 0.25, 0.25]
+    assert g.failures == 0 and not g.disabled
+
+
+@pytest.mark.parametrize("make,why", [(lambda ts: "0.5", "returned str"), (lambda ts: b"1", "returned bytes"),
+                                      (lambda ts: {t: 0.5 for t in ts}, "returned dict"),
+                                      (lambda ts: 0.5, "returned float"), (lambda ts: None, "returned NoneType")])
+def test_a_string_dict_or_scalar_is_still_a_failure(make, why):
+    with pytest.raises(RuntimeError, match=why):
+        Guarded(Gives(make), on_error="fail").score(["a"], CTX)
+    zero = Guarded(Gives(make), on_error="zero")
+    assert zero.score(["a"], CTX) == [0.0] and zero.failures == 1
+
+
+def test_a_generator_that_raises_midway_is_a_failure_of_the_reward():
+    def make(ts):
+        yield 0.5
+        raise KeyError("missing")
+
+    with pytest.raises(RuntimeError, match="raised KeyError"):
+        Guarded(Gives(make), on_error="fail").score(["a", "b"], CTX)
+    zero = Guarded(Gives(make), on_error="zero")
+    # read to the end, so a partial answer is never taken for a whole one: every text scores 0
+    assert zero.score(["a", "b"], CTX) == [0.0, 0.0] and zero.failures == 3
+
+
+def test_an_int_past_float_range_is_a_failure_not_an_overflow():
+    with pytest.raises(RuntimeError, match="score 0 is 1000.*not a finite number"):
+        Guarded(Gives(lambda ts: [10**400] * len(ts)), on_error="fail").score(["a"], CTX)
+    zero = Guarded(Gives(lambda ts: [10**400] * len(ts)), on_error="zero")
+    assert zero.score(["a", "b"], CTX) == [0.0, 0.0] and zero.failures == 3

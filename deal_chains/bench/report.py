@@ -362,7 +362,8 @@ def run_matched(engine: Any, items: Sequence[Any], settings: ReportSettings, *, 
     deal = SearchConfig(strategy="deal", max_new_tokens=budget)  # the product defaults
     plan: list[tuple[str, Any]] = [
         ("greedy", SearchConfig(strategy="greedy", max_new_tokens=budget)),
-        ("sample", SearchConfig(strategy="sample", temperature=settings.sample_temperature, max_new_tokens=budget)),
+        ("sample", SearchConfig(strategy="sample", temperature=settings.sample_temperature, seed=settings.seed,
+                                max_new_tokens=budget)),
         ("deal", deal),
     ]
     done: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -381,7 +382,7 @@ def run_matched(engine: Any, items: Sequence[Any], settings: ReportSettings, *, 
     n_bon = _match_n(d, s, 1, settings.max_match_n)
     n_rerank = _match_n(d, g, 2, settings.max_match_n)
     run("best_of_n", SearchConfig(strategy="best_of_n", n=n_bon, temperature=settings.sample_temperature,
-                                  max_new_tokens=budget))
+                                  seed=settings.seed, max_new_tokens=budget))
     run("rerank", SearchConfig(strategy="rerank", n=n_rerank, max_new_tokens=budget))
     order = ["greedy", "sample", "best_of_n", "rerank", "deal"]
     runs = [done[k][0] for k in order]

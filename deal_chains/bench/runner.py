@@ -44,6 +44,9 @@ def parse_strategy(entry: str, base: dict[str, Any]) -> tuple[str, SearchConfig]
     values = dict(base) if NAMED_CONFIGS[name]["strategy"] == "deal" else {
         k: v for k, v in base.items() if k in ("max_new_tokens", "lam", "seed")}
     values.update(NAMED_CONFIGS[name])
+    if values["strategy"] in ("sample", "best_of_n"):
+        # the engine's default is a fresh seed per prompt; a benchmark must replay exactly
+        values.setdefault("seed", 0)
     for a in assignments:
         if "=" not in a:
             raise ValueError(f"bad setting {a!r} in strategy {entry!r}: expected key=value")

@@ -76,12 +76,38 @@ _CACHE: dict[tuple, LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+# device types a model can run a search on; torch knows more (meta, xla, ...) but a model
+# placed there either holds no weights or fails on the first forward with a raw error
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_DEVICE_HELP = "use 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for ``device`` ("auto": CUDA when available, else the CPU); a
+    ``ModelLoadError`` for a device string torch does not know or a device this machine
+    does not have, before any weights are read."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {str(device)!r} requested but CUDA is not available")
+    if not isinstance(device, (str, torch.device)):
+        raise ModelLoadError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelLoadError(f"unknown device {str(device)!r}; {_DEVICE_HELP}") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ModelLoadError(f"device {str(device)!r} (type {dev.type!r}) cannot run a model here; {_DEVICE_HELP}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {str(device)!r} requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ModelLoadError(f"device {str(device)!r} requested but this machine has {count} CUDA "
+                                 f"device(s): cuda:0 to cuda:{count - 1}")
+    elif dev.type != "cpu":
+        backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ModelLoadError(f"device {str(device)!r} requested but {dev.type.upper()} is not available")
     return dev
 
 
@@ -136,12 +162,25 @@ def load_model(
     """
     if isinstance(name, LoadedModel):
         return name
+    if name is None:
+        # a spec without `model:` (and no --model) means the embedded default, not a model object
+        name = "default"
+    if not isinstance(trust_remote_code, bool):
+        # a truthy string ("no", "false") would run the model folder's Python code
+        raise ModelLoadError(f"trust_remote_code must be True or False, got {trust_remote_code!r}")
     apply_thread_setting()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if not isinstance(name, (str, os.PathLike)):
         if tokenizer is None:
             raise ModelLoadError("a model object needs its tokenizer: load_model(model, tokenizer=tok)")
+        if getattr(name, "config", None) is not None:
+            # the object's own class says what it is (its config may name the checkpoint's
+            # encoder class); only transformers' classes are judged by name, a wrapper or
+            # remote-code class is not
+            cls = type(name)
+            own = [cls.__name__] if cls.__module__.startswith("transformers.") else []
+            _check_causal_config(name.config, getattr(name, "name_or_path", cls.__name__), True, archs=own)
         return _wrap(name, tokenizer, getattr(name, "name_or_path", type(name).__name__))
     name = str(name)
     key = (name, str(dev), str(dt), trust_remote_code)
@@ -173,7 +212,13 @@ def _load_hf(path: str, label: str, device: torch.device, dtype: torch.dtype, tr
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load model {label!r}: {exc}") from exc
+        hint = ""
+        if not trust_remote_code and "custom code" in str(exc):
+            # say which switch runs it, so the user decides knowingly
+            hint = (" (the model folder ships Python code; it runs only with trust_remote_code=True: "
+                    "use that only for code you trust)")
+        raise ModelLoadError(f"cannot load model {label!r}: {exc}{hint}") from exc
+    _check_causal_config(config, label, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=dtype, use_safetensors=True,
@@ -200,7 +245,84 @@ def _load_hf(path: str, label: str, device: torch.device, dtype: torch.dtype, tr
     return _wrap(model, tok, label)
 
 
+# model types whose causal-LM head only works as a decoder (``is_decoder=True`` in the
+# config): transformers' BertLMHeadModel & co. load an encoder checkpoint without error,
+# attend bidirectionally and fail mid-search. From the classes that warn "add
+# `is_decoder=True`" (transformers 5); other types (gpt_neox, bart, ...) ignore the flag.
+NEEDS_IS_DECODER = frozenset({
+    "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
+    "megatron-bert", "reformer", "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer",
+    "xlm-roberta", "xlm-roberta-xl", "xmod",
+})
+
+
+def _causal_lm_class_names() -> set[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return names
+
+
+def _is_causal_lm_name(name: str, known: set[str]) -> bool:
+    # the suffixes cover causal LMs newer than this transformers' mapping
+    return name in known or name.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def _check_causal_config(config: Any, label: str, trust_remote_code: bool,
+                         archs: list[str] | None = None) -> None:
+    """Refuse, before the weights are read, a checkpoint that transformers would load as a
+    causal LM although it is not one (an encoder, a classifier): its "next-token" logits
+    are noise or the first forward fails. ``archs``: the class names to judge (default:
+    the config's ``architectures``)."""
+    model_type = getattr(config, "model_type", None)
+    if archs is None:
+        archs = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+    remote = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if archs and not remote:
+        known = _causal_lm_class_names()
+        if not any(_is_causal_lm_name(a, known) for a in archs):
+            raise ModelLoadError(
+                f"model {label!r} (type {model_type!r}, architecture {', '.join(archs)}) is not a causal "
+                "language model: deal-chains needs a decoder checkpoint (e.g. ...ForCausalLM)"
+            )
+    if model_type in NEEDS_IS_DECODER and not getattr(config, "is_decoder", False):
+        raise ModelLoadError(
+            f"model {label!r} (type {model_type!r}, architecture {', '.join(archs) or 'not given'}) is an "
+            "encoder (its config has is_decoder false), not a causal language model"
+        )
+
+
+def _check_vocab(model: Any, tokenizer: Any, label: str) -> None:
+    """Every token id the tokenizer can produce must index the embedding matrix, and every
+    id the head can choose must decode: else a prompt or a chosen token fails mid-search
+    with an IndexError (or a CUDA assert)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None:
+        return  # not a standard embedding layer: nothing to compare
+    try:
+        vocab = len(tokenizer)
+    except TypeError:
+        return  # a tokenizer-like object that does not say its size
+    if vocab > rows:
+        raise ModelLoadError(
+            f"model {label!r}: the tokenizer has {vocab} tokens but the model's embedding matrix has "
+            f"{rows} rows, so token ids {rows} to {vocab - 1} would index out of range "
+            "(mismatched tokenizer and weights?)"
+        )
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    outputs = getattr(head, "out_features", None) or getattr(head, "num_embeddings", None)
+    if isinstance(outputs, int) and outputs > rows:
+        raise ModelLoadError(
+            f"model {label!r}: its output layer scores {outputs} tokens but its embedding matrix has "
+            f"{rows} rows, so a chosen token could not be fed back"
+        )
+
+
 def _wrap(model: Any, tokenizer: Any, label: str) -> LoadedModel:
+    _check_vocab(model, tokenizer, label)
     model.eval()
     config = model.config
     eos: set[int] = set()

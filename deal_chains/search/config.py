@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import numbers
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from deal_chains.errors import ConfigError
 
 Strategy = Literal["greedy", "sample", "best_of_n", "rerank", "deal"]
 STRATEGIES: tuple[str, ...] = ("greedy", "sample", "best_of_n", "rerank", "deal")
+# strategies that sample: they default to temperature 1.0 (0 would make them greedy)
+SAMPLING_STRATEGIES: tuple[str, ...] = ("sample", "best_of_n")
+SAMPLING_TEMPERATURE = 1.0
+
+
+def _whole_number(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1, "4" as 4 and 4.0 as 4: in a config those are
+    # typos (YAML `yes`, a quoted number), so only real integers (numpy's too) pass
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PydanticCustomError("int_type", "Input should be an integer, not {kind}",
+                                  {"kind": type(value).__name__})
+    return int(value)
+
+
+def _real_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PydanticCustomError("float_type", "Input should be a number, not {kind}",
+                                  {"kind": type(value).__name__})
+    try:
+        return float(value)
+    except OverflowError:  # an int past float range (10**400): a ConfigError, not a raw crash
+        raise PydanticCustomError("finite_number", "Input should be a finite number") from None
+
+
+def _true_or_false(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "Input should be true or false, not {kind}",
+                                  {"kind": type(value).__name__})
+    return value
+
+
+def _whole_number_or_none(value: Any) -> Any:
+    return None if value is None else _whole_number(value)
+
+
+Int = Annotated[int, BeforeValidator(_whole_number)]
+# validated outside the union, so an error names the field, not a union branch
+OptionalInt = Annotated[int | None, BeforeValidator(_whole_number_or_none)]
+Float = Annotated[float, BeforeValidator(_real_number)]
+Bool = Annotated[bool, BeforeValidator(_true_or_false)]
 
 
 class SearchConfig(BaseModel):
@@ -27,33 +69,46 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     strategy: Strategy = "deal"
-    top_k: int = Field(6, ge=1, le=256, description="candidate next tokens per beam")
-    lookahead: int = Field(4, ge=0, le=128, description="greedy tokens rolled out after each candidate")
-    beam: int = Field(2, ge=1, le=64, description="live beams kept per prompt")
-    lam: float = Field(24.0, ge=0.0, allow_inf_nan=False,
+    top_k: Int = Field(6, ge=1, le=256, description="candidate next tokens per beam")
+    lookahead: Int = Field(4, ge=0, le=128, description="greedy tokens rolled out after each candidate")
+    beam: Int = Field(2, ge=1, le=64, description="live beams kept per prompt")
+    lam: Float = Field(24.0, ge=0.0, allow_inf_nan=False,
                        description="weight of the reward against the log-probability")
-    commit: int | None = Field(
+    commit: OptionalInt = Field(
         None, ge=1, le=128,
         description="tokens committed per step; default = lookahead (blockwise); 1 = paper-exact",
     )
-    max_new_tokens: int = Field(48, ge=1, le=8192)
-    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = deterministic; >0 samples")
-    seed: int = Field(0, ge=0)
-    n: int = Field(4, ge=1, le=256, description="samples for best_of_n / hypotheses for rerank")
-    prune: bool = Field(
+    max_new_tokens: Int = Field(48, ge=1, le=8192)
+    temperature: Float = Field(
+        0.0, ge=0.0, le=10.0, allow_inf_nan=False,
+        description="0 = deterministic; >0 samples; default 0, 1.0 for sample and best_of_n",
+    )
+    seed: OptionalInt = Field(
+        None, ge=0,
+        description="sampling seed; default: a fresh random seed per prompt (recorded in stats.seed)",
+    )
+    n: Int = Field(4, ge=1, le=256, description="samples for best_of_n / hypotheses for rerank")
+    prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",
     )
-    adaptive: bool = Field(
+    adaptive: Bool = Field(
         True,
         description="fall back to greedy steps for a beam whose rewards are all settled",
     )
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
-        if self.strategy == "sample" and self.temperature == 0.0:
-            # sampling at temperature 0 is greedy; say so instead of silently doing greedy
-            raise ValueError("strategy 'sample' needs temperature > 0")
+        if "temperature" not in self.model_fields_set:
+            # not given: the strategy's own default, so `strategy: sample` alone samples and
+            # the config reports the temperature really used. Written past validate_assignment
+            # (this runs on assignment too) and left out of the set fields, so a later strategy
+            # change still picks its own default.
+            self.__dict__["temperature"] = (SAMPLING_TEMPERATURE if self.strategy in SAMPLING_STRATEGIES
+                                            else 0.0)
+        elif self.strategy == "sample" and self.temperature == 0.0:
+            # sampling at an explicit temperature 0 is greedy; say so instead of silently doing greedy
+            raise ValueError("strategy 'sample' needs temperature > 0 (leave temperature out for 1.0)")
         if self.commit is not None and self.strategy == "deal" and self.commit > max(self.lookahead, 1):
             raise ValueError(
                 f"commit ({self.commit}) cannot exceed lookahead ({self.lookahead}): "
@@ -77,8 +132,11 @@ class SearchConfig(BaseModel):
             raise ConfigError(format_validation_error(exc, prefix="search")) from None
 
     def updated(self, **changes: Any) -> "SearchConfig":
-        """A validated copy with ``changes`` applied (``None`` values are ignored)."""
-        merged = self.model_dump()
+        """A validated copy with ``changes`` applied (``None`` values are ignored).
+
+        Only the fields set so far are carried over, so a value filled in from a default
+        (the strategy's temperature) stays a default in the copy."""
+        merged = self.model_dump(exclude_unset=True)
         merged.update({k: v for k, v in changes.items() if v is not None})
         return SearchConfig.build(**merged)
 

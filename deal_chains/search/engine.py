@@ -12,15 +12,16 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from deal_chains.errors import InputError
+from deal_chains.errors import ConfigError, InputError
 from deal_chains.models.loader import LoadedModel, load_model
-from deal_chains.search.config import SearchConfig
+from deal_chains.search.config import SAMPLING_TEMPERATURE, SearchConfig
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
@@ -74,7 +75,10 @@ def tree_params(config: SearchConfig) -> TreeParams:
     if s == "greedy":
         return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=0.0, **base)
     if s in ("sample", "best_of_n"):
-        return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=config.temperature or 1.0, **base)
+        # SearchConfig gives these 1.0 when temperature is left out; an explicit 0 with
+        # best_of_n would be n identical greedy answers, so it keeps sampling at 1.0
+        return TreeParams(top_k=1, beam=1, lookahead=0, commit=1,
+                          temperature=config.temperature or SAMPLING_TEMPERATURE, **base)
     if s == "rerank":
         # n hypotheses from plain beam search by log-probability, reranked by the full score
         return TreeParams(top_k=config.n, beam=config.n, lookahead=0, commit=1, temperature=0.0,
@@ -88,6 +92,13 @@ def _rows_per_prompt(params: TreeParams, config: SearchConfig) -> int:
     return params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
 
 
+def _fresh_seed() -> int:
+    """A run seed for a request that gave none: from the OS, so concurrent or repeated
+    requests (identical prompts included) never share one. 53 bits: the seed stays exact
+    in JSON readers that hold numbers as doubles, so a recorded seed can be replayed."""
+    return secrets.randbits(53)
+
+
 def _seed_for(seed: int, prompt_ids: Sequence[int], sample: int) -> int:
     """A seed per (run seed, prompt, sample): stochastic results do not depend on which
     other prompts share the batch."""
@@ -99,13 +110,19 @@ class DeALEngine:
     """Decoding-time alignment over a local causal LM.
 
     ``generate`` searches a batch of prompts together (left padding, one shared KV cache)
-    and returns one ``GenerationResult`` per prompt, in order.
+    and returns one ``GenerationResult`` per prompt, in order. ``model``, ``device``,
+    ``dtype`` and ``trust_remote_code`` (default False: a model folder's Python code never
+    runs) go to ``load_model``.
     """
 
     def __init__(self, model: str | LoadedModel = "default", *, device: str = "auto",
                  dtype: str | None = "auto", max_rows: int | None = None,
-                 max_row_tokens: int | None = None, limits: SearchLimits | None = None):
-        self.lm = load_model(model, device=device, dtype=dtype)
+                 max_row_tokens: int | None = None, limits: SearchLimits | None = None,
+                 trust_remote_code: bool = False):
+        # trust_remote_code runs the Python files of the model folder: off unless asked
+        if not isinstance(trust_remote_code, bool):
+            raise ConfigError(f"trust_remote_code must be True or False, got {trust_remote_code!r}")
+        self.lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         if max_rows is None or max_row_tokens is None:
             dev = self.lm.device
             free = available_bytes(dev) if dev.type == "cuda" else None
@@ -265,12 +282,19 @@ class DeALEngine:
         kv = KVBatch(self.lm.model)
         prompt_logits = kv.prefill([r.prompt_ids for r in chunk], self.lm.pad_token_id)
         groups: list[Group] = []
+        # the run seed of each prompt (None: deterministic search). Without a config seed each
+        # prompt draws its own, reported in stats.seed: passing it back as `seed` replays
+        # that prompt's search exactly, whatever it is batched with
+        seeds: list[int | None] = [
+            (config.seed if config.seed is not None else _fresh_seed()) if params.temperature > 0 else None
+            for _ in chunk
+        ]
         for row, req in enumerate(chunk):
             for s in range(samples):
                 gen = None
                 if params.temperature > 0:
                     gen = torch.Generator(device="cpu")
-                    gen.manual_seed(_seed_for(config.seed, req.prompt_ids, s))
+                    gen.manual_seed(_seed_for(seeds[row], req.prompt_ids, s))
                 groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen,
                                     constraint=req.constraint))
         prefill_passes = kv.forward_passes
@@ -295,6 +319,7 @@ class DeALEngine:
                 steps=max(g.steps for g in mine),
                 candidates_scored=sum(g.candidates_scored for g in mine),
                 greedy_steps=max(g.greedy_steps for g in mine),
+                seed=seeds[row],
             )
             results.append(GenerationResult(
                 text=self.lm.decode(best.tokens), token_ids=list(best.tokens), rewards=best.rewards,

@@ -40,7 +40,8 @@ class SearchLimits:
         for name in ("max_new_tokens", "max_rows_per_prompt", "max_lookahead_tokens", "max_prompt_tokens",
                      "max_kv_bytes"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            # bool is an int subclass, but `True` here is a typo, not a budget of 1
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"SearchLimits.{name} must be a positive integer, got {value!r}")
 
 

@@ -22,6 +22,9 @@ class SearchStats:
     steps: int = 0
     candidates_scored: int = 0
     greedy_steps: int = 0  # adaptive: steps where every beam's rewards were settled
+    # the run seed this result was sampled with (None: a deterministic search); passing it
+    # as SearchConfig.seed reproduces the result
+    seed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -83,12 +83,14 @@ class TreeParams:
 # -------------------------------------------------------------------------------- rewards
 
 
-def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool]) -> list[tuple[float, dict[str, float]]]:
+def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool],
+                lam: float = 1.0) -> list[tuple[float, dict[str, float]]]:
     """Weighted reward of each text and its per-reward breakdown.
 
     Terminal rewards score only final texts; unfinished ones get the reward's upper bound
     (optimistic, so they are not ruled out before they could satisfy it). Results are
-    cached by text per group: lookahead texts repeat a lot across steps.
+    cached by text per group: lookahead texts repeat a lot across steps. ``lam`` (the
+    search's) is only checked against: ``lam * total`` must be finite (``RewardError``).
     """
     out: list[tuple[float, dict[str, float]] | None] = [None] * len(texts)
     todo: dict[tuple[str, bool], list[int]] = {}
@@ -121,25 +123,46 @@ def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool]) -> li
         vals = raw[k]
         breakdown = {getattr(r, "name", type(r).__name__): v for r, v in zip(group.rewards, vals)}
         total = sum(float(getattr(r, "weight", 1.0)) * v for r, v in zip(group.rewards, vals))
+        if not (math.isfinite(total) and math.isfinite(lam * total)):
+            _overflow(group.rewards, vals, total, lam)
         for i in idxs:
             out[i] = (total, breakdown)
     return out  # type: ignore[return-value]
 
 
+def _overflow(rewards: Sequence[Any], vals: Sequence[float], total: float, lam: float) -> None:
+    """Raise the ``RewardError`` of a weighted total (or ``lam`` times it) that overflowed:
+    each score is finite but the sum is not, and an infinite score would rank every
+    candidate alike. Blamed: the reward with the largest weighted score."""
+    terms = [(abs(float(getattr(r, "weight", 1.0)) * v), r, v) for r, v in zip(rewards, vals)]
+    _, r, v = max(terms, key=lambda t: t[0])
+    name = getattr(r, "name", type(r).__name__)
+    raise RewardError(name, f"score {v!r} (weight {float(getattr(r, 'weight', 1.0))!r}) is too large: "
+                            f"lam ({lam!r}) x the weighted reward total ({total!r}) is not a finite number; "
+                            "scores should stay within the reward's bounds (e.g. [0, 1])")
+
+
 def _call_reward(reward: Any, name: str, texts: list[str], context: RewardContext) -> list[float]:
     try:
-        values = reward.score(texts, context)
+        returned = reward.score(texts, context)
+        if not isinstance(returned, (str, bytes, Mapping)) and hasattr(returned, "__iter__"):
+            # any iterable (a generator too) is read once, here: the checks below and the
+            # caller all see the same scores (reading a generator runs the reward's code)
+            values = list(returned)
     except RewardError:
         raise
     except Exception as exc:  # a user reward may raise anything; name it and stop cleanly
         raise RewardError(name, f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(returned, (str, bytes, Mapping)) or not hasattr(returned, "__iter__"):
+        # a string's characters or a dict's keys are not scores either
+        raise RewardError(name, f"returned {type(returned).__name__} {returned!r:.200}, not a list of scores")
     try:
         # numbers only (numpy and torch scalars included): a string that happens to parse
         # is still a bug in the reward
         if any(isinstance(v, (str, bytes)) for v in values):
             raise TypeError("a score is a string")
         values = [float(v) for v in values]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int past float range
         raise RewardError(name, f"scores must be numbers, got {values!r:.200}") from exc
     if len(values) != len(texts):
         raise RewardError(name, f"returned {len(values)} scores for {len(texts)} texts")
@@ -321,12 +344,12 @@ def run_tree_search(
             fin_idx = [i for i in idxs if cand_finished[i]]
             if fin_idx:
                 for i, (tot, br) in zip(fin_idx, score_texts(g, [decode(cand_tokens[i]) for i in fin_idx],
-                                                             [True] * len(fin_idx))):
+                                                             [True] * len(fin_idx), params.lam)):
                     scores[i] = cand_lp[i] + params.lam * tot
             live_idx = [i for i in idxs if not cand_finished[i]]
             if need and params.use_rewards and g.rewards and live_idx:
                 evaluated = score_texts(g, [decode(cand_look[i]) for i in live_idx],
-                                        [cand_look_ended[i] for i in live_idx])
+                                        [cand_look_ended[i] for i in live_idx], params.lam)
                 g.candidates_scored += len(live_idx)
                 for i, (tot, _) in zip(live_idx, evaluated):
                     scores[i] = cand_lp[i] + params.lam * tot
@@ -481,7 +504,7 @@ def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float) -
     texts = [decode(h.tokens) for h in hyps]
     # the breakdown reports what the text really scores, terminal rewards included, even
     # for text cut by the budget
-    evaluated = score_texts(group, texts, [True] * len(hyps)) if group.rewards else [(0.0, {})] * len(hyps)
+    evaluated = score_texts(group, texts, [True] * len(hyps), lam) if group.rewards else [(0.0, {})] * len(hyps)
     for h, (tot, br) in zip(hyps, evaluated):
         h.reward = tot
         h.rewards = dict(br)

@@ -26,6 +26,7 @@ never carries code or an import path, and nothing else is ever imported by name.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import inspect
 import math
@@ -250,6 +251,36 @@ def _is_factory(fn: Any, params: Mapping[str, Any]) -> bool:
     return True
 
 
+def _check_bound_params(fn: Any, params: Mapping[str, Any], what: str, *, text: bool = True) -> None:
+    """TypeError now, when ``params`` cannot be bound as keywords to ``fn``: a scoring
+    function next to its text argument (``text``; an unknown name, or the text's own
+    parameter), a reward class or factory alone. ``functools.partial`` accepts anything,
+    so a scoring function would otherwise fail only at the first score; for a class the
+    message names what it accepts, with a close match for a typo."""
+    if not params:
+        return
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to check against: the call will tell
+        return
+    try:
+        sig.bind_partial(*(["text"] if text else []), **params)
+    except TypeError as exc:
+        accepted = [p.name for p in list(sig.parameters.values())[1 if text else 0:]
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+        unknown = sorted(k for k in params if k not in accepted)
+        detail = f"unknown parameter(s) {', '.join(map(repr, unknown))}" if unknown and not takes_any else str(exc)
+        close = [m for k in unknown for m in difflib.get_close_matches(k, accepted, n=1)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        kind = "the scoring function" if text else ("the reward class" if isinstance(fn, type) else "the factory")
+        besides = " besides the text" if text else ""
+        raise TypeError(
+            f"{what}: params do not fit {kind} {_describe(fn)}{sig}: {detail}{hint}; "
+            f"it accepts {', '.join(map(repr, accepted)) or 'no parameters'}{besides}"
+        ) from None
+
+
 def load_plugin(
     name: str,
     params: Mapping[str, Any] | None = None,
@@ -297,6 +328,7 @@ def load_plugin(
     what = f"reward plugin {name!r} ({ep.value})"
 
     if isinstance(obj, type):
+        _check_bound_params(obj, params, what, text=False)
         reward = obj(**params)
         if not _is_reward(reward):
             raise TypeError(f"{what}: {obj.__name__}(...) has no score(texts, context) method")
@@ -314,6 +346,7 @@ def load_plugin(
                     "required positional parameter"
                 )
         else:
+            _check_bound_params(obj, params, what)
             fn = functools.partial(obj, **params) if params else obj
             reward = CallableReward(
                 fn,

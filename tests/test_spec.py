@@ -116,7 +116,7 @@ def test_variables_and_rendering():
 
 ALL_TYPES = ["keywords", "length", "regex", "json_schema", "classifier", "reward_model", "judge",
              "harmless", "plugin", "all_of", "any_of", "threshold", "gated", "normalize"]
-SPEC_KEYS = {"version", "extends", "model", "search", "system", "prompt", "rewards", "replace_rewards",
+SPEC_KEYS = {"version", "extends", "preset", "model", "search", "system", "prompt", "rewards", "replace_rewards",
              "steps"}
 
 
@@ -249,7 +249,8 @@ def test_unknown_strategy(tmp_path):
 
 
 def test_search_cross_field_check(tmp_path):
-    err, path = load_error(tmp_path, MINIMAL + "search:\n  strategy: sample\n")
+    # (strategy: sample alone now defaults to temperature 1.0; an explicit 0 is refused)
+    err, path = load_error(tmp_path, MINIMAL + "search:\n  strategy: sample\n  temperature: 0.0\n")
     check(only(err), path, 4, "search", "temperature")
 
 
@@ -285,7 +286,7 @@ def test_length_bounds_checked_at_load(tmp_path):
     err, path = load_error(tmp_path, "rewards:\n  - length: {}\n  - length: {min_words: 9, max_words: 2}\n    name: second\n")
     first, second = err.errors
     check(first, path, 2, "rewards.0.length", "at least one of")
-    check(second, path, 3, "rewards.1.length", "min_words (9)", "max_words (2)")
+    check(second, path, 3, "rewards.1.length.min_words", "min_words (9)", "max_words (2)")
 
 
 def test_weight_must_be_finite(tmp_path):

@@ -333,8 +333,17 @@ def test_classifier_and_reward_model_validation(tmp_path):
 def test_model_load_failure_is_a_spec_error_with_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     path = write(tmp_path, "rewards:\n  - length: {max_words: 3}\n  - classifier: {model: ./empty, label: 1}\n")
+    with pytest.raises(SpecError) as info:  # a local directory's files are checked at load
+        load_spec(path)
+    assert {p["field"] for p in info.value.errors} == {"rewards.1.classifier.model"}
+    assert "no config.json" in str(info.value)
+    # a directory that changed after the spec was loaded still fails at build, located
+    (tmp_path / "empty" / "config.json").write_text('{"id2label": {"0": "a", "1": "b"}}')
+    (tmp_path / "empty" / "model.safetensors").write_bytes(b"")
+    spec = load_spec(path)
+    (tmp_path / "empty" / "config.json").unlink()
     with pytest.raises(SpecError) as info:
-        load_spec(path).build_rewards({})
+        spec.build_rewards({})
     check(only(info.value), path, 3, "rewards.1.classifier", "cannot build reward 'classifier'")
 
 

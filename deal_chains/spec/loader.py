@@ -9,6 +9,7 @@ field keeps the line and column it came from.
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib.resources
 import re
 from pathlib import Path
@@ -20,9 +21,17 @@ from pydantic import ValidationError
 from deal_chains.errors import SpecError
 from deal_chains.spec.merge import Doc, apply_shared, merge, resolve_paths
 from deal_chains.spec.models import RewardSpec
-from deal_chains.spec.source import FieldPath, SourceMap, problems_from_validation_error
+from deal_chains.spec.source import FieldPath, SourceMap, dotted, problems_from_validation_error
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB
+# Nesting deeper than this is refused while composing: PyYAML composes (and the converter
+# walks) recursively, so a spec of thousands of nested brackets would otherwise end in a
+# RecursionError. An inline JSON Schema nests at most 64 levels (its own limit) below the
+# few levels of the spec around it, so real specs stay far below this.
+MAX_SPEC_DEPTH = 128
+# Python refuses to convert decimal integers of more than 4300 digits (a ValueError from
+# the YAML constructor); no spec setting needs more than a handful.
+MAX_INT_DIGITS = 100
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _CORE = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
@@ -42,11 +51,16 @@ class _Refused(yaml.MarkedYAMLError):
 class _SpecLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors/aliases and object-constructing tags while composing."""
 
+    _depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise _Refused(problem="anchors and aliases are not allowed in a spec",
                            problem_mark=event.start_mark)
+        if self._depth >= MAX_SPEC_DEPTH:
+            raise _Refused(problem=f"the spec nests lists and mappings more than {MAX_SPEC_DEPTH} "
+                           "levels deep", problem_mark=event.start_mark)
         tag = getattr(event, "tag", None)
         if tag not in (None, "!") and tag not in _ALLOWED_TAGS:
             shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
@@ -55,7 +69,20 @@ class _SpecLoader(yaml.SafeLoader):
                 "(strings, numbers, booleans, null, lists, mappings)",
                 problem_mark=event.start_mark,
             )
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        node = super().compose_scalar_node(anchor)
+        if node.tag == _CORE + "int":
+            digits = sum(c.isalnum() for c in node.value)
+            if digits > MAX_INT_DIGITS:
+                raise _Refused(problem=f"integer of {digits} digits ({node.value[:20]}...) is too large: "
+                               f"at most {MAX_INT_DIGITS} digits", problem_mark=node.start_mark)
+        return node
 
 
 def _position(mark: Any) -> tuple[int, int]:
@@ -256,7 +283,12 @@ def _read(path: Path) -> str:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise SpecError(f"spec file not found: {file}", file) from None
+        hint = ""
+        if _PRESET_NAME.fullmatch(file):  # a bare name: perhaps a mistyped preset
+            close = difflib.get_close_matches(file, list_presets(), n=1)
+            hint = (f" (did you mean the preset {close[0]!r}?)" if close
+                    else f" (nor is it a preset: {', '.join(list_presets()) or 'none'})")
+        raise SpecError(f"spec file not found: {file}{hint}", file) from None
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc}", file) from None
     if size > MAX_SPEC_BYTES:
@@ -300,7 +332,8 @@ def _extends_path(target: str, folder: Path | None) -> Path:
 
 
 class _Resolver:
-    """Follows ``extends`` (of the spec and of its steps) through files and presets."""
+    """Follows ``extends`` and ``preset`` (of the spec and of its steps) through files and
+    presets."""
 
     def __init__(self) -> None:
         self.problems: list[dict] = []
@@ -308,14 +341,35 @@ class _Resolver:
     def fail(self, smap: SourceMap, at: FieldPath, message: str) -> SpecError:
         return SpecError(self.problems + [smap.problem(at, message)], smap.file_of(at))
 
+    def base_key(self, doc: Doc, prefix: FieldPath) -> str | None:
+        """The key naming the base of the spec at ``prefix``: ``extends``, or ``preset``
+        (``preset: NAME`` is ``extends: preset:NAME``), or None; a null one is dropped."""
+        data = _get(doc.data, prefix)
+        for key in ("extends", "preset"):
+            if key in data and data[key] is None:
+                del data[key]
+        if "extends" in data and "preset" in data:
+            raise self.fail(doc.smap, prefix + ("preset",), "give either preset or extends, not both "
+                            "(preset: NAME is short for extends: preset:NAME)")
+        return next((k for k in ("extends", "preset") if k in data), None)
+
     def base(self, doc: Doc, at: FieldPath, folder: Path | None, stack: tuple[str, ...]) -> Doc:
         target = _get(doc.data, at)
-        if not isinstance(target, str) or not target.strip():
+        if at[-1] == "preset":
+            if not isinstance(target, str) or not target.strip():
+                raise self.fail(doc.smap, at, f"preset must be the name of a preset; available presets: "
+                                f"{', '.join(list_presets()) or 'none'} (got {target!r})")
+            try:
+                path = preset_path(target.strip())
+            except SpecError as exc:
+                raise self.fail(doc.smap, at, exc.errors[0]["message"]) from None
+        elif not isinstance(target, str) or not target.strip():
             raise self.fail(doc.smap, at, f"extends must be a preset name or a spec file path (got {target!r})")
-        try:
-            path = _extends_path(target.strip(), folder)
-        except SpecError as exc:
-            raise self.fail(doc.smap, at, f"cannot extend {target!r}: {exc.errors[0]['message']}") from None
+        else:
+            try:
+                path = _extends_path(target.strip(), folder)
+            except SpecError as exc:
+                raise self.fail(doc.smap, at, f"cannot extend {target!r}: {exc.errors[0]['message']}") from None
         key = str(path.resolve())
         if key in stack:
             chain = list(stack[stack.index(key):]) + [key]
@@ -334,23 +388,23 @@ class _Resolver:
         steps = doc.data.get("steps")
         if isinstance(steps, dict):
             for name, step in list(steps.items()):
-                if not isinstance(step, dict) or "extends" not in step:
+                if not isinstance(step, dict):
                     continue
-                if step["extends"] is None:
-                    del step["extends"]
+                key = self.base_key(doc, ("steps", name))
+                if key is None:
                     continue
-                at = ("steps", name, "extends")
+                at = ("steps", name, key)
                 base = self.base(doc, at, folder, stack)
                 if isinstance(base.data.get("steps"), dict):
-                    raise self.fail(doc.smap, at, f"a step cannot extend a multi-step spec ({step['extends']!r})")
+                    raise self.fail(doc.smap, at, f"a step cannot extend a multi-step spec ({step[key]!r})")
                 merged = merge(base, doc.sub("steps").sub(name), keep_replace=True)
                 steps[name] = merged.data
                 doc.smap.drop(("steps", name))
                 doc.smap.graft(merged.smap, (), ("steps", name))
-        if doc.data.get("extends", None) is None:
-            doc.data.pop("extends", None)
+        key = self.base_key(doc, ())
+        if key is None:
             return doc
-        return merge(self.base(doc, ("extends",), folder, stack), doc)
+        return merge(self.base(doc, (key,), folder, stack), doc)
 
 
 def _get(data: Any, path: FieldPath) -> Any:
@@ -374,6 +428,32 @@ def _dedupe(problems: list[dict]) -> list[dict]:
     return out
 
 
+def _check_depth(data: Any) -> None:
+    """SpecError naming the field where a spec given as a mapping nests more than
+    ``MAX_SPEC_DEPTH`` levels (copying and validating it would otherwise recurse without
+    bound). Iterative, so any depth is reported rather than crashing."""
+    stack: list[tuple[Any, FieldPath]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) >= MAX_SPEC_DEPTH:
+            raise SpecError([{"file": None, "line": None, "column": None, "field": dotted(path[:8]) + ".…",
+                              "message": f"the spec nests lists and mappings more than {MAX_SPEC_DEPTH} "
+                                         "levels deep"}])
+        if isinstance(value, Mapping):
+            stack.extend((v, path + (str(k),)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, path + (i,)) for i, v in enumerate(value))
+
+
+def _preset_file(source: Path) -> Path:
+    """``source``, or the bundled preset of that name when ``source`` is a bare name (no
+    folder, no suffix) that is no file here: ``deal-chains spec validate harmless``."""
+    name = str(source)
+    if not source.exists() and _PRESET_NAME.fullmatch(name) and name in list_presets():
+        return preset_path(name)
+    return source
+
+
 def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()) -> RewardSpec:
     """Load and validate a reward spec from a file, YAML text, a mapping or a preset name.
 
@@ -382,8 +462,9 @@ def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str
     (4, 'length')
 
     ``source``: a ``Path``; a string naming an existing file or ending in ``.yaml``/``.yml``;
-    ``preset:NAME`` or a bare preset name (``commongen``); other strings are YAML text.
-    ``extends`` (in the spec or in a step) is followed through files (relative to the
+    ``preset:NAME`` or a bare preset name (``commongen``; also as a ``Path`` naming no
+    file); other strings are YAML text. ``extends`` (in the spec or in a step; ``preset:
+    NAME`` is short for ``extends: preset:NAME``) is followed through files (relative to the
     spec's file; to the working directory for text and mappings) and presets and merged
     in; a multi-step spec's shared settings are merged into each step. ``overrides`` are
     ``dotted.path=value`` strings applied after ``extends``, before the steps get the
@@ -395,9 +476,13 @@ def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str
     folder: Path | None = None
     stack: tuple[str, ...] = ()
     if isinstance(source, Mapping):
+        _check_depth(source)
         data: Any = copy.deepcopy(dict(source))
     else:
-        if isinstance(source, str) and source.startswith("preset:"):
+        if isinstance(source, Path):
+            source = _preset_file(source)
+        # one line only: "preset: NAME" followed by more YAML is a spec with a preset key
+        if isinstance(source, str) and source.startswith("preset:") and "\n" not in source.strip():
             source = preset_path(source[len("preset:"):].strip())
         elif isinstance(source, str) and _PRESET_NAME.fullmatch(source) and not Path(source).is_file():
             source = preset_path(source)

@@ -10,8 +10,9 @@ that file and line. The rules (``merge(base, child)``):
 - ``rewards``: the base's, then the child's, unless the child sets ``replace_rewards: true``
   (then only the child's);
 - ``steps``: by step name; a step both have is merged with the same rules;
-- ``extends`` and ``replace_rewards`` are consumed (``replace_rewards: true`` in a step
-  leaves out both its base's rewards and the shared ones).
+- ``extends`` (and ``preset``, its short form) and ``replace_rewards`` are consumed
+  (``replace_rewards: true`` in a step leaves out both its base's rewards and the shared
+  ones).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from deal_chains.spec.models import REWARD_TYPES
 from deal_chains.spec.source import FieldPath, SourceMap
 
-CONSUMED = ("extends", "replace_rewards")
+CONSUMED = ("extends", "preset", "replace_rewards")
 
 
 @dataclass
@@ -68,7 +69,7 @@ def merge(base: Doc, child: Doc, *, keep_replace: bool = False) -> Doc:
     for key in dict.fromkeys([*base.data, *child.data]):
         in_base, in_child = key in base.data, key in child.data
         b, c = base.data.get(key), child.data.get(key)
-        if key == "extends":
+        if key in ("extends", "preset"):  # already followed by the loader
             continue
         if key == "replace_rewards":
             if in_child and (not isinstance(c, bool) or (c and keep_replace)):

@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, NamedTuple, Optional
 
 from pydantic import (
@@ -24,18 +25,26 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from deal_chains.errors import SpecError
 from deal_chains.search.config import SearchConfig
 from deal_chains.spec.source import FieldPath, SourceMap, dotted
 from deal_chains.spec.templates import (
-    MissingVariable,
+    GENERIC,
+    TEXT,
+    Placeholder,
+    TemplateError,
+    TemplateKind,
     check_template,
+    parse_template,
+    placeholder_like,
     render_text,
     render_value,
     split_words,
@@ -46,7 +55,10 @@ if TYPE_CHECKING:
     from deal_chains.search.constraints import GrammarConstraint
     from rewards.base import Reward
 
-_STRICT = ConfigDict(extra="forbid")
+# strict: a spec's values keep their YAML types. Without it pydantic would turn ``true``
+# into 1, ``"4"`` into 4 and ``"yes"`` into True, silently running another setting than
+# the one written. Floats still take ints (``weight: 2``).
+_STRICT = ConfigDict(extra="forbid", strict=True)
 MAX_SCHEMA_BYTES = 1 << 20  # a schema_file, like a spec, is at most 1 MiB
 
 # --------------------------------------------------------------------------- parameters
@@ -113,10 +125,13 @@ class LengthParams(BaseModel):
     def _check_bounds(self) -> "LengthParams":
         if all(v is None for v in (self.min_words, self.max_words, self.min_tokens, self.max_tokens)):
             raise ValueError("give at least one of min_words, max_words, min_tokens, max_tokens")
+        errors = []
         for unit in ("words", "tokens"):
             lo, hi = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
             if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"min_{unit} ({lo}) is larger than max_{unit} ({hi})")
+                errors.append(_error("spec_bounds", f"min_{unit} ({lo}) is larger than max_{unit} ({hi})",
+                                     f"min_{unit}"))
+        _raise_all(errors, "length")
         return self
 
 
@@ -128,36 +143,72 @@ def _error(kind: str, message: str, at: str | None = None, **ctx: Any) -> Pydant
     return PydanticCustomError(kind, "{message}", {"message": message, **ctx})
 
 
+def _raise_all(errors: list[PydanticCustomError], title: str) -> None:
+    """Raise every one of ``errors`` (each may point with ``at``): a validator can raise
+    one error, a ValidationError carries them all, so `spec validate` lists each."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValidationError.from_exception_data(
+            title, [InitErrorDetails(type=e, loc=(), input=None) for e in errors])
+
+
+# regex patterns: only an unescaped {name} is a placeholder (quantifiers like \d{3} are not);
+# a whole pattern that is one placeholder may take a list variable (several patterns)
+PATTERN_TEMPLATE = TemplateKind(regex=True, lists=True)
+WORDS_TEMPLATE = TemplateKind(lists=True)
+# {text} and {prompt} are filled by the judge itself, for each text it scores
+QUESTION_TEMPLATE = TemplateKind(reserved=("text", "prompt"))
+
+
 def _check_patterns(value: Any) -> Any:
     patterns = [value] if isinstance(value, str) else value
     if not isinstance(patterns, list):
         raise ValueError(f"give a pattern or a list of patterns (got {value!r})")
     from rewards.regex import compile_re2
 
+    errors = []
     for i, pattern in enumerate(patterns):
         at = None if isinstance(value, str) else str(i)
         if not isinstance(pattern, str):
-            raise _error("spec_pattern", f"pattern {i} must be a string (got {pattern!r}; quote it in YAML)", at)
+            errors.append(_error("spec_pattern", f"pattern {i} must be a string (got {pattern!r}; quote it "
+                                 "in YAML)", at))
+            continue
         if not pattern:
-            raise _error("spec_pattern", "a pattern must not be empty", at)
+            errors.append(_error("spec_pattern", "a pattern must not be empty", at))
+            continue
+        parts = parse_template(pattern, regex=True)
+        if len(parts) == 1 and isinstance(parts[0], Placeholder):
+            continue  # the whole pattern comes from the input record: checked when built
+        # a filled-in value is escaped (a literal), so any literal character stands for it here
+        shape = "".join("x" if isinstance(part, Placeholder) else part for part in parts)
         try:
-            compile_re2(pattern)
+            compile_re2(shape)
         except ValueError as exc:
-            raise _error("spec_bad_regex", str(exc).removeprefix("RegexReward: "), at) from None
+            message = str(exc).removeprefix("RegexReward: ")
+            if shape != pattern:
+                message = message.replace(repr(shape), repr(pattern), 1).replace(
+                    ". Patterns must", f" (checked as {shape!r}: each {{name}} stands for a literal). "
+                    "Patterns must", 1)
+            errors.append(_error("spec_bad_regex", message, at))
+    _raise_all(errors, "patterns")
     return value
 
 
 class RegexParams(BaseModel):
     """``regex``: reward the fraction of regex conditions the text meets: each ``must_match``
     pattern that matches it and each ``must_not_match`` pattern that does not (RE2 syntax:
-    linear-time, no backreferences or lookaround)."""
+    linear-time, no backreferences or lookaround). ``{name}`` is a template variable: a
+    whole pattern ``'{name}'`` takes a pattern (or a list of them) from the record, inside a
+    longer pattern the value is matched literally; ``\\d{3}`` and ``x{2,5}`` stay quantifiers
+    and ``\\{name\\}`` is the literal text."""
 
     model_config = _STRICT
 
     must_match: Annotated[str | list[str], BeforeValidator(_check_patterns)] = Field(
-        default_factory=list, description="pattern(s) the text must match")
+        default_factory=list, description="pattern(s) the text must match; may use {name} variables")
     must_not_match: Annotated[str | list[str], BeforeValidator(_check_patterns)] = Field(
-        default_factory=list, description="pattern(s) the text must not match")
+        default_factory=list, description="pattern(s) the text must not match; may use {name} variables")
     mode: Literal["search", "fullmatch"] = Field(
         "search", description="search: a match anywhere; fullmatch: the whole text must match")
     ignore_case: bool = Field(False, description="match every pattern case-insensitively")
@@ -170,21 +221,17 @@ class RegexParams(BaseModel):
 
 
 def _remote_ref(node: Any, path: FieldPath = ()) -> FieldPath | None:
-    """The path of the first ``$ref`` that does not point inside the schema."""
-    if isinstance(node, Mapping):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            return path + ("$ref",)
-        for key, value in node.items():
-            found = _remote_ref(value, path + (key,))
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found = _remote_ref(value, path + (i,))
-            if found is not None:
-                return found
-    return None
+    """The path of the first ``$ref`` / ``$dynamicRef`` / ``$recursiveRef`` that does not
+    resolve inside the schema (remote, or to nothing), resolved as the validator resolves
+    it: a ref to the document's own ``$id`` or an ``#anchor`` is local, and a "$ref" key
+    inside ``enum``/``const`` data is data."""
+    from rewards.json_schema import ref_problem
+
+    try:
+        found = ref_problem(node)
+    except Exception:  # noqa: BLE001 - a malformed schema: the validator says why
+        return None
+    return None if found is None else path + found[1]
 
 
 def _schema_problem(schema: Any) -> tuple[str, FieldPath] | None:
@@ -223,17 +270,20 @@ def _usable_problem(schema: Any, mode: str) -> tuple[str, FieldPath] | None:
     """(message, ()) when a valid schema still cannot be used: pathological size, a ``$ref``
     to nothing, no finite instance, or — checked by the grammar engine without a model —
     unsatisfiable; in ``hard`` mode also anything the grammar engine refuses."""
-    from deal_chains.search.constraints import ConstraintError, GrammarConstraint
+    from deal_chains.search.constraints import ConstraintError, GrammarConstraint, unsatisfiable_reason
 
     if schema is False:
         return "the schema is false: no value satisfies it", ()
-    try:
-        GrammarConstraint.json_schema(schema).check()
-    except ConstraintError as exc:
-        text = str(exc)
-        if mode == "hard" or any(w in text for w in ("Unsatisfiable", "does not exist", "incompatible")):
-            return text + ("" if mode == "hard" else " (this schema can never be satisfied)"), ()
-    return None
+    if mode == "hard":
+        try:
+            GrammarConstraint.json_schema(schema).check()
+        except ConstraintError as exc:
+            return str(exc), ()
+        return None
+    # soft mode refuses only what no value can satisfy, judged on the schema itself: the
+    # mask's caps and narrowings must never make a soft reward refuse a valid schema
+    reason = unsatisfiable_reason(schema)
+    return (reason + " (this schema can never be satisfied)", ()) if reason else None
 
 
 def _check_schema_value(value: Any) -> Any:
@@ -247,7 +297,7 @@ class JsonSchemaParams(BaseModel):
     it grows; finished text is validated). ``mode: hard`` also masks tokens so that the
     output always parses and validates. Only local ``$ref`` (``#/...``) are allowed."""
 
-    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+    model_config = ConfigDict(extra="forbid", strict=True, serialize_by_alias=True)
 
     schema_: Annotated[dict[str, Any] | bool | None, BeforeValidator(_check_schema_value)] = Field(
         None, alias="schema", description="the JSON Schema, inline")
@@ -287,6 +337,9 @@ class JsonSchemaParams(BaseModel):
         except json.JSONDecodeError as exc:
             raise _error("spec_schema_file", f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
                          "schema_file") from None
+        except RecursionError:  # the decoder recurses per level: ~1000 nested brackets end it
+            raise _error("spec_schema_file", f"{path}: the JSON nests too deeply to be a usable schema",
+                         "schema_file") from None
         found = _shape_problem(schema) or _schema_problem(schema) or _usable_problem(schema, self.mode)
         if found is not None:
             message, where = found
@@ -301,10 +354,25 @@ class JsonSchemaParams(BaseModel):
         return self._schema
 
 
-def _check_model_path(value: str) -> str:
-    if value.startswith(("/", "./", "../")) and not Path(value).exists():
-        raise ValueError(f"model path not found: {value}")
+_TEMPLATED_FIELDS = ("system, prompt, keywords.words, regex.must_match/must_not_match and "
+                     "judge.question")
+
+
+def _not_templated(value: Any, what: str) -> Any:
+    """ValueError for a ``{name}`` in a field that is not a template: it would be used as
+    written (a reward named "{lang}", a label "{label}"), never filled from the record."""
+    found = placeholder_like(value)
+    if found is not None:
+        raise ValueError(f"{what} {value!r} holds the placeholder {found}, but {what} is not a template "
+                         f"and is used as written (templates: {_TEMPLATED_FIELDS})")
     return value
+
+
+def _check_model_path(value: str) -> str:
+    exists = Path(value).exists()
+    if value.startswith(("/", "./", "../")) and not exists:
+        raise ValueError(f"model path not found: {value}")
+    return value if exists else _not_templated(value, "model")
 
 
 ModelName = Annotated[str, Field(min_length=1), AfterValidator(_check_model_path)]
@@ -314,7 +382,80 @@ _MODEL_HELP = "a Hugging Face id or a local path (./ and ../ are relative to the
 def _check_label(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         raise ValueError(f"label must be a label name or a class index (got {value!r})")
-    return value
+    return _not_templated(value, "label")
+
+
+MAX_MODEL_CONFIG_BYTES = 16 << 20  # a config.json is a few KiB; a huge label list a few MiB
+
+
+def _local_model_problems(model: str, what: str, label: Any = None, scalar: bool = False
+                          ) -> list[PydanticCustomError]:
+    """What would make a local sequence-classifier directory fail when the reward is built,
+    found cheaply at validation from its config.json and file list (weights are not read):
+    no config, pickle-only weights, an architecture that is not a sequence classifier, a
+    ``label`` it does not have, several labels where a scalar head (``scalar``) is needed.
+    A hub id is not checked (that needs the network), nor is a directory's tokenizer."""
+    path = Path(model)
+    if not path.is_dir():
+        return []
+    errors: list[PydanticCustomError] = []
+    config_file = path / "config.json"
+    config: Any = None
+    if not config_file.is_file():
+        errors.append(_error("spec_model_dir", f"{what} directory {model} has no config.json: not a "
+                             "transformers model directory", "model"))
+    else:
+        try:
+            if config_file.stat().st_size > MAX_MODEL_CONFIG_BYTES:
+                raise ValueError(f"it is over {MAX_MODEL_CONFIG_BYTES >> 20} MiB")
+            config = json.loads(config_file.read_text(encoding="utf-8-sig"))
+            if not isinstance(config, dict):
+                raise ValueError("it is not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            errors.append(_error("spec_model_dir", f"cannot read {config_file}: {exc}", "model"))
+            config = None
+    try:
+        names = [f.name for f in path.iterdir()]
+    except OSError:
+        names = []
+    if not any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        pickles = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
+        found = (f"only {', '.join(pickles)}: pickle weights are never loaded" if pickles
+                 else "no weights at all")
+        errors.append(_error("spec_model_dir", f"{what} directory {model} has no safetensors weights "
+                             f"({found}); convert it with model.save_pretrained(dir, "
+                             "safe_serialization=True)", "model"))
+    if config is None:
+        return errors
+    archs = [str(a) for a in config.get("architectures") or [] if isinstance(a, str)]
+    auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
+    if archs and "AutoModelForSequenceClassification" not in auto_map and not any(
+            a.endswith("ForSequenceClassification") for a in archs):
+        errors.append(_error("spec_model_dir", f"{model} is not a sequence-classification model: its "
+                             f"config names {', '.join(archs)} (a {what} needs an architecture ending in "
+                             "'ForSequenceClassification'; this one would get a random head)", "model"))
+    raw = config.get("id2label") if isinstance(config.get("id2label"), dict) else {}
+    try:
+        id2label = {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        return errors
+    n_labels = config.get("num_labels")
+    n_labels = len(id2label) if id2label else (n_labels if isinstance(n_labels, int) else 2)
+    labels = type("Config", (), {"id2label": id2label, "num_labels": n_labels})()
+    if scalar and n_labels != 1:
+        errors.append(_error("spec_model_labels", f"a reward_model needs a scalar-head model (one label), but "
+                             f"{model} has {n_labels} labels; score one label of it with a classifier "
+                             "entry instead", "model"))
+    if label is not None:
+        try:
+            from rewards.classifier import resolve_label
+        except ImportError:  # the classifier reward is not installed: its builder reports that
+            return errors
+        try:
+            resolve_label(labels, label)
+        except (TypeError, ValueError) as exc:
+            errors.append(_error("spec_model_labels", f"{exc} (from {config_file})", "label"))
+    return errors
 
 
 class ClassifierParams(BaseModel):
@@ -330,6 +471,11 @@ class ClassifierParams(BaseModel):
     include_prompt: bool = Field(False, description="classify the prompt and the text as a pair")
     batch_size: int = Field(32, ge=1, le=4096, description="texts classified per forward pass")
 
+    @model_validator(mode="after")
+    def _check_local_model(self) -> "ClassifierParams":
+        _raise_all(_local_model_problems(self.model, "classifier", label=self.label), "classifier")
+        return self
+
 
 def _check_normalize(value: Any) -> Any:
     if value in ("sigmoid", "none"):
@@ -338,7 +484,7 @@ def _check_normalize(value: Any) -> Any:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
         if not value[0] < value[1]:
             raise ValueError(f"normalize [lo, hi] needs lo < hi (got {list(value)})")
-        return value
+        return tuple(value)  # the field is a (strict) tuple; YAML writes the range as a list
     raise ValueError(f"normalize must be sigmoid, none or a range [lo, hi] (got {value!r})")
 
 
@@ -354,6 +500,11 @@ class RewardModelParams(BaseModel):
     scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="multiplies the score before normalize")
     include_prompt: bool = Field(True, description="score the prompt and the text together")
 
+    @model_validator(mode="after")
+    def _check_local_model(self) -> "RewardModelParams":
+        _raise_all(_local_model_problems(self.model, "reward model", scalar=True), "reward_model")
+        return self
+
 
 class JudgeParams(BaseModel):
     """``judge``: ask a local causal LM a yes/no question about the text; the reward is
@@ -368,8 +519,15 @@ class JudgeParams(BaseModel):
     @field_validator("question")
     @classmethod
     def _has_text(cls, value: str) -> str:
-        if "{text}" not in value:
+        # a template: {text} and {prompt} are the judge's, other {name}s come from the record
+        parts = parse_template(value)
+        if Placeholder("text") not in parts:
             raise ValueError("the question must contain {text}, where the text to judge goes")
+        literal = "".join(p if isinstance(p, str) else "\0" for p in parts)
+        if "{text}" in literal or "{prompt}" in literal:
+            # the judge fills {text} and {prompt} wherever they are, escaped or not
+            raise ValueError("the question cannot hold a literal {text} or {prompt} (written {{text}}): "
+                             "the judge would fill it in")
         return value
 
 
@@ -431,15 +589,18 @@ def _is_hard(entry: Any) -> bool:
 def _check_children(entries: list[tuple[str, Any]]) -> None:
     """Nested entries (with their dotted paths): distinct names, no hard constraint."""
     seen: dict[str, str] = {}
+    errors = []
     for at, entry in entries:
         if _is_hard(entry):
-            raise _error("spec_nested_hard", "mode: hard is only allowed in a top-level reward (a hard "
-                         "constraint applies to the whole output); use mode: soft here",
-                         f"{at}.json_schema.mode")
+            errors.append(_error("spec_nested_hard", "mode: hard is only allowed in a top-level reward (a "
+                                 "hard constraint applies to the whole output); use mode: soft here",
+                                 f"{at}.json_schema.mode"))
         if entry.name in seen:
-            raise _error("spec_duplicate_name", f"{seen[entry.name]} and {at} are both named "
-                         f"{entry.name!r}; give each a distinct 'name:'", at)
-        seen[entry.name] = at
+            errors.append(_error("spec_duplicate_name", f"{seen[entry.name]} and {at} are both named "
+                                 f"{entry.name!r}; give each a distinct 'name:'", at))
+        else:
+            seen[entry.name] = at
+    _raise_all(errors, "rewards")
 
 
 def _check_thresholds(value: Any) -> Any:
@@ -588,10 +749,21 @@ def _build_length(params: dict[str, Any], ctx: BuildContext) -> "Reward":
     return LengthReward(**params, count_tokens=ctx.count_tokens, **_common(ctx))
 
 
+def _patterns(value: Any, field: str) -> list[str]:
+    """Rendered patterns as one flat list (a whole-pattern list variable nests a list)."""
+    flat: list[str] = []
+    for item in [value] if isinstance(value, str) else value:
+        flat.extend(item if isinstance(item, list) else [item])
+    if any(p == "" for p in flat):
+        raise ValueError(f"{field}: a pattern is empty after filling the template")
+    return flat
+
+
 def _build_regex(params: dict[str, Any], ctx: BuildContext) -> "Reward":
     from rewards.regex import RegexReward
 
-    return RegexReward(params["must_match"], params["must_not_match"], mode=params["mode"],
+    return RegexReward(_patterns(params["must_match"], "must_match"),
+                       _patterns(params["must_not_match"], "must_not_match"), mode=params["mode"],
                        ignore_case=params["ignore_case"], **_common(ctx))
 
 
@@ -687,8 +859,10 @@ class RewardType(NamedTuple):
     parameter names, an example of its parameters (for error messages), the parameters
     that hold nested entries, whether one built reward is reused for every input record
     (its parameters are static; it is costly to build), whether it needs the generating
-    model, and the parameters naming a file (relative to the spec file) or a model
-    (``./`` and ``../`` relative to the spec file)."""
+    model, the parameters naming a file (relative to the spec file) or a model
+    (``./`` and ``../`` relative to the spec file), and how each templated parameter is
+    parsed and filled (``TemplateKind``: text or regex, list-valued or one text). A reused
+    reward whose templates use variables is rebuilt when their values change."""
 
     params: type[BaseModel]
     build: Callable[..., "Reward"]
@@ -699,13 +873,21 @@ class RewardType(NamedTuple):
     needs_lm: bool = False
     files: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    template_kinds: Mapping[str, TemplateKind] = MappingProxyType({})
+
+    def template_kind(self, param: str) -> TemplateKind:
+        """How the templated parameter ``param`` is parsed and what its variables may hold
+        (``template_kinds``; by default a lone placeholder may give a list or a number)."""
+        return self.template_kinds.get(param, GENERIC)
 
 
 REWARD_TYPES: dict[str, RewardType] = {
     "keywords": RewardType(KeywordsParams, _build_keywords, templated=("words",),
-                           example="{words: [dog, cat]}"),
+                           example="{words: [dog, cat]}", template_kinds={"words": WORDS_TEMPLATE}),
     "length": RewardType(LengthParams, _build_length, example="{max_words: 20}"),
-    "regex": RewardType(RegexParams, _build_regex, example="{must_match: '^[A-Z]'}"),
+    "regex": RewardType(RegexParams, _build_regex, templated=("must_match", "must_not_match"),
+                        example="{must_match: '^[A-Z]'}",
+                        template_kinds={"must_match": PATTERN_TEMPLATE, "must_not_match": PATTERN_TEMPLATE}),
     "json_schema": RewardType(JsonSchemaParams, _build_json_schema, example="{schema_file: order.schema.json}",
                               reuse=True, files=("schema_file",)),
     "classifier": RewardType(ClassifierParams, _build_classifier,
@@ -713,8 +895,9 @@ REWARD_TYPES: dict[str, RewardType] = {
                              reuse=True, models=("model",)),
     "reward_model": RewardType(RewardModelParams, _build_reward_model, example="{model: ./reward-model}",
                                reuse=True, models=("model",)),
-    "judge": RewardType(JudgeParams, _build_judge, example="{question: 'Is this polite? {text}'}",
-                        reuse=True, needs_lm=True, models=("model",)),
+    "judge": RewardType(JudgeParams, _build_judge, templated=("question",),
+                        example="{question: 'Is this polite? {text}'}", reuse=True, needs_lm=True,
+                        models=("model",), template_kinds={"question": QUESTION_TEMPLATE}),
     "harmless": RewardType(HarmlessParams, _build_harmless, example="{}", reuse=True, needs_lm=True,
                            files=("head",)),
     "plugin": RewardType(PluginParams, _build_plugin, example="{name: toxicity, params: {}}"),
@@ -740,7 +923,7 @@ def _entry_schema(schema: dict[str, Any]) -> None:
 class _RewardEntryBase(BaseModel):
     """One reward: exactly one reward-type key plus ``weight``, ``name``, ``terminal``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_entry_schema)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_entry_schema)
 
     weight: float = Field(1.0, allow_inf_nan=False, description="weight of this reward in the sum")
     name: Optional[str] = Field(None, min_length=1, description="default: the reward type "
@@ -785,6 +968,11 @@ class _RewardEntryBase(BaseModel):
                 {"known": known},
             )
         return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        return None if value is None else _not_templated(value, "name")
 
     @model_validator(mode="after")
     def _default_name(self) -> "_RewardEntryBase":
@@ -831,7 +1019,7 @@ def _entry_variables(entry: Any) -> set[str]:
     rtype = REWARD_TYPES[entry.reward_type]
     names: set[str] = set()
     for param in rtype.templated:
-        names |= template_variables(getattr(entry.params, param))
+        names |= template_variables(getattr(entry.params, param), rtype.template_kind(param))
     for _, child in entry.children():
         names |= _entry_variables(child)
     return names
@@ -865,7 +1053,7 @@ class RewardSpec(BaseModel):
     nothing else of its own: the loader merges its shared settings into every step.
     """
 
-    model_config = ConfigDict(extra="forbid", title="deal-chains reward spec")
+    model_config = ConfigDict(extra="forbid", strict=True, title="deal-chains reward spec")
 
     version: int = Field(1, description="spec language version; only 1 exists")
     extends: Optional[str] = Field(
@@ -873,6 +1061,11 @@ class RewardSpec(BaseModel):
         description="a preset name or a spec file (relative to this one) to build on: its search, "
         "system, prompt and model are defaults for this spec's, its rewards come first. "
         "Resolved when the spec is loaded",
+    )
+    preset: Optional[str] = Field(
+        None, min_length=1,
+        description="a bundled preset to build on: short for extends: preset:NAME. Resolved when "
+        "the spec is loaded",
     )
     model: Optional[str] = Field(
         None, min_length=1,
@@ -908,12 +1101,12 @@ class RewardSpec(BaseModel):
             raise ValueError(f"unsupported spec version {value}; this deal-chains reads version 1")
         return value
 
-    @field_validator("extends")
+    @field_validator("extends", "preset")
     @classmethod
-    def _check_extends(cls, value: str | None) -> str | None:
+    def _check_extends(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            raise ValueError("extends is resolved when a spec is loaded (load_spec, a spec file); "
-                             "it cannot be set here")
+            raise ValueError(f"{info.field_name} is resolved when a spec is loaded (load_spec, a spec "
+                             "file); it cannot be set here")
         return value
 
     @field_validator("replace_rewards")
@@ -928,6 +1121,11 @@ class RewardSpec(BaseModel):
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value)
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        return None if value is None or Path(value).exists() else _not_templated(value, "model")
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -956,21 +1154,25 @@ class RewardSpec(BaseModel):
                          "extends: a spec that has them)", "rewards")
         seen: dict[str, int] = {}
         hard: int | None = None
+        errors = []
         for i, entry in enumerate(self.rewards):
             if entry.name in seen:
-                raise PydanticCustomError(
+                errors.append(PydanticCustomError(
                     "spec_duplicate_name", "rewards {first} and {second} are both named {name}; "
                     "give each a distinct 'name:'",
                     {"first": seen[entry.name], "second": i, "name": repr(entry.name),
                      "at": f"rewards.{i}"},
-                )
-            seen[entry.name] = i
+                ))
+            else:
+                seen[entry.name] = i
             if _is_hard(entry):
                 if hard is not None:
-                    raise _error("spec_two_hard", f"rewards {hard} and {i} are both json_schema with mode: "
-                                 "hard; a spec can have at most one hard constraint",
-                                 f"rewards.{i}.json_schema.mode")
-                hard = i
+                    errors.append(_error("spec_two_hard", f"rewards {hard} and {i} are both json_schema with "
+                                         "mode: hard; a spec can have at most one hard constraint",
+                                         f"rewards.{i}.json_schema.mode"))
+                else:
+                    hard = i
+        _raise_all(errors, "deal-chains reward spec")
         return self
 
     # ----------------------------------------------------------------------- use
@@ -1014,7 +1216,9 @@ class RewardSpec(BaseModel):
         return SearchConfig.build(**values)
 
     def variables(self) -> set[str]:
-        """Every ``{name}`` the spec's templates use (nested rewards included)."""
+        """Every ``{name}`` the spec's templates use (nested rewards included): system,
+        prompt, keywords words, regex patterns, judge questions (not the judge's own
+        ``{text}`` and ``{prompt}``)."""
         names = template_variables([self.system or "", self.prompt or ""])
         for entry in self.rewards:
             names |= _entry_variables(entry)
@@ -1032,8 +1236,8 @@ class RewardSpec(BaseModel):
         if template is None:
             return None
         try:
-            return render_text(template, variables)
-        except MissingVariable as exc:
+            return render_text(template, variables, TEXT)
+        except TemplateError as exc:
             raise SpecError([self._source.problem((field,), exc.message)], self._source.file) from None
 
     def build_rewards(
@@ -1066,18 +1270,21 @@ class RewardSpec(BaseModel):
                      count_tokens: Callable[[str], int] | None, lm: Any, problems: list[dict]) -> Any:
         rtype = REWARD_TYPES[entry.reward_type]
         ppath = path + (entry.reward_type,)
-        if rtype.reuse:
-            cached = self._reuse.get(path)
-            if cached is not None and (not rtype.needs_lm or cached[0] is lm):
-                return cached[1]
         params = {name: getattr(entry.params, name) for name in type(entry.params).model_fields}
         failed = False
         for param in rtype.templated:
             try:
-                params[param] = render_value(params[param], variables)
-            except MissingVariable as exc:
+                params[param] = render_value(params[param], variables, rtype.template_kind(param))
+            except TemplateError as exc:
                 problems.append(self._source.problem(ppath + (param,), exc.message))
                 failed = True
+        # a reused reward is shared while its filled-in templates stay the same (a judge
+        # question with {topic} is rebuilt for a record with another topic)
+        variant = repr([params[param] for param in rtype.templated]) if not failed else None
+        if rtype.reuse and not failed:
+            cached = self._reuse.get(path)
+            if cached is not None and (not rtype.needs_lm or cached[0] is lm) and cached[1] == variant:
+                return cached[2]
         for param in rtype.children:
             value = params[param]
             if isinstance(value, list):
@@ -1102,7 +1309,7 @@ class RewardSpec(BaseModel):
 
             reward = Guarded(reward, on_error=entry.on_error)
         if rtype.reuse:
-            self._reuse[path] = (lm, reward)
+            self._reuse[path] = (lm, variant, reward)
         return reward
 
     def build_constraint(self, variables: Mapping[str, Any] | None = None) -> "GrammarConstraint | None":

@@ -15,7 +15,8 @@ def spec_json_schema() -> dict[str, Any]:
     'deal-chains reward spec'
 
     ``search`` lists every ``SearchConfig`` field; all are optional in a spec. Template
-    strings (``system``, ``prompt``, ``keywords.words``) may use ``{name}`` placeholders.
+    strings (``system``, ``prompt``, ``keywords.words``, ``regex`` patterns,
+    ``judge.question``) may use ``{name}`` placeholders.
     Reward entries nest (composition); a step of ``steps`` is a spec itself.
     """
     schema = RewardSpec.model_json_schema()
@@ -35,7 +36,8 @@ def spec_json_schema() -> dict[str, Any]:
     )
     # the top level needs rewards of its own, inherited ones, or steps (a step may get all
     # of its rewards from the shared ones, so this holds at the top level only)
-    out["anyOf"] = [{"required": ["rewards"]}, {"required": ["extends"]}, {"required": ["steps"]}]
+    out["anyOf"] = [{"required": ["rewards"]}, {"required": ["extends"]}, {"required": ["preset"]},
+                    {"required": ["steps"]}]
     if defs:
         out["$defs"] = defs
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -159,6 +160,25 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_NUMBER_TEXT = re.compile(r"\s*[-+]?(\d[\d_]*(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "1", "0"}
+
+
+def _type_hint(kind: str, value: Any) -> str:
+    """Why a value of the wrong YAML type was refused (the spec does not coerce types)."""
+    if kind in ("int_type", "float_type") and isinstance(value, bool):
+        return "; true/false are booleans, not numbers"
+    if kind == "int_type" and isinstance(value, float):
+        return "; this setting takes a whole number, written without a decimal point"
+    if kind in ("int_type", "float_type") and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return "; remove the quotes: a quoted value is text, not a number"
+    if kind == "bool_type" and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return "; write true or false, without quotes"
+    if kind == "bool_type" and isinstance(value, (int, float)):
+        return "; write true or false"
+    return ""
+
+
 def _message(err: dict, loc: FieldPath, root: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -178,7 +198,7 @@ def _message(err: dict, loc: FieldPath, root: type[BaseModel]) -> str:
             msg = msg[len(prefix):]
     if kind.startswith("spec_") or kind == "value_error" or isinstance(err.get("input"), (dict, BaseModel)):
         return msg
-    return f"{msg} (got {_shown(err.get('input'))})"
+    return f"{msg} (got {_shown(err.get('input'))}{_type_hint(kind, err.get('input'))})"
 
 
 def problems_from_validation_error(

@@ -48,14 +48,19 @@ __all__ = [
     "ClassifierReward",
     "RewardModelReward",
     "JudgeReward",
+    "JsonSchemaReward",
+    "HarmlessReward",
 ]
 
 # Model-backed rewards load on first use (their modules import torch/transformers only
-# when a reward is built), so ``import rewards`` stays light.
+# when a reward is built), so ``import rewards`` stays light; so do the JSON-schema reward
+# (jsonschema and its format checkers) and the harmlessness reward (its word lists).
 _LAZY = {
     "ClassifierReward": "rewards.classifier",
     "RewardModelReward": "rewards.reward_model",
     "JudgeReward": "rewards.judge",
+    "JsonSchemaReward": "rewards.json_schema",
+    "HarmlessReward": "rewards.harmless",
 }
 
 

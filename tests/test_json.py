@@ -276,7 +276,11 @@ def test_closing_bias_ramps_over_the_end_of_the_budget():
     assert closing_bias(100, 256) == 0.0 and closing_bias(65, 256) == 0.0
     ramp = [closing_bias(r, 256) for r in (64, 32, 1)]
     assert 0 < ramp[0] < ramp[1] < ramp[2] == 16.0
-    assert closing_bias(16, 20) > 0  # short budgets get a window of at least 16 tokens
+    # the window scales with the budget (a quarter, at least 4 tokens): a short budget is not
+    # pressed from its first token, which emptied every value of a two-key object at 16 tokens
+    assert closing_bias(16, 16) == 0.0 and closing_bias(12, 16, needed=6) == 0.0
+    assert 0 < closing_bias(4, 16) < closing_bias(1, 16) == 16.0
+    assert closing_bias(3, 8) > 0  # at least 4 tokens of window
 
 
 def test_closing_bias_starts_earlier_for_deeper_documents():

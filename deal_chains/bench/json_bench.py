@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from deal_chains.errors import InputError
 from deal_chains.search.config import SearchConfig
-from rewards.json_schema import _FENCE, JsonSchemaReward
+from deal_chains.search.constraints import schema_shape_problem
+from rewards.json_schema import JsonSchemaReward
 
 # torch-heavy modules are imported inside the functions that run models, so that building
 # the CLI parser (which registers this benchmark) stays fast
@@ -52,16 +53,18 @@ def load_schemas(folder: str | Path, n: int | None = None) -> list[SchemaCase]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{f}: not a JSON file: {exc}") from None
         case = SchemaCase(f.name, schema)
-        try:
-            case.reward = JsonSchemaReward(schema)
-        except ValueError as exc:
-            case.refused = f"jsonschema: {exc}"
+        # the checks the spec loader makes (size, depth, dangling refs, no finite instance):
+        # a schema no finished output can satisfy is refused for every row, not scored
+        problem = schema_shape_problem(schema)
+        if problem is not None:
+            case.refused = f"schema: {problem}"
+        else:
+            try:
+                case.reward = JsonSchemaReward(schema)
+            except ValueError as exc:
+                case.refused = f"jsonschema: {exc}"
         cases.append(case)
     return cases
-
-
-def _parse(text: str) -> Any:
-    return json.loads(_FENCE.sub("", text))
 
 
 def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str] = JSON_ROWS, *,
@@ -109,12 +112,10 @@ def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str]
         items = []
         for i, res in zip(idx, out):
             case = usable[i]
-            try:
-                value = _parse(res.text)
-                parse_ok = True
-            except (json.JSONDecodeError, RecursionError):
-                value, parse_ok = None, False
-            valid = parse_ok and not case.reward.errors(value)  # type: ignore[union-attr]
+            # the reward's own check: schema errors plus any key an object repeats
+            errors = case.reward.text_errors(res.text)  # type: ignore[union-attr]
+            parse_ok = errors is not None
+            valid = parse_ok and not errors
             items.append({"schema": case.name, "text": res.text, "parseable": parse_ok, "valid": valid,
                           "finished": res.finished, "new_tokens": len(res.token_ids)})
         results[row] = {"seconds": seconds, "items": items, "n": len(idx)}
@@ -139,7 +140,8 @@ def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str]
         "n_schemas": len(cases),
         "prompt": JSON_PROMPT,
         "max_new_tokens": max_new_tokens,
-        "deal_config": deal.model_dump(),
+        # the configuration the DeAL rows actually ran (with this run's token budget)
+        "deal_config": deal.updated(max_new_tokens=max_new_tokens).model_dump(),
         "machine": machine_info(engine),
         "rows": table,
         "refused": {c.name: c.refused for c in cases if c.refused},

@@ -13,6 +13,7 @@ back — which beams and lookahead rollouts need). It never fetches a remote ``$
 from __future__ import annotations
 
 import json
+import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ class GrammarConstraint:
     kind: str
     source: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    # what the mask leaves to final validation (e.g. a format jsonschema does not check)
+    notes: list[str] = field(default_factory=list, compare=False)
 
     @classmethod
     def json_schema(cls, schema: Mapping[str, Any] | str, *, whitespace_flexible: bool = False,
@@ -98,21 +101,32 @@ class GrammarConstraint:
                 raise ConstraintError(f"the JSON schema is not valid JSON: {exc}") from None
         if not isinstance(schema, Mapping) and not isinstance(schema, bool):
             raise ConstraintError(f"a JSON schema must be an object, got {type(schema).__name__}")
-        schema = exact_one_of(schema)
+        if schema is False:
+            raise ConstraintError("the schema is false: no value satisfies it")
+        if schema is True:
+            schema = {}  # any JSON value (the engine's options need an object schema)
+        # what the spec loader checks (size, depth, dangling refs, no finite instance), so
+        # the Python API never hands the engine a schema no finished output could satisfy
+        problem = schema_shape_problem(schema)
+        if problem is not None:
+            raise ConstraintError(problem)
+        schema, notes = sound_schema(exact_one_of(schema))
         options = {"whitespace_flexible": whitespace_flexible}
         if whitespace_flexible:
             options["whitespace_pattern"] = r"[\n ]{0,%d}" % max_whitespace
         if not bounded:
-            return cls("json_schema", json.dumps(schema), options)
+            plain = cls("json_schema", json.dumps(schema), options, notes)
+            plain.check()
+            return plain
         caps = dict(max_string_length=max_string_length, max_items=max_items, max_properties=max_properties)
-        capped = cls("json_schema", json.dumps(bounded_schema(schema, **caps)), options)
+        capped = cls("json_schema", json.dumps(bounded_schema(schema, **caps)), options, notes)
         try:
             capped.check()
         except ConstraintError:
             # maybe a pattern that demands a longer string than the cap: cap those strings no
             # more; a schema the engine refuses even so fails here, before any model is loaded
             loose = cls("json_schema", json.dumps(bounded_schema(schema, **caps, cap_patterns=False)),
-                        options)
+                        options, notes)
             loose.check()
             return loose
         return capped
@@ -146,37 +160,29 @@ class GrammarConstraint:
         ``ConstraintError`` if the grammar engine refuses it (an unsatisfiable schema, a
         ``$ref`` to nothing, an unsupported keyword); else its warnings."""
         llg = _llguidance()
+        # no lenient fallback for unknown formats: ``json_schema`` already dropped the ones
+        # jsonschema does not check, and a checked one left unenforced would break the promise
         is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(self.grammar(), None)
-        if is_error and self.kind == "json_schema" and "Unknown format" in " ".join(messages) \
-                and not self.options.get("lenient"):
-            return [f"not enforced by the mask: {messages[0]}",
-                    *GrammarConstraint(self.kind, self.source, {**self.options, "lenient": True}).check()]
         if is_error:
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {_explain('; '.join(messages))}")
-        return list(messages)
+        return [*self.notes, *messages]
 
     def compile(self, lm: Any) -> "CompiledConstraint":
         """Check the grammar now (fail closed, before any generation) and bind it to ``lm``."""
         llg = _llguidance()
         grammar = self.grammar()
         is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, _ll_tokenizer(lm))
-        if is_error and self.kind == "json_schema" and "Unknown format" in " ".join(messages):
-            # jsonschema itself ignores formats it does not know; do the same (the mask
-            # leaves such strings free) instead of refusing a schema the validator accepts
-            lenient = GrammarConstraint(self.kind, self.source, {**self.options, "lenient": True})
-            compiled = lenient.compile(lm)
-            compiled.warnings.insert(0, f"not enforced by the mask: {messages[0]}")
-            return compiled
         if is_error:
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {_explain('; '.join(messages))}")
         vocab = int(lm.model.get_output_embeddings().weight.shape[0])
         compiled = CompiledConstraint(self, grammar, _ll_tokenizer(lm), vocab)
         # warnings name schema keywords the mask cannot enforce (e.g. some string formats):
         # the mask is then looser than the schema, and final validation must catch the rest
-        compiled.warnings = list(messages)
+        compiled.warnings = [*self.notes, *messages]
         if self.kind == "json_schema":
             compiled.closer = _json_closer(lm, vocab)
             compiled.required_keys = {key: _key_cost(lm, key) for key in root_required_keys(json.loads(self.source))}
+            compiled.dedupe_keys = _may_repeat_keys(json.loads(self.source))
         probe = compiled.new_state()  # catches errors validate() lets through
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
@@ -236,17 +242,12 @@ def schema_shape_problem(schema: Any) -> str | None:
         return None
     refs: list[str] = []
 
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("$ref"), str):
-                refs.append(node["$ref"])
-            for v in node.values():
-                collect(v)
-        elif isinstance(node, list):
-            for v in node:
-                collect(v)
+    def collect(node: dict) -> dict:
+        if isinstance(node.get("$ref"), str):
+            refs.append(node["$ref"])
+        return node
 
-    collect(schema)
+    _walk_schema(schema, collect)  # a "$ref" key inside enum/const data is data, not a reference
     for ref in refs:
         if not ref.startswith("#") or (not ref.startswith("#/") and ref != "#"):
             continue  # remote refs are refused elsewhere; $anchors are left to the validator
@@ -329,6 +330,30 @@ def _has_finite_instance(root: dict) -> bool:
     return finite(root, ())
 
 
+def unsatisfiable_reason(schema: Any) -> str | None:
+    """Why no JSON value satisfies ``schema``, as the grammar engine proves it on the
+    schema itself (no caps, no narrowing) less the keywords it reads differently from
+    jsonschema (``format``, ``pattern``, ``multipleOf``): dropping those only widens the
+    schema, so "unsatisfiable" then holds for the original too. None when it is
+    satisfiable or the engine cannot tell (a keyword it does not implement)."""
+    if schema is False:
+        return "the schema is false: no value satisfies it"
+    if not isinstance(schema, dict):
+        return None
+
+    def widen(node: dict) -> dict:
+        return {k: v for k, v in node.items() if k not in ("format", "pattern", "multipleOf")}
+
+    wide = _walk_schema(exact_one_of(schema), widen)
+    try:
+        GrammarConstraint("json_schema", json.dumps(wide), {"whitespace_flexible": False}).check()
+    except ConstraintError as exc:
+        text = str(exc)
+        if any(w in text for w in ("Unsatisfiable", "does not exist", "incompatible")):
+            return text
+    return None
+
+
 MAX_DEPENDENCY_BRANCHES = 8
 
 
@@ -370,12 +395,7 @@ def exact_one_of(schema: Any) -> Any:
     Any other ``oneOf`` is left alone, so the grammar engine still refuses it (fail
     closed) rather than approximating it with a looser mask."""
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        out = {k: walk(v) for k, v in node.items()}
+    def fix(out: dict) -> dict:
         _dependencies_as_any_of(out)
         branches = out.get("oneOf")
         if isinstance(branches, list) and branches and "anyOf" not in out:
@@ -390,7 +410,7 @@ def exact_one_of(schema: Any) -> Any:
                                 for b, k in zip(branches, keys)]
         return out
 
-    return walk(schema)
+    return _walk_schema(schema, fix)
 
 
 MAX_ABS_NUMBER = 10**12 - 1
@@ -406,16 +426,24 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
     the string's own schema — or none (also when ``cap_patterns`` is off); numbers without
     bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
 
-    combinators = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+    blocked = _unclosable(schema)
 
-    def walk(node: Any, in_combinator: bool = False) -> Any:
+    def walk(node: Any, in_combinator: bool = False, as_map: bool = False) -> Any:
         if isinstance(node, list):
             return [walk(v, in_combinator) for v in node]
         if not isinstance(node, dict):
             return node
-        out = {k: walk(v, k in combinators) for k, v in node.items()}
-        # closing an object is only safe where no sibling subschema may declare more keys
-        may_close = not in_combinator and not any(k in out for k in combinators + ("$ref",))
+        if as_map:
+            return {k: walk(v) for k, v in node.items()}
+        out = {k: v if k in _DATA_KEYWORDS else walk(v, k in _COMBINATORS, k in _MAP_KEYWORDS)
+               for k, v in node.items()}
+        # closing an object is only safe where no sibling subschema may declare more keys:
+        # not inside a combinator, not beside a $ref or combinator, not when a $ref combines
+        # this node with other keywords, and not when it requires keys it does not list
+        required = out.get("required") if isinstance(out.get("required"), list) else []
+        props = out.get("properties") if isinstance(out.get("properties"), dict) else {}
+        may_close = not in_combinator and not any(k in out for k in _COMBINATORS + ("$ref",)) \
+            and id(node) not in blocked and all(r in props for r in required)
         types = out.get("type")
         types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
         if "string" in types and not any(k in out for k in ("enum", "const", "maxLength")):
@@ -427,15 +455,16 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
                 if cap is not None:
                     out["maxLength"] = cap
         if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
-            lo, hi = out.get("minimum"), out.get("maximum")
-            numeric = (int, float)
-            # draft-4 boolean exclusive bounds modify maximum/minimum: leave those alone
-            if hi is None and "exclusiveMaximum" not in out:
-                out["maximum"] = max(MAX_ABS_NUMBER, int(lo) + MAX_ABS_NUMBER) \
-                    if isinstance(lo, numeric) and not isinstance(lo, bool) else MAX_ABS_NUMBER
-            if lo is None and "exclusiveMinimum" not in out:
-                out["minimum"] = min(-MAX_ABS_NUMBER, int(hi) - MAX_ABS_NUMBER) \
-                    if isinstance(hi, numeric) and not isinstance(hi, bool) else -MAX_ABS_NUMBER
+            # caps relative to the schema's own bounds, inclusive or exclusive (a numeric
+            # exclusiveMinimum of 1e13 gets a maximum above it, never a contradiction); a
+            # draft-4 boolean flag next to a new cap only makes that cap exclusive
+            lo, hi = _bounds(out)
+            if hi is None:
+                out["maximum"] = max(MAX_ABS_NUMBER, math.floor(lo) + MAX_ABS_NUMBER) if lo is not None \
+                    else MAX_ABS_NUMBER
+            if lo is None:
+                out["minimum"] = min(-MAX_ABS_NUMBER, math.ceil(hi) - MAX_ABS_NUMBER) if hi is not None \
+                    else -MAX_ABS_NUMBER
         if "array" in types and "maxItems" not in out and "prefixItems" not in out:
             out["maxItems"] = max(max_items, _int_or(out.get("minItems"), 0))
         if "object" in types or "properties" in out:
@@ -448,6 +477,47 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
         return out
 
     return walk(schema)
+
+
+_COMBINATORS = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+_ANNOTATIONS = {"$ref", "description", "title", "$comment", "default", "examples", "deprecated", "readOnly",
+                "writeOnly"}
+
+
+def _unclosable(schema: Any) -> set[int]:
+    """The ids of the nodes of ``schema`` that a local ``$ref`` combines with other keywords
+    (``allOf: [{$ref: Base}, {properties: ...}]``, or ``$ref`` beside ``properties``): closing
+    such a target would forbid the keys the other side declares."""
+    pending: list[Any] = []
+
+    def visit(node: Any, combined: bool, as_map: bool = False) -> None:
+        if isinstance(node, list):
+            for v in node:
+                visit(v, combined)
+            return
+        if not isinstance(node, dict):
+            return
+        if as_map:
+            for v in node.values():
+                visit(v, False)
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (combined or set(node) - _ANNOTATIONS):
+            pending.append(ref)
+        for k, v in node.items():
+            if k not in _DATA_KEYWORDS:
+                visit(v, k in _COMBINATORS, k in _MAP_KEYWORDS)
+
+    visit(schema, False)
+    blocked: set[int] = set()
+    while pending:
+        ref = pending.pop()
+        target = _resolve(schema, ref) if ref == "#" or ref.startswith("#/") else _MISSING
+        if isinstance(target, dict) and id(target) not in blocked:
+            blocked.add(id(target))
+            if isinstance(target.get("$ref"), str):  # a reference passes the combination on
+                pending.append(target["$ref"])
+    return blocked
 
 
 PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail address
@@ -472,6 +542,223 @@ def _int_or(value: Any, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
+# ---- sound rewrites: keywords the grammar engine reads differently from jsonschema --------
+#
+# The promise of a hard constraint is that a finished output passes plain ``jsonschema``
+# validation (the schema's own draft, with its FORMAT_CHECKER). Where llguidance's reading
+# of a keyword is looser than jsonschema's, the schema handed to the engine is narrowed to
+# values both accept, or refused; never approximated.
+
+# keywords whose values are JSON data, not subschemas: never rewritten
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")
+# keywords whose values map names (property names, definition names) to subschemas
+_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                 "dependencies")
+
+
+def _walk_schema(node: Any, fn: Callable[[dict], dict], as_map: bool = False) -> Any:
+    """A copy of ``node`` with ``fn`` applied bottom-up to every dict subschema, never to
+    ``enum``/``const``/``default``/``examples`` data (whose dicts only look like schemas)."""
+    if isinstance(node, list):
+        return [_walk_schema(v, fn) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if as_map:
+        return {k: _walk_schema(v, fn) for k, v in node.items()}
+    out = {k: v if k in _DATA_KEYWORDS else _walk_schema(v, fn, as_map=k in _MAP_KEYWORDS)
+           for k, v in node.items()}
+    return fn(out)
+
+
+def validator_class(schema: Any) -> Any:
+    """The jsonschema validator class a user's plain validation picks for ``schema``."""
+    import jsonschema
+
+    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+
+
+def _types(node: dict) -> set[str]:
+    t = node.get("type")
+    return {x for x in t if isinstance(x, str)} if isinstance(t, list) else {t} if isinstance(t, str) else set()
+
+
+# Sound patterns for formats that jsonschema's checker checks but llguidance either does
+# not know or reads more loosely (its date allows Feb 29 of any year and year 0000, its
+# time the leap second 60 that rfc3339-validator refuses, its hostname any length). Each
+# is a subset of what the checker accepts: checked by sampling in tests/test_json_sound.py.
+_LABEL = r"[a-zA-Z0-9]{1,20}(?:-[a-zA-Z0-9]{1,20}){0,2}"  # no "--" (idna), <= 62 characters
+_HOST = _LABEL + r"(?:\." + _LABEL + r"){0,3}"  # <= 251 characters (fqdn: 253)
+_DATE = (r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+         r"|02-(?:0[1-9]|1[0-9]|2[0-8]))")  # February to the 28th: valid in every year
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+# an absolute URI of plain characters is also a URI reference, an IRI and a URI template
+_URI = (r"[a-zA-Z][a-zA-Z0-9+.-]{0,15}://" + _HOST + r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]*)*"
+        r"(?:\?[A-Za-z0-9._~=&-]*)?(?:#[A-Za-z0-9._~-]*)?")
+_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
+# regexes Python's re compiles: literals, classes of plain ranges, single quantifiers, flat groups
+_RE_ATOM = r"(?:[A-Za-z0-9 _,;:@%&=<>'!/~-]|\.|\\[dDwWsS.]|\[\^?(?:a-z|A-Z|0-9|[A-Za-z0-9_ .,])+\])"
+_RE_QUANT = r"(?:[*+?]|\{[1-9][0-9]?\})?"
+_RE_GROUP = r"\((?:" + _RE_ATOM + _RE_QUANT + r")+(?:\|(?:" + _RE_ATOM + _RE_QUANT + r")+)*\)"
+FORMAT_PATTERNS = {
+    "date": _DATE, "time": _TIME, "date-time": _DATE + "[tT]" + _TIME,
+    "hostname": _HOST, "idn-hostname": _HOST,
+    "uri": _URI, "uri-reference": _URI, "iri": _URI, "iri-reference": _URI, "uri-template": _URI,
+    "json-pointer": _POINTER,
+    # jsonschema's checker refuses any digit after a 0 ("10" passes, "100" does not)
+    "relative-json-pointer": r"(?:0|[1-9]{1,4}0?)(?:#|" + _POINTER + ")",
+    "regex": r"\^?(?:(?:" + _RE_ATOM + "|" + _RE_GROUP + ")" + _RE_QUANT + r")*\$?",
+}
+# formats llguidance enforces as a subset of what the checker accepts (an e-mail address of
+# ASCII characters is also a valid idn-email: the checker only wants an "@")
+NATIVE_FORMATS = {"email": "email", "idn-email": "email", "ipv4": "ipv4", "ipv6": "ipv6", "uuid": "uuid",
+                  "duration": "duration"}
+LLGUIDANCE_FORMATS = {"date", "date-time", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri",
+                      "unknown"}
+
+MAX_MULTIPLE_ENUM = 1000  # admissible values listed for a decimal multipleOf
+_EXACT_LIMIT = 2**53  # floats hold every integer (and dyadic multiple) below this exactly
+
+
+def _sound_format(node: dict, checked: set[str], notes: list[str]) -> dict:
+    fmt = node.get("format")
+    if not isinstance(fmt, str):
+        return node
+    if fmt not in checked:
+        # jsonschema does not check this format: the engine may enforce it if it knows it,
+        # else the string is left free (as jsonschema leaves it)
+        if fmt in LLGUIDANCE_FORMATS:
+            return node
+        notes.append(f"not enforced by the mask: Unknown format: {fmt} (jsonschema does not check it either)")
+        return {k: v for k, v in node.items() if k != "format"}
+    if fmt in NATIVE_FORMATS:
+        return {**node, "format": NATIVE_FORMATS[fmt]}
+    pattern = FORMAT_PATTERNS.get(fmt)
+    if pattern is None:
+        raise ConstraintError(
+            f"format {fmt!r} is checked by jsonschema but cannot be enforced by the token mask; "
+            "use a pattern instead, or mode: soft")
+    out = {k: v for k, v in node.items() if k != "format"}
+    anchored = f"^(?:{pattern})$"
+    if "pattern" in out:  # both must hold: the engine intersects allOf branches
+        out["allOf"] = [*(out.get("allOf") or []), {"pattern": anchored}]
+    else:
+        out["pattern"] = anchored
+    return out
+
+
+def _bounds(node: dict) -> tuple[Any, Any]:
+    """The node's lower and upper numeric bounds (inclusive or not), or None."""
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    lows = [node[k] for k in ("minimum", "exclusiveMinimum") if num(node.get(k))]
+    highs = [node[k] for k in ("maximum", "exclusiveMaximum") if num(node.get(k))]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _sound_multiple_of(node: dict, cls: Any, notes: list[str]) -> dict:
+    """jsonschema checks a float ``multipleOf`` in floating point (``0.29 / 0.01`` is
+    ``28.999999999999996``: not a multiple) where llguidance checks exact decimals. Keep the
+    keyword only where both agree (a dyadic step like 0.5, or an integer one, with values
+    that floats hold exactly); otherwise list the values jsonschema accepts as an ``enum``."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    step = node.get("multipleOf")
+    if not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0 or "enum" in node \
+            or "const" in node:
+        return node
+    lo, hi = _bounds(node)
+    out = dict(node)
+    exact_step = Fraction(step)
+    integer_only = bool(_types(node)) and _types(node) <= {"integer"}
+    if isinstance(step, int) or exact_step == Fraction(Decimal(repr(step))):
+        # every decimal multiple of the step is a dyadic rational: exact in a float while
+        # its numerator fits 53 bits, so narrow the range to where that holds (integers
+        # stay Python ints, exact at any size, when the type allows nothing else)
+        if isinstance(step, int) and integer_only:
+            return node
+        limit = max(1, int(Fraction(_EXACT_LIMIT - 1, exact_step.denominator)))
+        if lo is None or lo < -limit:
+            out["minimum"] = -limit
+            out.pop("exclusiveMinimum", None)  # it was below -limit too (or absent)
+        if hi is None or hi > limit:
+            out["maximum"] = limit
+            out.pop("exclusiveMaximum", None)
+        return out
+    # a decimal step: list its multiples inside the bounds that jsonschema's own check accepts
+    dec = Decimal(repr(step))
+    lo_f = float(lo) if lo is not None else -float(MAX_ABS_NUMBER)
+    hi_f = float(hi) if hi is not None else float(MAX_ABS_NUMBER)
+    if lo_f > hi_f:
+        return node  # unsatisfiable anyway: the engine says so
+    k_lo, k_hi = int(Fraction(lo_f) / exact_step) - 1, int(Fraction(hi_f) / exact_step) + 1
+    if k_hi - k_lo + 1 > MAX_MULTIPLE_ENUM:
+        # too many to list: the multiples nearest zero (a sound narrowing of the range)
+        if k_lo <= 0 <= k_hi:
+            k_lo = max(k_lo, -(MAX_MULTIPLE_ENUM // 2))
+            k_hi = min(k_hi, k_lo + MAX_MULTIPLE_ENUM - 1)
+        elif k_lo > 0:
+            k_hi = k_lo + MAX_MULTIPLE_ENUM - 1
+        else:
+            k_lo = k_hi - MAX_MULTIPLE_ENUM + 1
+        notes.append(f"multipleOf {step}: the mask allows the {MAX_MULTIPLE_ENUM} multiples nearest zero "
+                     "that jsonschema's floating-point check accepts")
+    keys = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+    numeric_types = [t for t in node["type"] if t in _NUMERIC] if isinstance(node.get("type"), list) \
+        else node.get("type")
+    check = cls({**{k: node[k] for k in keys if k in node}, **({"type": numeric_types} if numeric_types else {})})
+    values: list[Any] = []
+    seen: set[Any] = set()
+    for k in range(k_lo, k_hi + 1):
+        d = dec * k
+        v: Any = int(d) if d == d.to_integral_value() else (None if integer_only else float(d))
+        if v is not None and v not in seen and check.is_valid(v):
+            seen.add(v)
+            values.append(v)
+    if not values:
+        raise ConstraintError(
+            f"multipleOf {step}: no number in the schema's range passes jsonschema's floating-point "
+            f"multipleOf check (it computes value / {step}), so the mask cannot produce a valid one")
+    for k in keys[1:]:
+        out.pop(k, None)
+    out["enum"] = values
+    other = _types(node) - _NUMERIC
+    if other:  # the step constrains numbers only: the node's other types stay as they were
+        rest = {k: v for k, v in node.items() if k not in keys}
+        return {"anyOf": [{**out, "type": numeric_types}, {**rest, "type": sorted(other)}]}
+    return out
+
+
+def sound_schema(schema: Any) -> tuple[Any, list[str]]:
+    """``schema`` narrowed where the grammar engine would otherwise accept values that plain
+    jsonschema validation rejects (see the comment above), and notes on what the mask leaves
+    to validation; raises ``ConstraintError`` for what it cannot enforce soundly."""
+    cls = validator_class(schema)
+    if cls.__name__ == "Draft3Validator":
+        raise ConstraintError(
+            "draft-03 schemas cannot be enforced by the token mask (the grammar engine does not "
+            "read required: true, divisibleBy, disallow or extends); write the schema in draft-04 "
+            "or later, or use mode: soft")
+    checked = set(cls.FORMAT_CHECKER.checkers)
+    notes: list[str] = []
+
+    def fix(node: dict) -> dict:
+        node = _sound_format(node, checked, notes)
+        node = _sound_multiple_of(node, cls, notes)
+        if "uniqueItems" in node:
+            if node["uniqueItems"] is True and not _int_or(node.get("maxItems"), 2) <= 1:
+                raise ConstraintError(
+                    "uniqueItems (e.g. a set[...] field) cannot be enforced by the token mask; "
+                    "use a list, give the array maxItems: 1, or use mode: soft")
+            # false, or at most one item (always unique): nothing to enforce
+            node = {k: v for k, v in node.items() if k != "uniqueItems"}
+        return node
+
+    out = _walk_schema(schema, fix)
+    return out, list(dict.fromkeys(notes))
+
+
 class CompiledConstraint:
     """A grammar bound to one tokenizer. States are llguidance matchers, one per beam or
     lookahead row: copied when a row forks, rolled back when a lookahead is not committed."""
@@ -492,6 +779,52 @@ class CompiledConstraint:
         # JSON only: the keys the top-level object must have, and what writing each takes
         # at least (tokens), so a row that still owes many starts closing its values earlier
         self.required_keys: dict[str, int] = {}
+        # JSON only: whether some object may repeat a key (see ``mask_repeated_keys``)
+        self.dedupe_keys = False
+        self._key_states: dict[tuple[int, ...], _KeyState] = {}
+
+    def key_state(self, ids: Sequence[int]) -> _KeyState:
+        """Where ``ids`` leave the object keys of the document (memoised by prefix: a row
+        grows by one token per call)."""
+        key = tuple(ids)
+        state = self._key_states.get(key)
+        if state is None:
+            assert self.closer is not None
+            prev = self._key_states.get(key[:-1]) if key else _START
+            if prev is None:
+                state, _ = _scan_keys(_START, self.closer.text(ids))
+            else:
+                state, _ = _scan_keys(prev, self.closer.text(ids[-1:]))
+            if len(self._key_states) > 50_000:
+                self._key_states.clear()
+            self._key_states[key] = state
+        return state
+
+    def mask_repeated_keys(self, allowed: "torch.Tensor", ids: Sequence[int]) -> None:
+        """Clear (in place) the allowed tokens that would close a key its object already has."""
+        assert self.closer is not None
+        state = self.key_state(ids)
+        frames, in_string, _, key = state
+        if not any(kind == "{" and keys for kind, keys, _ in frames):
+            return
+        quotes = self.closer.one_quote if in_string and key is not None else self.closer.two_quotes
+        texts = self.closer.texts
+        for t in (allowed & quotes.to(allowed.device)).nonzero().flatten().tolist():
+            if _scan_keys(state, texts[t])[1]:
+                allowed[t] = False
+
+    def can_close_after(self, state: Any, tokens: Sequence[int]) -> list[int]:
+        """Those of ``tokens`` after which the grammar allows a closing token (``"``, ``}``
+        or ``]``, or the end): a number that may not end yet (``0.000`` under
+        exclusiveMinimum 0) closes through one of these (a nonzero digit)."""
+        assert self.closer is not None
+        closing = self.closer.in_string | self.closer.outside
+        out = []
+        for t in tokens:
+            probe = self.copy(state)
+            if self.advance(probe, t) and bool((self.allowed([probe])[0] & closing).any()):
+                out.append(t)
+        return out
 
     def owed_tokens(self, text: str) -> int:
         """About how many tokens the required top-level keys not yet in ``text`` need."""
@@ -579,6 +912,10 @@ class JsonCloser:
         for e in getattr(lm, "eos_token_ids", ()):
             if e < vocab:
                 self.in_string[e] = self.outside[e] = True
+        # tokens that can close a key (one quote, from inside the key; two, from outside)
+        quotes = torch.tensor([text.count('"') for text in self.texts])
+        self.one_quote = quotes >= 1
+        self.two_quotes = quotes >= 2
         self._memo: dict[tuple[int, bool, bool], tuple[int, bool, bool]] = {}
 
     def position(self, ids: Sequence[int]) -> tuple[int, bool]:
@@ -601,6 +938,87 @@ class JsonCloser:
 
     def mask(self, in_string: bool) -> "torch.Tensor":
         return self.in_string if in_string else self.outside
+
+
+# ---- repeated keys: ``{"x":1,"x":2}`` parses to one key (json.loads keeps the last), so it
+# fails minProperties and is never what a schema meant. llguidance keeps declared properties
+# unique but not additional / pattern ones: per row, a token that would close a key the
+# object already has is masked.
+
+# (kind "{" or "[", keys an object has so far, what an object expects: key|colon|value|after)
+_Frame = tuple[str, frozenset, str]
+# (open containers, in a string, after a backslash, the raw text of an open key or None)
+_KeyState = tuple[tuple[_Frame, ...], bool, bool, str | None]
+_START: _KeyState = ((), False, False, None)
+
+
+def _decode_key(raw: str) -> str:
+    try:
+        return json.loads(f'"{raw}"')
+    except json.JSONDecodeError:
+        return raw
+
+
+def _scan_keys(state: _KeyState, text: str) -> tuple[_KeyState, bool]:
+    """Advance ``state`` over ``text``; also whether a key closed that its object had."""
+    frames, in_string, escaped, key = state
+    repeated = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                if key is not None:
+                    kind, keys, _ = frames[-1]
+                    name = _decode_key(key)
+                    repeated = repeated or name in keys
+                    frames = frames[:-1] + ((kind, keys | {name}, "colon"),)
+                    key = None
+                continue
+            if key is not None:
+                key += ch
+            continue
+        top = frames[-1] if frames else None
+        if ch == '"':
+            in_string = True
+            if top is not None and top[0] == "{" and top[2] == "key":
+                key = ""
+            elif top is not None and top[0] == "{":
+                frames = frames[:-1] + ((top[0], top[1], "after"),)
+        elif ch in "{[":
+            if top is not None and top[0] == "{":
+                frames = frames[:-1] + ((top[0], top[1], "after"),)
+            frames = frames + ((ch, frozenset(), "key"),)
+        elif ch in "}]":
+            frames = frames[:-1]
+        elif top is not None and top[0] == "{":
+            if ch == ":":
+                frames = frames[:-1] + ((top[0], top[1], "value"),)
+            elif ch == ",":
+                frames = frames[:-1] + ((top[0], top[1], "key"),)
+            elif not ch.isspace() and top[2] == "value":
+                frames = frames[:-1] + ((top[0], top[1], "after"),)
+    return (frames, in_string, escaped, key), repeated
+
+
+def _may_repeat_keys(schema: Any) -> bool:
+    """Whether some object of ``schema`` takes keys beyond its declared properties (only
+    those can repeat under the grammar engine)."""
+    found = False
+
+    def look(node: dict) -> dict:
+        nonlocal found
+        types = _types(node)
+        if "object" in types or (not types and not any(k in node for k in ("enum", "const", "$ref", "anyOf",
+                                                                              "oneOf", "allOf"))):
+            found = found or node.get("additionalProperties", True) is not False or bool(node.get("patternProperties"))
+        return node
+
+    _walk_schema(schema, look)
+    return found
 
 
 _CLOSERS: "weakref.WeakKeyDictionary[Any, JsonCloser]" = weakref.WeakKeyDictionary()
@@ -660,14 +1078,18 @@ def _key_cost(lm: Any, key: str) -> int:
 
 
 def closing_window(max_new_tokens: int) -> int:
-    return max(16, max_new_tokens // 4)
+    """A quarter of the budget (at least 4 tokens). What closing itself needs (open
+    brackets, an open string, required keys still owed) is added by the caller, so a short
+    budget does not start pressing from its first token: with 16 tokens for a two-key
+    object, a fixed 16-token window emptied every value."""
+    return max(4, max_new_tokens // 4)
 
 
 def closing_bias(remaining: int, max_new_tokens: int, needed: int = 0) -> float:
     """Logit bonus for closing tokens when ``remaining`` tokens are left of the budget and
     closing takes about ``needed`` of them (open strings, objects and arrays).
 
-    Zero while more than a window (a quarter of the budget, at least 16 tokens) is left
+    Zero while more than a window (a quarter of the budget, at least 4 tokens) is left
     beyond what closing needs; then rising to 16 nats when nothing is left to spare."""
     window = closing_window(max_new_tokens)
     spare = remaining - needed
@@ -703,6 +1125,9 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
         c = constraints[idxs[0]]
         assert c is not None
         allowed = c.allowed([states[i] for i in idxs]).to(logits.device)
+        if c.closer is not None and c.dedupe_keys and row_tokens is not None:
+            for k, i in enumerate(idxs):
+                c.mask_repeated_keys(allowed[k], row_tokens(i))
         empty = ~allowed.any(dim=-1)
         if bool(empty.any()):
             allowed[empty, eos_id] = True
@@ -726,6 +1151,13 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
                 bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=needed)
                 if bias:
                     closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
+                    if not bool(closing.any()):
+                        # nothing closes from here (``0.000`` under exclusiveMinimum 0, where
+                        # a model repeats zeros): favour the likeliest allowed tokens after
+                        # which something does (a nonzero digit)
+                        top = masked[k].topk(min(16, int(allowed[k].sum()))).indices.tolist()
+                        for t in c.can_close_after(states[i], top):
+                            closing[t] = True
                     masked[k] = masked[k] + bias * closing.to(masked.dtype)
         logits[idx_t] = masked
     return logits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,12 @@ def _set_threads() -> None:
 # the record helpers live in deal_chains.records (shared with the Ray engine and the Python
 # API); imported here under their old names
 from deal_chains.records import (  # noqa: E402,F401
+    LINE_KEY,
     GenerateInputs,
+    check_batch_size,
+    check_field_names,
+    check_output_path,
+    check_search_budget,
     jsonl_line,
     load_generate_spec,
     output_record,
@@ -36,7 +42,36 @@ from deal_chains.records import (  # noqa: E402,F401
     record_prompt,
     record_variables,
     resume_state,
+    settings_fingerprint,
 )
+
+
+class _LazyOutput:
+    """The output file, opened ("w", or "a" to resume) only once work has started (the
+    first search step or the first result): an error raised before that leaves an
+    existing output exactly as it was. Line-buffered appends: a crash keeps every record
+    already finished."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path, self.append = path, append
+        self.handle: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self.handle is not None
+
+    def open(self) -> None:
+        if self.handle is None:
+            self.handle = self.path.open("a" if self.append else "w", encoding="utf-8")
+
+    def write(self, line: str) -> None:
+        self.open()
+        self.handle.write(line)
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -51,40 +86,63 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} needs --engine ray")
     from deal_chains.search.engine import DeALEngine
 
+    check_batch_size(args.batch_size, "--batch-size")
+    # everything checkable without the model first: a bad spec, input line or output path
+    # fails in a second, and nothing on disk is touched
     spec, config = load_generate_spec(args.spec, args.set or [], getattr(args, "step", None), args.strategy)
     records = read_jsonl(args.input)
-    engine = DeALEngine(args.model or spec.model, device=args.device)
+    result_field = getattr(args, "result_field", None)
+    check_field_names(records, result_field, lambda rec: f"{args.input}:{rec[LINE_KEY]}")
+    out_path = check_output_path(args.output, [args.input])
+    fingerprint = settings_fingerprint(spec, config)
+    done = (resume_state(out_path, records, result_field=result_field, fingerprint=fingerprint,
+                         strategy=config.strategy) if args.resume else set())
+    todo = [i for i, rec in enumerate(records) if rec[LINE_KEY] not in done]
+    if args.resume and not args.quiet:
+        print(f"resuming {out_path}: {len(done)} records already there, {len(todo)} to generate", file=sys.stderr)
+    if not todo:  # a finished file: nothing to load the model for
+        if not args.quiet:
+            print(f"wrote 0 records to {out_path}", file=sys.stderr)
+        return 0
+
+    # a spec without `model:` runs on the embedded default model, as DeALEngine() does
+    engine = DeALEngine(args.model or spec.model or "default", device=args.device,
+                        trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     inputs = prepare_records(spec, records, engine, config, args.input)
     hard = inputs.constraints is not None
     prompts, rewards, systems, contexts, constraints = (inputs.prompts, inputs.rewards, inputs.systems,
                                                         inputs.contexts, inputs.constraints)
 
-    out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = resume_state(out_path, records) if args.resume else set()
-    todo = [i for i, rec in enumerate(records) if rec["__line__"] not in done]
-    if args.resume and not args.quiet:
-        print(f"resuming {out_path}: {len(done)} records already there, {len(todo)} to generate", file=sys.stderr)
-
     def pick(items: list) -> list:
         return [items[i] for i in todo]
 
+    # the budgets before the output is opened: iter_generate checks them only when iterated
+    check_search_budget(engine, config, pick(inputs.prompt_lens))
+    out = _LazyOutput(out_path, append=args.resume)
     written = 0
-    # line-buffered appends: a crash keeps every record already finished
-    with out_path.open("a" if args.resume else "w", encoding="utf-8") as out:
-        try:
-            for j, res in engine.iter_generate(pick(prompts), pick(rewards), config, system=pick(systems),
-                                               contexts=pick(contexts),
-                                               constraints=pick(constraints) if hard else None,
-                                               batch_size=args.batch_size, progress=not args.quiet):
-                out.write(jsonl_line(output_record(records[todo[j]], res)))
-                out.flush()
-                written += 1
-        except DealChainsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            print(f"{written} of {len(todo)} records were written to {out_path} before the error "
+    try:
+        for j, res in engine.iter_generate(pick(prompts), pick(rewards), config, system=pick(systems),
+                                           contexts=pick(contexts),
+                                           constraints=pick(constraints) if hard else None,
+                                           batch_size=args.batch_size, progress=not args.quiet,
+                                           on_step=out.open):
+            out.write(jsonl_line(output_record(records[todo[j]], res, result_field=result_field,
+                                               fingerprint=fingerprint)))
+            written += 1
+    except DealChainsError as exc:
+        if not out.opened:
+            raise  # before any work: the output is untouched, nothing to resume
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"{written} of {len(todo)} records were written to {out_path} before the error "
+              f"(run again with --resume to continue)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if out.opened:
+            print(f"{written} of {len(todo)} records were written to {out_path} "
                   f"(run again with --resume to continue)", file=sys.stderr)
-            return 1
+        raise
+    finally:
+        out.close()
     if not args.quiet:
         print(f"wrote {written} records to {out_path}", file=sys.stderr)
     return 0
@@ -206,6 +264,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device_arg(value: str) -> str:
+    """--device: checked when the command line is read, not after the inputs and spec
+    (the loader then checks that the device is really there)."""
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid device {value!r}: use auto, cpu, cuda, cuda:N (N a GPU "
+                                         "index) or mps")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deal-chains", description="Decoding-time alignment for LLM pipelines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,9 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "that gets one output file per input file, same name")
     g.add_argument("--strategy", choices=["greedy", "sample", "best_of_n", "rerank", "deal"])
     g.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec field, e.g. search.top_k=4")
-    g.add_argument("--model", help="override the spec's model")
-    g.add_argument("--device", default="auto")
-    g.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
+    g.add_argument("--model", help="override the spec's model (default: the spec's, else 'default', the "
+                                   "embedded model)")
+    g.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model folder's own Python code run (transformers trust_remote_code); off by "
+                        "default: only for models you trust")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="prompts searched together")
+    g.add_argument("--result-field", metavar="NAME", default=None,
+                   help="nest every generated field (text, rewards, score, stats, ...) under NAME, keeping "
+                        "the input fields as they are; without it an input field with one of those names "
+                        "is an error")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--step", metavar="NAME", help="the step of a multi-step spec to run")
     g.add_argument("--resume", action="store_true",
@@ -255,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row")
     c.add_argument("--batch-size", type=int, default=None, help="prompts searched together (all rows)")
     c.add_argument("--model", default="default")
-    c.add_argument("--device", default="auto")
+    c.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")
     c.add_argument("--out", default="bench-commongen.json", help="JSON report path")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_bench_commongen)
@@ -286,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="greedy vs DeAL on a few keyword prompts with the default model")
     d.add_argument("--model", default="default")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")
     d.set_defaults(func=cmd_demo)
     from deal_chains.train_reward import register_train_reward
 

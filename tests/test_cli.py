@@ -531,3 +531,203 @@ def test_generate_records_in_python_equals_the_command(capsys, tmp_path, tiny_mo
     with pytest.raises(InputError, match=r"records\[0\]: each record must be a dict"):
         generate_records(SPEC, ["not a dict"], engine=engine)
     assert generate_records(SPEC, [], engine=engine) == []
+
+
+# ----------------------------------------------------------------------------- records in/out
+
+
+def _engine_spy(monkeypatch, tiny_model_dir, calls: list):
+    """DeALEngine as the CLI and generate_records import it, recording its arguments and
+    loading the tiny model whatever model was asked for."""
+    import deal_chains.search.engine as engine_mod
+
+    real = engine_mod.DeALEngine
+
+    def spy(model="default", **kwargs):
+        calls.append((model, kwargs))
+        return real(str(tiny_model_dir), device="cpu")
+
+    monkeypatch.setattr(engine_mod, "DeALEngine", spy)
+
+
+def _no_model(monkeypatch):
+    import deal_chains.search.engine as engine_mod
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(engine_mod, "DeALEngine", boom)
+
+
+def test_spec_without_model_runs_on_the_default_model(capsys, tiny_model_dir, spec_file, tmp_path, monkeypatch):
+    from deal_chains import generate_records
+
+    calls: list = []
+    _engine_spy(monkeypatch, tiny_model_dir, calls)
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])
+    out = tmp_path / "out.jsonl"
+    rc = main(["generate", "--spec", str(spec_file), "--input", str(inp), "--output", str(out), "--quiet",
+               "--strategy", "greedy"])
+    assert rc == 0, capsys.readouterr().err
+    assert calls[-1][0] == "default" and calls[-1][1]["trust_remote_code"] is False
+    assert len(read_jsonl(out)) == 1
+    got = generate_records(SPEC, RECORDS[:1], strategy="greedy")
+    assert calls[-1][0] == "default" and got[0]["strategy"] == "greedy"
+
+
+def test_trust_remote_code_flag_reaches_the_engine(capsys, tiny_model_dir, spec_file, tmp_path, monkeypatch):
+    calls: list = []
+    _engine_spy(monkeypatch, tiny_model_dir, calls)
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, tmp_path / "o.jsonl", "--strategy", "greedy",
+                          "--trust-remote-code")
+    assert rc == 0, err
+    assert calls[-1][1]["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:", "CPU", ""])
+def test_bad_device_is_an_argparse_error(capsys, spec_file, tmp_path, device):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--spec", str(spec_file), "--input", "x.jsonl", "--output", "y.jsonl", "--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid device" in err and "cuda:N" in err
+
+
+def test_result_field_keeps_input_fields_and_resumes(capsys, tiny_model_dir, tmp_path):
+    spec = tmp_path / "sum.yaml"
+    spec.write_text("search: {strategy: greedy, max_new_tokens: 4}\nprompt: \"Summarize: {text}\"\n"
+                    "rewards: [{length: {max_words: 10}}]\n", encoding="utf-8")
+    records = [{"text": "The cat sat on the mat.", "score": 3}, {"text": "Dogs bark at night.", "score": 1}]
+    inp = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec, inp, out)
+    assert rc == 2
+    assert_clean_error(err)
+    assert f"{inp}:1: " in err and "'text'" in err and "'score'" in err and "--result-field" in err
+    assert not out.exists(), "refused before any work"
+
+    rc, _, err = generate(capsys, tiny_model_dir, spec, inp, out, "--result-field", "summary")
+    assert rc == 0, err
+    rows = read_jsonl(out)
+    for rec, row in zip(records, rows):
+        assert {k: row[k] for k in rec} == rec and set(row) == {"text", "score", "summary"}
+        assert set(row["summary"]) >= {"input_line", "text", "rewards", "score", "stats", "strategy"}
+    # interrupted after the first record: --resume with the same --result-field completes it
+    full = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text(full[0] + full[1][:20], encoding="utf-8")
+    rc, _, err = generate(capsys, tiny_model_dir, spec, inp, out, "--result-field", "summary", "--resume")
+    assert rc == 0, err
+    assert [r["summary"]["input_line"] for r in read_jsonl(out)] == [1, 2]
+    assert [r["summary"]["text"] for r in read_jsonl(out)] == [r["summary"]["text"] for r in rows]
+
+
+def test_resume_after_a_record_without_newline(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.jsonl"
+    assert generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "greedy")[0] == 0
+    first = out.read_text(encoding="utf-8").splitlines()[0]
+    out.write_text(first, encoding="utf-8")  # complete record, its "\n" never written
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "greedy", "--resume")
+    assert rc == 0, err
+    assert [r["input_line"] for r in read_jsonl(out)] == [1, 2, 3]  # one record per line
+
+
+def test_resume_refuses_another_strategy_or_setting(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.jsonl"
+    assert generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "greedy")[0] == 0
+    out.write_text(out.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
+    before = out.read_bytes()
+    for extra, needle in ((["--strategy", "deal"], "strategy 'greedy' (this run: 'deal')"),
+                          (["--strategy", "greedy", "--set", "search.max_new_tokens=5"], "other search settings"),
+                          (["--strategy", "greedy", "--set", "rewards.0.weight=2"], "another spec")):
+        rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--resume", *extra)
+        assert rc == 2, err
+        assert_clean_error(err)
+        assert f"{out}:1: " in err and needle in err, err
+        assert out.read_bytes() == before
+
+
+def test_output_path_is_checked_before_the_model_loads(capsys, spec_file, tmp_path, monkeypatch):
+    _no_model(monkeypatch)
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    before = inp.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(inp)
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for output, needle in (("in.jsonl", "is the input file"), (str(inp), "is the input file"),
+                           ("link.jsonl", "is the input file"), ("adir", "is a directory"),
+                           ("in.jsonl/x.jsonl", "is a file, not a directory")):
+        rc = main(["generate", "--spec", str(spec_file), "--input", str(inp), "--output", output, "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert_clean_error(err)
+        assert needle in err and output in err, err
+    assert inp.read_bytes() == before
+
+
+def test_errors_before_any_work_keep_an_existing_output(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"keep": "me"}\n', encoding="utf-8")
+    # a search over the engine's budgets: refused after the model loads, before the output opens
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--set", "search.top_k=256",
+                          "--set", "search.beam=64")
+    assert rc == 2
+    assert_clean_error(err)
+    assert "search too large" in err and "--resume" not in err and "records were written" not in err
+    assert out.read_text(encoding="utf-8") == '{"keep": "me"}\n'
+    with pytest.raises(SystemExit):
+        generate(capsys, tiny_model_dir, spec_file, inp, out, "--batch-size", "0")
+    assert "--batch-size" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == '{"keep": "me"}\n'
+
+
+def test_crashing_input_values_are_named_before_any_work(capsys, tiny_model_dir, spec_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    for bad, needle in (('{"prompt": "hi \\ud800", "concepts": ["a"]}', "lone surrogate"),
+                        ('{"concepts": ["a"], "note": "x \\udfff"}', "'note'"),
+                        ('{"concepts": ["a"], "x": NaN}', "NaN"),
+                        ('{"concepts": ["a"], "x": -Infinity}', "-Infinity"),
+                        ('{"concepts": ["a"], "x": 1' + "0" * 4400 + "}", "digits"),
+                        ('{"concepts": ["a"], "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested")):
+        inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], bad])
+        rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out)
+        assert rc == 2, err
+        assert_clean_error(err)
+        assert f"{inp}:2: " in err and needle in err, err
+        assert not out.exists()
+    # a byte-order mark before line 1 is not an error
+    inp = tmp_path / "bom.jsonl"
+    inp.write_bytes(b"\xef\xbb\xbf" + json.dumps(RECORDS[0]).encode() + b"\n")
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "greedy")
+    assert rc == 0, err
+    assert read_jsonl(out)[0]["id"] == "a"
+
+
+def test_sample_strategy_works_without_a_temperature(capsys, tiny_model_dir, spec_file, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", RECORDS[:2])
+    out = tmp_path / "out.jsonl"
+    rc, _, err = generate(capsys, tiny_model_dir, spec_file, inp, out, "--strategy", "sample")
+    assert rc == 0, err
+    rows = read_jsonl(out)
+    assert [r["strategy"] for r in rows] == ["sample", "sample"]
+    assert all(isinstance(r["stats"]["seed"], int) for r in rows)  # the seed a rerun can pass back
+
+
+def test_generate_records_result_field_and_collisions(tiny_model_dir):
+    from deal_chains import DeALEngine, InputError, generate_records
+
+    engine = DeALEngine(str(tiny_model_dir), device="cpu")
+    spec = "search: {strategy: greedy, max_new_tokens: 3}\nprompt: \"Summarize: {text}\"\n" \
+           "rewards: [{length: {max_words: 10}}]\n"
+    with pytest.raises(InputError, match=r"records\[0\]: .*'text'.*result_field"):
+        generate_records(spec, [{"text": "source"}], engine=engine)
+    [got] = generate_records(spec, [{"text": "source", "input_line": 9}], engine=engine, result_field="gen")
+    assert got["text"] == "source" and got["input_line"] == 9 and "input_line" not in got["gen"]
+    assert isinstance(got["gen"]["text"], str) and set(got["gen"]["stats"]["fingerprint"]) == {"spec", "search"}
+    with pytest.raises(InputError, match=r"records\[0\]: field 'prompt' holds a lone surrogate"):
+        generate_records(spec, [{"prompt": "a\ud800"}], engine=engine)
+    with pytest.raises(InputError, match="batch_size"):
+        generate_records(spec, [{"prompt": "a"}], engine=engine, batch_size=0)

@@ -214,3 +214,63 @@ def test_bad_inputs_fail_before_ray_starts(ray_session, no_ray_start, work, tmp_
     rc = main(["generate", "--spec", str(spec), "--input", str(good), "--output", str(tmp_path / "o.jsonl"),
                "--concurrency", "2"])
     assert rc == 2 and "--engine ray" in capsys.readouterr().err
+
+
+def test_result_field_matches_the_local_path_and_resume_checks_settings(ray_session, work, tiny_model_dir,
+                                                                       tmp_path, capsys, monkeypatch):
+    records = [{"text": "The cat sat.", "id": 1}, {"text": "Dogs bark.", "id": 2}]
+    inp = write_jsonl(tmp_path / "in" / "t.jsonl", records)
+    spec = tmp_path / "sum.yaml"
+    spec.write_text("search: {strategy: greedy, max_new_tokens: 4}\nprompt: \"Summarize: {text}\"\n"
+                    "rewards: [{length: {max_words: 10}}]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{inp}:1: .*'text'.*--result-field"):
+        generate_dataset(spec, inp, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "out"
+    generate_dataset(spec, inp, out, model=str(tiny_model_dir), device="cpu", result_field="gen", progress=False)
+    local = tmp_path / "local.jsonl"
+    rc = main(["generate", "--spec", str(spec), "--input", str(inp), "--output", str(local), "--model",
+               str(tiny_model_dir), "--device", "cpu", "--quiet", "--result-field", "gen"])
+    assert rc == 0, capsys.readouterr().err
+    got, want = read_rows(out / "t.jsonl"), read_rows(local)
+    assert [{k: r[k] for k in ("text", "id")} for r in got] == records
+    assert_same_records([r["gen"] for r in got], [r["gen"] for r in want])
+    assert got[0]["gen"]["stats"]["fingerprint"] == want[0]["gen"]["stats"]["fingerprint"]
+
+    # resume: a cut file completes under the same settings; another strategy is refused
+    lines = (out / "t.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "t.jsonl").write_text(lines[0].rstrip("\n"), encoding="utf-8")  # newline lost too
+    with pytest.raises(InputError, match=r"strategy 'greedy' \(this run: 'deal'\)"):
+        generate_dataset(spec, inp, out, strategy="deal", result_field="gen", resume=True, progress=False)
+    summary = generate_dataset(spec, inp, out, model=str(tiny_model_dir), device="cpu", result_field="gen",
+                               resume=True, progress=False)
+    assert summary["generated"] == 1
+    assert [r["gen"]["input_line"] for r in read_rows(out / "t.jsonl")] == [1, 2]
+
+
+def test_spec_without_model_uses_the_default_model(work, tmp_path, monkeypatch):
+    import deal_chains.scale.ray_data as ray_data
+
+    seen = {}
+
+    def fake_run(ray, spec, config, model, device, *rest, **kw):
+        seen["model"] = model
+        seen["worker"] = rest[-1] if rest else kw
+
+    monkeypatch.setattr(ray_data, "_run", fake_run)
+    generate_dataset(work / "spec.yaml", work / "in", tmp_path / "out", progress=False, trust_remote_code=True)
+    assert seen["model"] == "default"
+    assert seen["worker"]["trust_remote_code"] is True
+
+
+def test_an_error_before_any_record_leaves_existing_outputs(ray_session, work, tiny_model_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "in" / "long.jsonl", [{"id": 0, "prompt": "word " * 80, "concepts": ["b"]}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "long.jsonl").write_text('{"keep": "me"}\n', encoding="utf-8")
+    with pytest.raises(DatasetGenerationError) as exc:
+        generate_dataset(work / "spec.yaml", inp, out, model=str(tiny_model_dir), device="cpu", progress=False)
+    assert f"{inp}:1:" in str(exc.value)
+    assert "no records were written" in str(exc.value) and "--resume" not in str(exc.value)
+    assert (out / "long.jsonl").read_text(encoding="utf-8") == '{"keep": "me"}\n'

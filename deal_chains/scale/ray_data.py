@@ -10,8 +10,9 @@ files at once, on a local Ray instance or a cluster:
 
 Each output record is what the single-process path writes (same helpers: the input
 fields, ``input_line``, ``text``, ``rewards``, ``reward``, ``score``, ``finished``,
-``finish_reason``, ``strategy``, ``stats``); only ``stats`` (timing, and batch-dependent
-counters) may differ.
+``finish_reason``, ``strategy``, ``stats`` with the settings fingerprint; all nested under
+``result_field`` when given); only ``stats`` (timing, and batch-dependent counters) may
+differ.
 
 Everything that can be checked without the model is checked before Ray starts: the spec,
 the input paths, every JSONL line, every record's prompt, system message and reward
@@ -23,7 +24,9 @@ Resume (``resume=True``) works per file: an output file that already holds a rec
 every input line is skipped; a partial one (an interrupted run: records matched by
 ``input_line``, a last line cut by a crash dropped) is *completed*: only its missing
 records are generated and appended, then the file is put back in input order if needed.
-Without ``resume`` every output file is rewritten.
+Resume refuses a file written with another spec, strategy or search setting, as the
+local path does. Without ``resume`` every output file is rewritten (each when its first
+record arrives: an error before that leaves it as it was).
 
 Ray is imported only inside functions; without it the error says
 ``pip install 'deal-chains[ray]'``.
@@ -165,7 +168,8 @@ class DeALWorker:
     Ray would wrap it into a traceback string, and would retry a failing constructor."""
 
     def __init__(self, spec: Any, config: Any, model: str, device: str, sources: list[str],
-                 batch_size: int | None = None, threads: int | None = None):
+                 batch_size: int | None = None, threads: int | None = None, result_field: str | None = None,
+                 fingerprint: dict[str, str] | None = None, trust_remote_code: bool = False):
         if threads:
             import torch
 
@@ -173,10 +177,11 @@ class DeALWorker:
         from deal_chains.search.engine import DeALEngine
 
         self.spec, self.config, self.sources, self.batch_size = spec, config, sources, batch_size
+        self.result_field, self.fingerprint = result_field, fingerprint
         self.engine = None
         self.error: str | None = None
         try:
-            self.engine = DeALEngine(model, device=device)
+            self.engine = DeALEngine(model, device=device, trust_remote_code=trust_remote_code)
         except DealChainsError as exc:
             self.error = str(exc)
 
@@ -218,7 +223,8 @@ class DeALWorker:
             start = end
         results = self.engine.generate(prompts, rewards, self.config, system=systems, contexts=contexts,
                                        constraints=constraints if hard else None, batch_size=self.batch_size)
-        return [jsonl_line(output_record(rec, res)) for rec, res in zip(records, results)]
+        return [jsonl_line(output_record(rec, res, result_field=self.result_field, fingerprint=self.fingerprint))
+                for rec, res in zip(records, results)]
 
 
 # ----------------------------------------------------------------------------- driver
@@ -246,10 +252,10 @@ def _find_deal_error(exc: BaseException) -> DealChainsError | None:
     return None
 
 
-def _in_order(path: Path) -> None:
+def _in_order(path: Path, result_field: str | None = None) -> None:
     """Rewrite ``path`` sorted by ``input_line`` if a completed resume left it out of order."""
     lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
-    keys = [json.loads(line)["input_line"] for line in lines]
+    keys = [(json.loads(line)[result_field] if result_field else json.loads(line))["input_line"] for line in lines]
     if keys == sorted(keys):
         return
     tmp = path.with_name(path.name + ".tmp")
@@ -290,6 +296,8 @@ def generate_dataset(
     num_cpus: int | None = None,
     progress: bool = True,
     log: Any = None,
+    result_field: str | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Align every record of ``inputs`` (a JSONL file, a directory of ``*.jsonl``, a glob
     pattern, or a list of these) with ``concurrency`` Ray Data actors, each holding one
@@ -297,7 +305,9 @@ def generate_dataset(
 
     ``spec``: a spec file, preset name or mapping (as ``load_spec`` takes), with
     ``overrides`` (``path=value``), ``step`` and ``strategy`` applied as ``deal-chains
-    generate`` does. ``model`` overrides the spec's model; ``device`` is the workers'.
+    generate`` does. ``model`` overrides the spec's model (default: the spec's, else
+    ``"default"``); ``device`` and ``trust_remote_code`` are the workers'.
+    ``result_field``: nest the generated fields under this name (``--result-field``).
     ``batch_size``: records per actor call, searched together (default 16).
     ``gpus_per_worker``: GPUs each actor reserves (default: 1 when ``device`` is cuda, or
     ``auto`` on a cluster with GPUs, else 0). ``ray_address``: an existing cluster
@@ -311,7 +321,8 @@ def generate_dataset(
     ``generated``, ``skipped_files``, ``seconds``. A worker's failure raises
     DatasetGenerationError after the finished records are flushed (resume continues).
     """
-    from deal_chains.records import load_generate_spec, read_jsonl, resume_state
+    from deal_chains.records import (LINE_KEY, check_field_names, check_output_path, load_generate_spec,
+                                     read_jsonl, resume_state, settings_fingerprint)
 
     t0 = time.perf_counter()
     if concurrency < 1:
@@ -329,7 +340,9 @@ def generate_dataset(
 
     # ---- everything checkable without the model, before Ray starts
     loaded, config = load_generate_spec(spec, list(overrides or ()), step, strategy)
-    model_name = model or loaded.model
+    # a spec without `model:` runs on the embedded default model, as the local engine does
+    model_name = model or loaded.model or "default"
+    fingerprint = settings_fingerprint(loaded, config)
     files = resolve_inputs(inputs)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -339,13 +352,16 @@ def generate_dataset(
     for i, path in enumerate(files):
         records = read_jsonl(path)
         validate_records(loaded, records, path)
-        out = out_dir / path.name
-        if out.exists() and out.resolve() == path.resolve():
-            raise InputError(f"output {out} would overwrite its input: pick another output directory")
-        plans.append(_FilePlan(i, path, out, records))
+        check_field_names(records, result_field, lambda rec, path=path: f"{path}:{rec[LINE_KEY]}")
+        plans.append(_FilePlan(i, path, out_dir / path.name, records))
+    for plan in plans:  # the local path's output checks (same file as an input, unwritable...), per file
+        if plan.out.exists() and any(plan.out.resolve() == f.resolve() for f in files):
+            raise InputError(f"output {plan.out} would overwrite an input: pick another output directory")
+        check_output_path(plan.out, files)
     if resume:
         for plan in plans:
-            done = resume_state(plan.out, plan.records)
+            done = resume_state(plan.out, plan.records, result_field=result_field, fingerprint=fingerprint,
+                                strategy=config.strategy)
             plan.done_before = len(done)
             plan.todo = [r for r in plan.records if r["__line__"] not in done]
 
@@ -388,7 +404,8 @@ def generate_dataset(
                   f"GPUs, the Ray cluster has {have:g} now: workers wait until GPUs join (an autoscaler), "
                   "else lower --concurrency or --gpus-per-worker", file=log or sys.stderr, flush=True)
         _run(ray, loaded, config, model_name, device, work, out_dir, concurrency,
-             batch_size, gpus_per_worker, cpus_per_worker, resume, say)
+             batch_size, gpus_per_worker, cpus_per_worker, resume, say,
+             {"result_field": result_field, "fingerprint": fingerprint, "trust_remote_code": trust_remote_code})
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         for plan in work:
@@ -409,7 +426,7 @@ def _file_summary(plan: _FilePlan) -> dict[str, Any]:
 
 def _run(ray: Any, spec: Any, config: Any, model: str, device: str, work: list[_FilePlan], out_dir: Path,
          concurrency: int, batch_size: int | None, gpus: float, cpus: float | None, resume: bool,
-         say: Any) -> None:
+         say: Any, worker_kwargs: dict[str, Any] | None = None) -> None:
     items = [{"file": plan.index, "line": rec["__line__"],
               "record": json.dumps({k: v for k, v in rec.items() if k != "__line__"}, ensure_ascii=False)}
              for plan in work for rec in plan.todo]
@@ -424,13 +441,12 @@ def _run(ray: Any, spec: Any, config: Any, model: str, device: str, work: list[_
         DeALWorker, batch_size=per_call, batch_format="numpy",
         fn_constructor_kwargs={"spec": spec, "config": config, "model": model, "device": device,
                                "sources": [sources.get(i, "") for i in range(max(sources) + 1)],
-                               "batch_size": batch_size, "threads": int(threads) if threads else None},
+                               "batch_size": batch_size, "threads": int(threads) if threads else None,
+                               **(worker_kwargs or {})},
         **_map_batches_kwargs(ray, concurrency), **remote)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        for plan in work:  # like the local path's "w": a stale output never survives a new run
-            plan.out.write_bytes(b"")
+    result_field = (worker_kwargs or {}).get("result_field")
     by_index = {plan.index: plan for plan in work}
     total = len(items)
     finished = 0
@@ -441,7 +457,9 @@ def _run(ray: Any, spec: Any, config: Any, model: str, device: str, work: list[_
                 raise _WorkerError(row["error"])
             plan = by_index[int(row["file"])]
             if plan.handle is None:
-                plan.handle = plan.out.open("a", encoding="utf-8")
+                # like the local path: "w" (a stale output never survives a new run) once this
+                # file's work has started, not before, so an early error leaves it as it was
+                plan.handle = plan.out.open("a" if resume or plan.written else "w", encoding="utf-8")
             plan.handle.write(row["output"])
             plan.handle.flush()
             plan.written += 1
@@ -450,7 +468,7 @@ def _run(ray: Any, spec: Any, config: Any, model: str, device: str, work: list[_
                 plan.handle.close()
                 plan.handle = None
                 if plan.done_before:
-                    _in_order(plan.out)
+                    _in_order(plan.out, result_field)
                 finished += 1
                 say(f"wrote {plan.written} records to {plan.out} ({finished} of {len(work)} files)")
     except Exception as exc:
@@ -459,13 +477,14 @@ def _run(ray: Any, spec: Any, config: Any, model: str, device: str, work: list[_
                 plan.handle.close()
                 plan.handle = None
         cause = exc if isinstance(exc, _WorkerError) else _find_deal_error(exc)
+        # --resume only helps once something was written
+        where = (f"{written} of {total} records were written to {out_dir} before the error "
+                 "(run again with --resume to continue)" if written else
+                 f"no records were written; the files in {out_dir} were left as they were")
         if cause is None:
-            say(f"{written} of {total} records were written to {out_dir} before this error "
-                "(run again with --resume to continue):")
+            say(where + ":")
             raise
-        raise DatasetGenerationError(
-            f"{cause}\n{written} of {total} records were written to {out_dir} before the error "
-            "(run again with --resume to continue)", cause=cause, written=written) from None
+        raise DatasetGenerationError(f"{cause}\n{where}", cause=cause, written=written) from None
     missing = [str(p.out) for p in work if p.written != len(p.todo)]
     if missing:  # pragma: no cover - Ray returned fewer rows than it was given
         raise DatasetGenerationError(f"Ray Data returned too few records for: {', '.join(missing)}",
@@ -483,7 +502,9 @@ def run_cli(args: Any) -> int:
             args.spec, args.input, args.output, concurrency=1 if args.concurrency is None else args.concurrency,
             batch_size=args.batch_size, model=args.model, device=args.device, overrides=args.set or (),
             resume=args.resume, ray_address=args.ray_address, step=getattr(args, "step", None),
-            strategy=args.strategy, gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
+            strategy=args.strategy, gpus_per_worker=args.gpus_per_worker, progress=not args.quiet,
+            result_field=getattr(args, "result_field", None),
+            trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     except DatasetGenerationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -106,13 +106,19 @@ class Outcome:
         return {"input_tokens": self.prompt_tokens, "output_tokens": out, "total_tokens": self.prompt_tokens + out}
 
     def metadata(self) -> dict[str, Any]:
-        """Reward breakdown, total reward and score, strategy and search statistics."""
+        """Reward breakdown, total reward and score, strategy, search statistics and, for a
+        sampled search, the seed it used (pass it back as ``seed`` to reproduce the answer)."""
         r = self.result
         meta: dict[str, Any] = {
             "model_name": self.model_name, "finish_reason": self.finish_reason,
             "rewards": dict(r.rewards), "reward": r.reward, "score": r.score, "logprob": r.logprob,
             "strategy": r.strategy, "stats": r.stats.as_dict(),
         }
+        seed = getattr(r, "seed", None)
+        if seed is None:
+            seed = getattr(r.stats, "seed", None)
+        if seed is not None:
+            meta["seed"] = seed
         if self.stop_sequence is not None:
             meta["stop_sequence"] = self.stop_sequence
         return meta
@@ -278,6 +284,143 @@ class TextStream:
         return best
 
 
+_JSON_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _json_string(text: str, i: int) -> tuple[str, int]:
+    """Decode the JSON string body starting at ``text[i]`` (just after the opening quote):
+    (its text, the index after the closing quote). Unfinished at the end of ``text`` (a
+    prefix during the search): the complete characters so far."""
+    out: list[str] = []
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            return "".join(out), i + 1
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        e = text[i + 1]
+        if e != "u":
+            out.append(_JSON_ESCAPES.get(e, e))
+            i += 2
+            continue
+        try:
+            code = int(text[i + 2:i + 6], 16) if i + 6 <= n else None
+        except ValueError:
+            code = None
+        if code is None:
+            break
+        i += 6
+        if 0xD800 <= code < 0xDC00 and text[i:i + 2] == "\\u":
+            try:
+                low = int(text[i + 2:i + 6], 16) if i + 6 <= n else None
+            except ValueError:
+                low = None
+            if low is None:
+                break
+            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+            i += 6
+        out.append(chr(code) if not 0xD800 <= code < 0xE000 else "\ufffd")
+    return "".join(out), n
+
+
+def json_content(text: str, skip_keys: Sequence[str] = ()) -> str:
+    """The content of a JSON text, or of the prefix of one: its string values and numbers
+    in order, one per line (keys, punctuation, ``true``/``false``/``null`` and empty strings
+    left out); an unfinished value at the end counts as far as it goes.
+
+    >>> json_content('{"city": "Paris", "answer": "It is sunny", "n": 2, "ok": true}')
+    'Paris\\nIt is sunny\\n2'
+    >>> json_content('{"name":"get_weather","arguments":{"city":"Par', skip_keys=["name"])
+    'Par'
+
+    ``skip_keys``: top-level keys whose values are not content (a tool call's ``name``).
+    Text that does not start as JSON is returned unchanged."""
+    start = len(text) - len(text.lstrip())
+    if start >= len(text) or text[start] not in '{["':
+        return text
+    skip = set(skip_keys)
+    parts: list[str] = []
+    stack: list[str] = []  # "o" object, "a" array
+    key_next = False  # in an object: the next string is a key
+    top_key: str | None = None  # the current key of the top-level object
+    i, n = start, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            value, i = _json_string(text, i + 1)
+            if stack and stack[-1] == "o" and key_next:
+                if len(stack) == 1:
+                    top_key = value
+                key_next = False
+            elif value and not (len(stack) == 1 and top_key in skip):
+                parts.append(value)
+            continue
+        if c == "{":
+            stack.append("o")
+            key_next = True
+        elif c == "[":
+            stack.append("a")
+        elif c in "}]":
+            if stack:
+                stack.pop()
+            key_next = False
+        elif c == ",":
+            key_next = bool(stack) and stack[-1] == "o"
+        elif c == "-" or c.isdigit():
+            j = i + 1
+            while j < n and (text[j].isdigit() or text[j] in ".eE+-"):
+                j += 1
+            if not (len(stack) == 1 and top_key in skip):
+                parts.append(text[i:j])
+            i = j
+            continue
+        i += 1
+    return "\n".join(parts)
+
+
+class ContentView:
+    """A reward that scores the content of a JSON answer (``json_content``) rather than its
+    raw text.
+
+    Under a JSON constraint (tools, structured output, DSPy's JSON adapter) the text is an
+    envelope: keywords would match its keys, a length reward would count its punctuation.
+    Wrapped rewards see the string values and numbers instead, as the search extends the
+    JSON; everything else (name, weight, bounds, terminal) is the wrapped reward's.
+    ``json_schema`` rewards are never wrapped: they judge the JSON itself."""
+
+    def __init__(self, reward: Any, view: Callable[[str], str]):
+        self._reward, self._view = reward, view
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reward, name)
+
+    def score(self, texts: Sequence[str], context: Any) -> list[float]:
+        return self._reward.score([self._view(t) for t in texts], context)
+
+    def settled(self, text: str, context: Any) -> bool:
+        fn = getattr(self._reward, "settled", None)
+        return bool(fn(self._view(text), context)) if fn is not None else False
+
+    def __repr__(self) -> str:
+        return f"ContentView({self._reward!r})"
+
+
+def content_view(rewards: Sequence[Any], view: Callable[[str], str]) -> list[Any]:
+    """``rewards`` with every reward but ``json_schema`` ones wrapped in ``ContentView``."""
+    from rewards.json_schema import JsonSchemaReward
+
+    def judges_json(reward: Any) -> bool:
+        inner = getattr(reward, "reward", None)  # a rewards.guard.Guarded wraps the reward
+        return isinstance(reward, JsonSchemaReward) or isinstance(inner, JsonSchemaReward)
+
+    return [r if judges_json(r) else ContentView(r, view) for r in rewards]
+
+
 class CancelledRequest(InputError):
     """The caller abandoned the request (a cancelled task or a closed stream)."""
 
@@ -404,10 +547,14 @@ class DeALAdapter:
 
     ``model``: ``"default"``, a Hugging Face id or local path, a ``LoadedModel`` or a
     ``DeALEngine``. Adapters of the same loaded model share one worker.
+    ``trust_remote_code``: let transformers run the model repository's own code (off unless
+    asked: only for a model whose code you trust).
     """
 
-    def __init__(self, model: Any = "default", *, device: str = "auto", dtype: str | None = "auto"):
+    def __init__(self, model: Any = "default", *, device: str = "auto", dtype: str | None = "auto",
+                 trust_remote_code: bool = False):
         self.model, self.device, self.dtype = model, device, dtype
+        self.trust_remote_code = bool(trust_remote_code)
         self._lm: Any = None
         self._lock = threading.Lock()
 
@@ -419,7 +566,8 @@ class DeALAdapter:
                     from deal_chains.models.loader import load_model
 
                     model = getattr(self.model, "lm", self.model)  # a DeALEngine
-                    self._lm = load_model(model, device=self.device, dtype=self.dtype)
+                    self._lm = load_model(model, device=self.device, dtype=self.dtype,
+                                          trust_remote_code=self.trust_remote_code)
         return self._lm
 
     @property
@@ -442,16 +590,20 @@ class DeALAdapter:
 
     def request(self, messages: Sequence[Mapping[str, str]], *, spec: Any = None,
                 reward_vars: Mapping[str, Any] | None = None, config: SearchConfig | None = None,
-                constraint: Any = None, stop: Sequence[str] | None = None, instructions: str | None = None) -> Request:
+                constraint: Any = None, stop: Sequence[str] | None = None, instructions: str | None = None,
+                view: Callable[[str], str] | None = None, tool_turn: bool = False) -> Request:
         """Prepare one generation; every error a caller can cause is raised here.
 
         ``messages``: ``{"role", "content"}`` dicts (roles ``system``, ``user``,
-        ``assistant``, ``tool``). The spec's ``system`` (rendered with ``reward_vars``) is
-        the system message when the messages have none; a system message in the messages
-        takes precedence over the spec's. ``instructions`` (what a tool or structured
-        output call needs the model to know) are appended to the system message.
+        ``assistant``, ``tool``). System prompt: the spec's ``system`` (rendered with
+        ``reward_vars``: DeAL's start-state adaptation) comes first, then the caller's own
+        system message (when the messages start with one), in one system message, then
+        ``instructions`` (what a tool or structured-output call needs the model to know).
         ``constraint``: a ``GrammarConstraint``; the spec's hard constraint applies when
-        none is given (giving both is an error).
+        none is given (giving both is an error). ``view``: what the spec's rewards score
+        instead of the raw text (``json_content`` for an answer under a JSON constraint;
+        see ``ContentView``). ``tool_turn``: the answer is a tool call or a reply under the
+        tool-calling mask (see ``_format``).
         """
         from deal_chains.search.constraints import GrammarConstraint
         from rewards.base import RewardContext
@@ -468,6 +620,8 @@ class DeALAdapter:
         rewards: list[Any] = []
         if spec is not None:
             rewards = spec.build_rewards(variables, count_tokens=self.count_tokens, lm=self.lm)
+            if view is not None:
+                rewards = content_view(rewards, view)
             spec_constraint = spec.build_constraint(variables)
             if spec_constraint is not None:
                 if constraint is not None:
@@ -476,36 +630,46 @@ class DeALAdapter:
                 constraint = spec_constraint
         if constraint is not None and not isinstance(constraint, GrammarConstraint):
             raise InputError(f"constraint must be a GrammarConstraint, got {type(constraint).__name__}")
-        has_system = any(m["role"] == "system" for m in msgs)
-        if not has_system and spec is not None:
-            system = spec.render_system(variables)
-            if system:
-                msgs.insert(0, {"role": "system", "content": system})
-                has_system = True
-        if instructions:
-            if has_system:
-                first = next(m for m in msgs if m["role"] == "system")
-                first["content"] = f"{first['content']}\n\n{instructions}"
-            else:
-                msgs.insert(0, {"role": "system", "content": instructions})
-        msgs, ids = self._format(msgs)
+        # one system message at the start: the spec's instruction, the caller's, then the
+        # call's instructions (chat templates expect at most one, first)
+        own = msgs.pop(0)["content"] if msgs[0]["role"] == "system" else None
+        parts = [spec.render_system(variables) if spec is not None else None, own, instructions]
+        system = "\n\n".join(p for p in parts if p and p.strip())
+        if system or own is not None:
+            msgs.insert(0, {"role": "system", "content": system if system else (own or "")})
+        msgs, ids = self._format(msgs, tool_turn=tool_turn)
         self.lm.check_fits(len(ids), config.max_new_tokens)
+        # by content, not identity: a spec given as text is parsed again by every call, and
+        # two calls with the same spec must match (batch plans claim requests by key)
         key = json.dumps([msgs, config.model_dump(), constraint and [constraint.kind, constraint.source],
-                          list(stop or ()), repr(sorted(variables.items())), id(spec)], default=repr)
+                          list(stop or ()), repr(sorted(variables.items())), _spec_key(spec),
+                          view is not None and getattr(view, "__qualname__", repr(view))], default=repr)
         return Request(messages=msgs, rewards=rewards, context=RewardContext(prompt=text, variables=variables),
                        config=config, constraint=constraint, stop=tuple(stop or ()), prompt_tokens=len(ids), key=key)
 
-    def _format(self, msgs: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[int]]:
-        """Token ids of the prompt; a chat template that refuses the ``tool`` role gets tool
-        results as user messages instead."""
+    def _format(self, msgs: list[dict[str, str]], tool_turn: bool = False) -> tuple[list[dict[str, str]], list[int]]:
+        """Token ids of the prompt. A chat template that refuses the ``tool`` role gets tool
+        results as user messages ("Tool result: ..."). So does a tool-calling turn
+        (``tool_turn``) on a generic template that does not name the role (SmolLM2's): it
+        renders any role, but its model was not trained on ``tool`` turns and, deciding
+        between calling again and replying, keeps calling or garbles the result (add(2, 40)
+        -> "42" then add(42, 42), ...); as a user message it replies "42". A plain reply
+        after tool results reads them better in the ``tool`` role, so that stays."""
+        if tool_turn and any(m["role"] == "tool" for m in msgs) and not self._template_has_tool_role():
+            msgs = _tool_results_as_user(msgs)
         try:
             return msgs, self.lm.format_prompt(msgs)
         except Exception:
             if not any(m["role"] == "tool" for m in msgs):
                 raise
-        msgs = [{"role": "user", "content": f"Tool result:\n{m['content']}"} if m["role"] == "tool" else m
-                for m in msgs]
+        msgs = _tool_results_as_user(msgs)
         return msgs, self.lm.format_prompt(msgs)
+
+    def _template_has_tool_role(self) -> bool:
+        template = getattr(self.lm.tokenizer, "chat_template", None)
+        if isinstance(template, Mapping):  # named templates
+            template = " ".join(str(t) for t in template.values())
+        return isinstance(template, str) and "tool" in template
 
     def submit(self, requests: Sequence[Request]) -> list[Handle]:
         """Queue requests to be searched together; returns one ``Handle`` each."""
@@ -521,10 +685,25 @@ class DeALAdapter:
         return [await h.aresult() for h in self.submit(requests)]
 
 
+def _tool_results_as_user(msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Tool result:\n{m['content']}"} if m["role"] == "tool" else m
+            for m in msgs]
+
+
 def _is_spec(obj: Any) -> bool:
     from deal_chains.spec import RewardSpec
 
     return isinstance(obj, RewardSpec)
+
+
+def _spec_key(spec: Any) -> Any:
+    """What identifies a spec's effect on a request: its content."""
+    if spec is None:
+        return None
+    try:
+        return spec.model_dump_json()
+    except Exception:  # a spec holding something pydantic cannot serialise: fall back to identity
+        return f"id:{id(spec)}"
 
 
 def score_text(adapter: DeALAdapter | None, spec: Any, variables: Mapping[str, Any], text: str,

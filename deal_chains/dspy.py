@@ -15,11 +15,20 @@ the same adapter (``deal_chains.adapter``) as the LangChain integration.
 JSON schema as a hard grammar constraint, so a small model's output always parses. The
 spec's ``{variables}`` come from ``DeALLM(reward_vars=...)`` and, per call, from
 ``config={"reward_vars": {...}}`` (``dspy.Predict`` passes ``config`` to the LM). The
-spec's ``system`` is appended to the system message DSPy writes.
+spec's ``system`` comes first in the system message, then the one DSPy writes (as with
+``ChatDeAL``). Under the JSON constraint, the spec's rewards score the output fields'
+values (``deal_chains.adapter.json_content``), not the JSON's keys; ``json_schema``
+rewards see the JSON.
+
+Sampling (``temperature > 0``): with no ``seed`` set, every request gets a fresh one
+(reported in ``response.deal[i]["seed"]``); ``n > 1`` completions are one batched search.
+With a fixed ``seed``, ``rollout_id`` and each of the ``n`` completions get their own seed
+derived from it, so they differ and stay reproducible.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 __all__ = ["DeALLM"]
@@ -56,7 +65,11 @@ class _Obj:
 
 def _build() -> type:
     dspy = _dspy()
-    from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, resolve_spec, search_config
+    from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, json_content, resolve_spec, search_config
+
+    quiet = _quiet_call()
+    # method bodies cannot see class-level names: the call steps are closure variables
+    prepare, execute, aexecute, finalize, warn_messages, with_callbacks = quiet or (None,) * 6
 
     class DeALLM(dspy.BaseLM):
         """A local model decoded by DeAL, as a DSPy LM.
@@ -70,16 +83,18 @@ def _build() -> type:
         ``reward_vars``: default values of the spec's variables. Other keyword arguments
         are search settings (``strategy``, ``top_k``, ``beam``, ``lam``, ...). Per call:
         ``temperature``, ``max_tokens``, ``n``, ``stop``, ``response_format``,
-        ``reward_vars``, ``spec``, ``search`` and the search settings; other DSPy call
-        options are ignored. Each response carries the reward breakdown, score and
-        search stats under ``response.deal`` (``lm.history[-1]["response"].deal``).
+        ``reward_vars``, ``spec``, ``search``, ``rollout_id`` and the search settings;
+        other DSPy call options are ignored. Each response carries the reward breakdown,
+        score and search stats under ``response.deal``
+        (``lm.history[-1]["response"].deal``). ``trust_remote_code``: let transformers run
+        the model repository's own code (off unless asked).
         """
 
         def __init__(self, model: Any = "default", *, spec: Any = None, step: str | None = None,
                      reward_vars: dict[str, Any] | None = None, device: str = "auto", dtype: str | None = "auto",
                      temperature: float | None = None, max_tokens: int | None = None, cache: bool = False,
-                     **search: Any):
-            self.adapter = DeALAdapter(model, device=device, dtype=dtype)
+                     trust_remote_code: bool = False, **search: Any):
+            self.adapter = DeALAdapter(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             self.spec = resolve_spec(spec, step)
             self.reward_vars = dict(reward_vars or {})
             self.search = dict(search)
@@ -116,20 +131,25 @@ def _build() -> type:
                 schema = _schema(fmt)
                 if schema is not None:
                     constraint = GrammarConstraint.json_schema(schema)
+            view = json_content if constraint is not None else None
             variables = {**self.reward_vars, **dict(merged.get("reward_vars") or {})}
             n = int(merged.get("n") or 1)
             stop = merged.get("stop")
             stop = [stop] if isinstance(stop, str) else list(stop or [])
-            # DSPy writes the system message (its field format); the spec's system prompt
-            # (start-state adaptation) is appended to it rather than dropped
-            has_system = any(m["role"] == "system" for m in msgs)
-            instructions = spec.render_system(variables) if spec is not None and has_system else None
+            # DSPy writes the system message (its field format); the adapter puts the spec's
+            # system prompt (start-state adaptation) before it, as for ChatDeAL
+            rollout = merged.get("rollout_id")
+            sampled = config.temperature > 0 or config.strategy in ("sample", "best_of_n")
             requests = []
             for i in range(n):
-                # n > 1: distinct seeds, so sampled searches give distinct answers
-                cfg = config if i == 0 else config.updated(seed=config.seed + i)
+                # a fixed seed: one per (rollout, completion), so rollouts and the n
+                # completions differ; no seed: each request draws a fresh one, and the n
+                # identical requests stay one batched search
+                cfg = config
+                if sampled and config.seed is not None and (i or rollout is not None):
+                    cfg = config.updated(seed=_derived_seed(config.seed, rollout, i))
                 requests.append(self.adapter.request(msgs, spec=spec, reward_vars=variables, config=cfg,
-                                                     constraint=constraint, stop=stop, instructions=instructions))
+                                                     constraint=constraint, stop=stop, view=view))
             return requests
 
         def _response(self, outcomes: list[Any]) -> _Obj:
@@ -155,8 +175,48 @@ def _build() -> type:
             state.update(search=self.search, reward_vars=self.reward_vars)
             return state
 
+        if quiet is not None:
+            # DSPy 3.4 warns on every call that LMs implementing forward() are deprecated:
+            # a warning to this class's authors, not to its users (the supported
+            # DSPy range, < 3.5, keeps forward()). These are BaseLM's __call__/acall
+            # without that one warning; DSPy's other warnings still apply.
+            @with_callbacks
+            def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+                call = prepare(self, prompt, messages, kwargs)
+                warn_messages(self, messages)
+                return finalize(self, call, execute(self, call))
+
+            @with_callbacks
+            async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+                import asyncio
+
+                call = await asyncio.to_thread(prepare, self, prompt, messages, kwargs, asynchronous=True)
+                warn_messages(self, messages)
+                return finalize(self, call, await aexecute(self, call))
+
     DeALLM.__module__ = __name__
     return DeALLM
+
+
+def _quiet_call() -> tuple | None:
+    """DSPy 3.4's LM call steps, when its BaseLM.__call__ warns about forward() (None for
+    other DSPy versions, whose BaseLM is used as is)."""
+    try:
+        from dspy.clients import base_lm
+        from dspy.clients._deprecation import warn_openai_messages
+        from dspy.clients.execution import aexecute, execute, finalize, prepare
+        from dspy.utils.callback import with_callbacks
+    except ImportError:
+        return None
+    if not hasattr(base_lm, "warn_legacy_lm"):
+        return None
+    return prepare, execute, aexecute, finalize, warn_openai_messages, with_callbacks
+
+
+def _derived_seed(seed: int, rollout_id: Any, index: int) -> int:
+    """A seed for completion ``index`` of rollout ``rollout_id`` under a fixed ``seed``."""
+    h = hashlib.sha256(f"{seed}|{rollout_id!r}|{index}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFF_FFFF
 
 
 def _content(content: Any) -> str:

@@ -84,9 +84,9 @@ def test_system_message_precedence(llm):
     # no system message: the spec's (rendered with the reward variables)
     call = llm._call([HumanMessage("hi")], None, {"reward_vars": {"topic": "cats"}})
     assert call.request.messages[0] == {"role": "system", "content": "cats"}
-    # the input's system message wins over the spec's
+    # the input's system message joins the spec's (which comes first) in one system message
     call = llm._call([SystemMessage("Be brief."), HumanMessage("hi")], None, {})
-    assert [m["content"] for m in call.request.messages] == ["Be brief.", "hi"]
+    assert [m["content"] for m in call.request.messages] == ["e\n\nBe brief.", "hi"]
 
 
 def test_message_conversion():
@@ -393,7 +393,7 @@ def test_bad_spec_fails_at_construction_and_bind(lm):
     with pytest.raises(InputError, match="unknown argument.*tempurature"):
         llm.bind(tempurature=0.5)
     with pytest.raises(ConfigError, match="temperature > 0"):
-        ChatDeAL(model=lm, strategy="sample")
+        ChatDeAL(model=lm, strategy="sample", temperature=0.0)
     with pytest.raises(Exception, match="top_kk"):
         ChatDeAL(model=lm, top_kk=3)
     ChatDeAL(model=lm, api_key="unused", timeout=5, max_retries=1)  # hosted-model settings are accepted

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Request, resolve_spec, search_config
+from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Handle, Request, json_content, resolve_spec, \
+    search_config
 from deal_chains.errors import InputError
 
 # per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the search knobs
 CALL_OPTIONS = frozenset({
-    "reward_vars", "spec", "step", "search", "model", "max_tokens", "temperature",
+    "reward_vars", "spec", "step", "search", "model", "max_tokens", "temperature", "stop",
     "tools", "tool_choice", "parallel_tool_calls", "response_format",
     # passed by LangChain itself
     "stream", "ls_structured_output_format", "structured_output_format",
@@ -24,19 +27,82 @@ CALL_OPTIONS = frozenset({
 # so code written for those runs unchanged
 _HOSTED_ONLY = ("api_key", "base_url", "timeout", "max_retries")
 
+# what rewards score in a tool-calling turn: the arguments' values and the reply, not the
+# tool's name or the envelope's keys (a module-level object: request keys compare it)
+TOOL_CONTENT = partial(json_content, skip_keys=("name",))
+
 _ADAPTERS: dict[tuple, DeALAdapter] = {}
 _ADAPTERS_LOCK = threading.Lock()
 
 
-def adapter_for(model: Any, device: str, dtype: Any) -> DeALAdapter:
+def adapter_for(model: Any, device: str, dtype: Any, trust_remote_code: bool = False) -> DeALAdapter:
     """One adapter per model name (loaded models are shared by object)."""
-    key = (model if isinstance(model, str) else id(model), device, str(dtype))
+    key = (model if isinstance(model, str) else id(model), device, str(dtype), bool(trust_remote_code))
     with _ADAPTERS_LOCK:
         adapter = _ADAPTERS.get(key)
         if adapter is None or (not isinstance(model, str) and adapter.model is not model):
-            adapter = DeALAdapter(model, device=device, dtype=dtype)
+            adapter = DeALAdapter(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             _ADAPTERS[key] = adapter
         return adapter
+
+
+def stop_list(stop: Any, where: str) -> list[str]:
+    """Stop sequences as a list (a single string is one sequence, not its characters)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    raise InputError(f"{where}: stop must be a string or a list of strings, got {stop!r:.80}")
+
+
+# ---------------------------------------------------------------------------- batch plans
+
+PLAN: ContextVar["Plan | None"] = ContextVar("deal_chains_batch_plan", default=None)
+
+
+class Plan:
+    """The calls of one ``batch``/``abatch``/``generate`` (or a ``with_reward_vars``
+    batch): submitted together on the first claim (so they are one batched search), then
+    handed to each per-input call by content. ``calls`` may hold None for an input that
+    could not be prepared (its own call then reports the error)."""
+
+    def __init__(self, owner: Any, calls: Sequence["Call | None"]):
+        self.owner, self.calls = owner, list(calls)
+        self.handles: list[Handle | None] | None = None
+        self.claimed = [c is None for c in self.calls]
+        self.lock = threading.Lock()
+
+    def claim(self, owner: Any, call: "Call") -> Handle | None:
+        if owner is not self.owner:
+            return None
+        with self.lock:
+            if self.handles is None:
+                self.handles = [None] * len(self.calls)
+                by_adapter: dict[int, list[int]] = {}
+                for i, c in enumerate(self.calls):
+                    if c is not None:
+                        by_adapter.setdefault(id(c.adapter), []).append(i)
+                for idxs in by_adapter.values():
+                    handles = self.calls[idxs[0]].adapter.submit([self.calls[i].request for i in idxs])
+                    for i, h in zip(idxs, handles):
+                        self.handles[i] = h
+            for i, c in enumerate(self.calls):
+                if not self.claimed[i] and c is not None and c.request.key == call.request.key:
+                    self.claimed[i] = True
+                    return self.handles[i]
+        return None
+
+    def submit(self, owner: Any, call: "Call") -> Handle:
+        """The plan's handle for ``call``, or a new search of it."""
+        handle = self.claim(owner, call)
+        return handle if handle is not None else call.adapter.submit([call.request])[0]
+
+
+def submit(owner: Any, call: "Call") -> Handle:
+    plan = PLAN.get()
+    return plan.submit(owner, call) if plan is not None else call.adapter.submit([call.request])[0]
 
 
 @dataclass
@@ -66,6 +132,8 @@ class DeALParams(BaseModel):
                                         ".bind(reward_vars=...) or with_reward_vars)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', ...")
     dtype: Optional[str] = Field("auto", description="'auto', 'float32', 'bfloat16', ...")
+    trust_remote_code: bool = Field(False, description="let transformers run the model repository's own code "
+                                    "(only for a model whose code you trust)")
     search: dict[str, Any] = Field(default_factory=dict, description="search settings over the spec's")
     strategy: Optional[str] = None
     top_k: Optional[int] = None
@@ -73,7 +141,8 @@ class DeALParams(BaseModel):
     beam: Optional[int] = None
     lam: Optional[float] = None
     commit: Optional[int] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, description="seed of a sampled search; None (the default): a fresh "
+                                "seed per request, reported in response_metadata['seed']")
     n: Optional[int] = None
     temperature: Optional[float] = Field(None, description="0: deterministic search; > 0 samples candidates")
     max_tokens: Optional[int] = Field(None, alias="max_new_tokens", description="token budget of an answer")
@@ -96,10 +165,18 @@ class DeALParams(BaseModel):
         self._spec_obj = resolve_spec(self.spec, self.step)
         self._config = search_config(self._spec_obj, self._overrides({}))
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy; with ``update``, the spec and search settings are loaded and checked
+        again (pydantic's copy would keep the old ones)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy._setup()
+        return copy
+
     # ------------------------------------------------------------------ helpers
     @property
     def _adapter(self) -> DeALAdapter:
-        return adapter_for(self.model, self.device, self.dtype)
+        return adapter_for(self.model, self.device, self.dtype, self.trust_remote_code)
 
     @property
     def _model_name(self) -> str:
@@ -127,14 +204,18 @@ class DeALParams(BaseModel):
         unknown = sorted(set(kwargs) - CALL_OPTIONS - set(SEARCH_FIELDS))
         if unknown:
             raise InputError(f"{where}: unknown argument(s) {', '.join(unknown)}; known: reward_vars, spec, step, "
-                             f"search, model, max_tokens, tools, tool_choice, response_format, "
+                             f"search, model, max_tokens, stop, tools, tool_choice, response_format, "
                              f"{', '.join(SEARCH_FIELDS)}")
+        if "stop" in kwargs:
+            stop_list(kwargs["stop"], where)
         if "search" in kwargs and not isinstance(kwargs["search"], Mapping):
             raise InputError(f"{where}: search must be a mapping of search settings, got {kwargs['search']!r}")
         if "reward_vars" in kwargs and not isinstance(kwargs["reward_vars"], Mapping):
             raise InputError(f"{where}: reward_vars must be a mapping of spec variables, got {kwargs['reward_vars']!r}")
 
     def _resolve_call_spec(self, kwargs: Mapping[str, Any]) -> Any:
+        if "spec" in kwargs and "step" not in kwargs and not getattr(kwargs["spec"], "steps", True):
+            return kwargs["spec"]  # loaded at bind time (its step already chosen)
         if "spec" in kwargs or "step" in kwargs:
             return resolve_spec(kwargs.get("spec", self.spec), kwargs.get("step", self.step))
         return self._spec_obj
@@ -160,21 +241,27 @@ class DeALParams(BaseModel):
         config = search_config(spec, self._overrides(kwargs))
         variables = {**self.reward_vars, **dict(kwargs.get("reward_vars") or {})}
         model = kwargs.get("model")
-        adapter = adapter_for(model, self.device, self.dtype) if model is not None else self._adapter
-        constraint, instructions, structured = None, None, False
+        adapter = adapter_for(model, self.device, self.dtype, self.trust_remote_code) if model is not None \
+            else self._adapter
+        constraint, instructions, structured, view = None, None, False, None
+        schema = response_schema(kwargs["response_format"]) if kwargs.get("response_format") is not None else None
         if toolset is not None and toolset.active:
-            constraint, instructions = toolset.constraint(), toolset.instructions()
-        elif kwargs.get("response_format") is not None:
-            schema = response_schema(kwargs["response_format"])
+            if schema is not None:
+                # tools and a response format (create_agent's ProviderStrategy): a reply
+                # must match the schema, so the answer branch of the mask is the schema
+                toolset = toolset.with_answer_schema(schema)
+            constraint, instructions, view = toolset.constraint(), toolset.instructions(), TOOL_CONTENT
+        elif schema is not None:
             from deal_chains.search.constraints import GrammarConstraint
 
             constraint = GrammarConstraint.json_schema(schema)
             instructions = ("Reply with only a JSON object that matches this JSON schema: "
                             + json.dumps(_describe(schema), ensure_ascii=False, separators=(",", ":")))
-            structured = True
-        stops = list(stop) if stop else list(self.stop or [])
+            structured, view = True, json_content
+        stops = stop_list(stop, type(self).__name__) if stop else stop_list(self.stop, type(self).__name__)
         request = adapter.request(messages, spec=spec, reward_vars=variables, config=config,
-                                  constraint=constraint, stop=stops, instructions=instructions)
+                                  constraint=constraint, stop=stops, instructions=instructions, view=view,
+                                  tool_turn=toolset is not None and toolset.active)
         return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
 
 

@@ -157,6 +157,13 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
 
     spec_obj = resolve_spec(spec)
     variables = dict(reward_vars or {})
+    # a variable nothing sets would fail every call at run time: say so now
+    known = set(variables) | set(_model_reward_vars(llm))
+    missing = sorted(spec_obj.variables() - known) if spec_obj is not None else []
+    if missing:
+        raise InputError("guard_final_answer: the spec uses " + ", ".join("{" + v + "}" for v in missing)
+                         + " but reward_vars does not set " + ("it" if len(missing) == 1 else "them")
+                         + ": give reward_vars={" + ", ".join(f"{v!r}: ..." for v in missing) + "}")
     bound = llm.bind(spec=spec_obj, reward_vars=variables)
 
     def split(state: Any) -> tuple[list[BaseMessage], Any]:
@@ -214,6 +221,16 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
         return regenerated(state, messages, before, await bound.ainvoke(messages[:-1]))
 
     return RunnableLambda(guard, afunc=aguard, name="guard_final_answer")
+
+
+def _model_reward_vars(llm: Any) -> Mapping[str, Any]:
+    """The default reward variables of the DeAL model under ``llm`` (a model or bindings
+    of one): a guard's own ``reward_vars`` replace a binding's, but merge with these."""
+    from langchain_core.runnables.base import RunnableBindingBase
+
+    while isinstance(llm, RunnableBindingBase):
+        llm = llm.bound
+    return dict(getattr(llm, "reward_vars", None) or {})
 
 
 def _prompt_of(messages: Sequence[BaseMessage]) -> str:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from contextvars import ContextVar
-from operator import itemgetter
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -29,12 +26,12 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field
 
 from deal_chains.adapter import Handle, Outcome
 from deal_chains.errors import InputError
-from deal_chains.langchain._base import Call, DeALParams
+from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, response_schema, submit
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet, answer_text, envelope_text
 
 _NON_TEXT_BLOCKS = {"image", "image_url", "file", "audio", "input_audio", "video", "document"}
@@ -97,41 +94,37 @@ def to_engine_messages(messages: Sequence[BaseMessage], tool_mode: bool = False)
 
 # --------------------------------------------------------------------------- batching
 
-_PLAN: ContextVar["_Plan | None"] = ContextVar("deal_chains_batch_plan", default=None)
-
-
-class _Plan:
-    """The calls of one ``batch``/``abatch``/``generate``: submitted together on the first
-    claim (so they are one batched search), then handed to each per-input call by content."""
-
-    def __init__(self, owner: Any, calls: list[Call]):
-        self.owner, self.calls = owner, calls
-        self.handles: list[Handle] | None = None
-        self.claimed = [False] * len(calls)
-        self.lock = threading.Lock()
-
-    def claim(self, owner: Any, call: Call) -> Handle | None:
-        if owner is not self.owner:
-            return None
-        with self.lock:
-            if self.handles is None:
-                self.handles = [None] * len(self.calls)  # type: ignore[list-item]
-                by_adapter: dict[int, list[int]] = {}
-                for i, c in enumerate(self.calls):
-                    by_adapter.setdefault(id(c.adapter), []).append(i)
-                for idxs in by_adapter.values():
-                    handles = self.calls[idxs[0]].adapter.submit([self.calls[i].request for i in idxs])
-                    for i, h in zip(idxs, handles):
-                        self.handles[i] = h
-            for i, c in enumerate(self.calls):
-                if not self.claimed[i] and c.request.key == call.request.key:
-                    self.claimed[i] = True
-                    return self.handles[i]
-        return None
-
 
 def _call_key(call: Mapping[str, Any]) -> str:
     return json.dumps([call.get("name"), call.get("args")], sort_keys=True, default=str)
+
+
+def _feeds_back(call: Mapping[str, Any], messages: Sequence[BaseMessage]) -> bool:
+    """True when an argument of ``call`` is the latest result (since the last human
+    message) of a call to the same tool: the model is treating the answer as new input."""
+    names: dict[str, str] = {}  # tool call id -> tool name
+    latest: str | None = None
+    for m in messages:
+        if isinstance(m, HumanMessage):
+            names, latest = {}, None
+        elif isinstance(m, AIMessage):
+            names.update({c.get("id"): c.get("name") for c in m.tool_calls})
+        elif isinstance(m, ToolMessage) and names.get(m.tool_call_id) == call.get("name"):
+            latest = m.content.strip() if isinstance(m.content, str) else None
+    if not latest:
+        return False
+
+    def same(value: Any) -> bool:
+        if isinstance(value, bool) or value is None:
+            return False
+        if isinstance(value, (int, float)):
+            try:
+                return float(latest) == float(value)
+            except ValueError:
+                return False
+        return isinstance(value, str) and value.strip() == latest
+
+    return any(same(v) for v in (call.get("args") or {}).values())
 
 
 def _input_messages(model: "ChatDeAL", inputs: Sequence[Any]) -> list[list[BaseMessage]]:
@@ -162,9 +155,21 @@ class ChatDeAL(DeALParams, BaseChatModel):
     ``max_new_tokens``), ``stop``. Each of these but ``model``/``device`` also works per
     call: ``llm.bind(reward_vars=..., spec=..., top_k=4)`` or ``invoke(..., **kw)``.
 
-    System prompt precedence: a system message in the input wins; otherwise the spec's
-    ``system`` (rendered with the reward variables) is used. Tool and structured-output
-    instructions are appended to whichever system message is used.
+    System prompt: the spec's ``system`` (rendered with the reward variables; DeAL's
+    start-state adaptation) is never dropped: it comes first, then the input's own system
+    message (a leading ``SystemMessage``, e.g. from a prompt template or create_agent's
+    ``system_prompt``), then tool and structured-output instructions, as one system
+    message.
+
+    Tool calling with ``tool_choice="auto"``: ``max_tool_rounds`` (default 4) tool calls
+    after the last human message make the next turn a reply (small models otherwise chain
+    calls on their own results without end); a call identical to one already answered is
+    replaced by a reply too (``allow_repeated_tool_calls``), and so is a call that feeds a
+    tool's latest result back into the same tool (``allow_chained_tool_calls``).
+
+    Rewards under a JSON constraint (tools, structured output) score the answer's content
+    (its string values and numbers, see ``deal_chains.adapter.json_content``), not the
+    JSON's keys and punctuation; ``json_schema`` rewards still see the JSON.
 
     ``response_metadata``: ``rewards`` (name -> score), ``reward`` (weighted sum),
     ``score`` (logprob + lam * reward), ``logprob``, ``strategy``, ``stats`` (search
@@ -183,6 +188,14 @@ class ChatDeAL(DeALParams, BaseChatModel):
     allow_repeated_tool_calls: bool = Field(
         False, description="with tool_choice='auto', a tool call identical to one already answered in the "
         "conversation is replaced by a reply unless this is True")
+    allow_chained_tool_calls: bool = Field(
+        False, description="with tool_choice='auto', a call that passes a tool's latest result (since the last "
+        "human message) as an argument to the same tool is replaced by a reply unless this is True: small "
+        "models do it when the result already answers (add(2, 40) -> 42, then add(42, 42)); set it for "
+        "models that chain a tool on purpose")
+    max_tool_rounds: Optional[int] = Field(
+        4, ge=0, description="with tool_choice='auto', once the conversation has this many tool calls after "
+        "its last human message the next turn must reply (None: no limit)")
 
     def __init__(self, **data: Any):
         super().__init__(**data)
@@ -213,6 +226,30 @@ class ChatDeAL(DeALParams, BaseChatModel):
             params["ls_stop"] = self.stop
         return params
 
+    # ------------------------------------------------------------------ token counting
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's own tokenizer (LangChain's default would
+        fetch GPT-2's from the network)."""
+        return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Tokens of ``messages`` as the model's chat template formats them (with the
+        generation prompt, and the tool instructions when ``tools`` are given); the spec's
+        ``system`` is not counted (it is not part of the messages). This is the
+        ``token_counter`` for ``trim_messages(token_counter=llm)``."""
+        if not messages:
+            return 0
+        from langchain_core.messages import convert_to_messages
+
+        toolset = ToolSet.build(tools) if tools else None
+        msgs = to_engine_messages(convert_to_messages(messages), tool_mode=bool(toolset and toolset.active))
+        if toolset is not None and toolset.active:
+            if msgs[0]["role"] == "system":
+                msgs[0] = {"role": "system", "content": f"{msgs[0]['content']}\n\n{toolset.instructions()}"}
+            else:
+                msgs.insert(0, {"role": "system", "content": toolset.instructions()})
+        return len(self._adapter._format(msgs, tool_turn=bool(toolset and toolset.active))[1])
+
     def bind(self, **kwargs: Any) -> Any:
         """Per-call settings, checked now: an unknown argument, a spec that fails validation
         or a bad search setting raise here, not when the chain runs."""
@@ -240,6 +277,8 @@ class ChatDeAL(DeALParams, BaseChatModel):
         toolset = ToolSet.build(tools, tool_choice)
         self._check_no_spec_constraint("bind_tools", kwargs)
         if toolset.active:
+            if kwargs.get("response_format") is not None:
+                toolset = toolset.with_answer_schema(response_schema(kwargs["response_format"]))
             toolset.check(self._adapter.lm)
         return self.bind(tools=toolset.tools, tool_choice=toolset.choice, **kwargs)
 
@@ -262,7 +301,9 @@ class ChatDeAL(DeALParams, BaseChatModel):
         object). The schema is compiled now: one the grammar engine refuses raises
         ``ConstraintError`` here. ``include_raw=True`` returns ``{"raw", "parsed",
         "parsing_error"}`` (a parse error then is returned, e.g. an answer cut by
-        ``max_tokens``, instead of raised).
+        ``max_tokens``, instead of raised). Per-call arguments (``reward_vars``, search
+        settings; ``with_reward_vars``) reach the model either way, and ``batch`` is one
+        batched search.
         """
         from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
         from langchain_core.utils.function_calling import convert_to_json_schema
@@ -304,9 +345,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
         )
         parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
         if include_raw:
-            parser_assign = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
-            parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
-            return RunnableMap(raw=llm) | parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
+            return _RawStructured(llm=llm, parser=parser)
         return llm | parser
 
     def _check_no_spec_constraint(self, what: str, kwargs: Mapping[str, Any]) -> None:
@@ -320,33 +359,51 @@ class ChatDeAL(DeALParams, BaseChatModel):
               toolset: ToolSet | None = None) -> Call:
         if toolset is None and kwargs.get("tools"):
             toolset = ToolSet.build(kwargs["tools"], kwargs.get("tool_choice"))
+            if self._rounds_spent(toolset, messages):
+                toolset = toolset.answering()
         engine_messages = to_engine_messages(messages, tool_mode=bool(toolset and toolset.active))
         call = self._prepare(engine_messages, stop, kwargs, toolset)
         call.source = (messages, stop, kwargs)
         return call
 
+    def _rounds_spent(self, toolset: ToolSet, messages: Sequence[BaseMessage]) -> bool:
+        """True when an ``auto`` turn has had ``max_tool_rounds`` tool calls since the last
+        human message: it must reply now. Small models chain calls on their own results
+        (add(2, 40), then add(42, 42), ...) where the first result already answered; a
+        limit per user turn ends that without guessing which result is the answer."""
+        if self.max_tool_rounds is None or toolset.choice != "auto" or toolset.answer_only:
+            return False
+        rounds = 0
+        for m in reversed(messages):
+            if isinstance(m, HumanMessage):
+                break
+            if isinstance(m, AIMessage) and m.tool_calls:
+                rounds += 1
+        return rounds >= self.max_tool_rounds
+
     def _repeats(self, call: Call, message: AIMessage) -> bool:
         """True when ``message`` (an ``auto`` turn) repeats a tool call whose result is
-        already in the conversation: the turn is then answered instead (small models
-        otherwise call the same tool forever)."""
+        already in the conversation, or feeds a tool's latest result back into the same
+        tool (``_feeds_back``): the turn is then answered instead (small models otherwise
+        call the same tool forever)."""
         ts = call.toolset
-        if self.allow_repeated_tool_calls or ts is None or ts.choice != "auto" or ts.answer_only \
-                or not message.tool_calls:
+        if ts is None or ts.choice != "auto" or ts.answer_only or not message.tool_calls:
             return False
         messages = call.source[0]
-        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-        done = {_call_key(c) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
-                if c.get("id") in answered}
-        return any(_call_key(c) in done for c in message.tool_calls)
+        if not self.allow_repeated_tool_calls:
+            answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+            done = {_call_key(c) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
+                    if c.get("id") in answered}
+            if any(_call_key(c) in done for c in message.tool_calls):
+                return True
+        return not self.allow_chained_tool_calls and any(_feeds_back(c, messages) for c in message.tool_calls)
 
     def _answer_call(self, call: Call) -> Call:
         messages, stop, kwargs = call.source
         return self._call(messages, stop, kwargs, toolset=call.toolset.answering())
 
     def _submit(self, call: Call) -> Handle:
-        plan = _PLAN.get()
-        handle = plan.claim(self, call) if plan is not None else None
-        return handle if handle is not None else call.adapter.submit([call.request])[0]
+        return submit(self, call)
 
     def _message(self, call: Call, outcome: Outcome, repeated: AIMessage | None = None) -> AIMessage:
         meta = outcome.metadata()
@@ -435,20 +492,30 @@ class ChatDeAL(DeALParams, BaseChatModel):
                 handle.cancel()
 
     # ------------------------------------------------------------------ batching
-    def _plan(self, messages: list[list[BaseMessage]], kwargs: Mapping[str, Any]) -> _Plan | None:
-        """Prepare every input of a batch now, so they can be searched together; None when
-        some input is invalid (the per-input calls then report their own errors)."""
+    def _plan(self, messages: list[list[BaseMessage]], kwargs: Mapping[str, Any]) -> Plan | None:
+        """Prepare every input of a batch now, so they can be searched together (an input
+        that cannot be prepared is left out: its own call then reports the error)."""
         kw = {k: v for k, v in kwargs.items()
               if k not in ("stop", "ls_structured_output_format", "structured_output_format")}
-        try:
-            calls = [self._call(m, kwargs.get("stop"), kw) for m in messages]
-        except Exception:
-            return None
-        return _Plan(self, calls)
+        calls: list[Call | None] = []
+        for m in messages:
+            try:
+                calls.append(self._call(m, kwargs.get("stop"), kw))
+            except Exception:  # that input's own call reports it; the others still batch
+                calls.append(None)
+        return Plan(self, calls) if any(c is not None for c in calls) else None
+
+    def _plan_call(self, value: Any, kwargs: Mapping[str, Any]) -> Call:
+        """The call an input (a prompt value, messages or a string) would make with the
+        call's ``kwargs`` (for plans built outside ``batch``: ``with_reward_vars``)."""
+        kw = {k: v for k, v in kwargs.items()
+              if k not in ("stop", "ls_structured_output_format", "structured_output_format")}
+        return self._call(self._convert_input(value).to_messages(), kwargs.get("stop"), kw)
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """All inputs are searched as one batch (one engine call per search config)."""
+        kwargs = self._batch_kwargs(kwargs)
         return self._with_plan(lambda: _input_messages(self, inputs), kwargs, len(inputs),
                                lambda: super(ChatDeAL, self).batch(inputs, config, return_exceptions=return_exceptions,
                                                                    **kwargs))
@@ -456,12 +523,13 @@ class ChatDeAL(DeALParams, BaseChatModel):
     async def abatch(self, inputs: list[LanguageModelInput],
                      config: RunnableConfig | list[RunnableConfig] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
+        kwargs = await asyncio.to_thread(self._batch_kwargs, kwargs)
         plan = await asyncio.to_thread(self._plan_for, lambda: _input_messages(self, inputs), kwargs, len(inputs))
-        token = _PLAN.set(plan)
+        token = PLAN.set(plan)
         try:
             return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
-            _PLAN.reset(token)
+            PLAN.reset(token)
 
     def generate(self, messages: list[list[BaseMessage]], stop: list[str] | None = None, callbacks: Any = None,
                  **kwargs: Any) -> LLMResult:
@@ -472,16 +540,25 @@ class ChatDeAL(DeALParams, BaseChatModel):
     async def agenerate(self, messages: list[list[BaseMessage]], stop: list[str] | None = None,
                         callbacks: Any = None, **kwargs: Any) -> LLMResult:
         plan = await asyncio.to_thread(self._plan_for, lambda: messages, {**kwargs, "stop": stop}, len(messages))
-        token = _PLAN.set(plan)
+        token = PLAN.set(plan)
         try:
             return await super().agenerate(messages, stop=stop, callbacks=callbacks, **kwargs)
         finally:
-            _PLAN.reset(token)
+            PLAN.reset(token)
+
+    def _batch_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A batch's ``spec=`` text loaded once, not once per input and again per call."""
+        if "spec" in kwargs or "step" in kwargs:
+            try:
+                return self._validate_binding(dict(kwargs), "ChatDeAL.batch")
+            except Exception:  # each input's call reports it (return_exceptions applies)
+                return kwargs
+        return kwargs
 
     def _plan_for(self, messages: Callable[[], list[list[BaseMessage]]], kwargs: Mapping[str, Any],
-                  n: int) -> _Plan | None:
-        if n < 2 or _PLAN.get() is not None:
-            return _PLAN.get()
+                  n: int) -> Plan | None:
+        if n < 2 or PLAN.get() is not None:
+            return PLAN.get()
         try:
             msgs = messages()
         except Exception:
@@ -490,11 +567,11 @@ class ChatDeAL(DeALParams, BaseChatModel):
 
     def _with_plan(self, messages: Callable[[], list[list[BaseMessage]]], kwargs: Mapping[str, Any], n: int,
                    run: Callable[[], Any]) -> Any:
-        token = _PLAN.set(self._plan_for(messages, kwargs, n))
+        token = PLAN.set(self._plan_for(messages, kwargs, n))
         try:
             return run()
         finally:
-            _PLAN.reset(token)
+            PLAN.reset(token)
 
 
 class _Emitter:
@@ -514,12 +591,61 @@ class _Emitter:
 
     def last(self, message: AIMessage) -> ChatGenerationChunk:
         rest, chunks = "", []
+        meta = dict(message.response_metadata)
         if self.answer is not None:
             rest = self.answer.rest(str(message.content))
             for i, c in enumerate(message.tool_calls):
                 chunks.append(tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i))
-            for j, c in enumerate(message.invalid_tool_calls, start=len(chunks)):
-                chunks.append(tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=j))
-        return ChatGenerationChunk(message=AIMessageChunk(
-            content=rest, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
-            response_metadata=message.response_metadata, chunk_position="last"))
+            if message.invalid_tool_calls:
+                # aggregating chunks rebuilds tool calls from tool_call_chunks, and would
+                # turn a call cut by the token budget into a complete-looking one (its
+                # partial arguments parse): the invalid call is this chunk's
+                # invalid_tool_calls (args and error, as invoke gives them), and
+                # response_metadata["invalid_tool_calls"] keeps it in an aggregated message
+                meta["invalid_tool_calls"] = [dict(c) for c in message.invalid_tool_calls]
+        chunk = AIMessageChunk(content=rest, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
+                               response_metadata=meta, chunk_position="last")
+        if self.answer is not None and message.invalid_tool_calls:
+            chunk.invalid_tool_calls = list(message.invalid_tool_calls)
+        return ChatGenerationChunk(message=chunk)
+
+
+class _RawStructured(Runnable):
+    """``with_structured_output(..., include_raw=True)``: ``{"raw", "parsed",
+    "parsing_error"}``. A runnable of its own rather than a ``RunnableMap`` chain so that
+    call arguments (``reward_vars`` from ``with_reward_vars``, search settings) reach the
+    model, and ``batch``/``abatch`` are the model's one batched search."""
+
+    def __init__(self, llm: Runnable, parser: Runnable):
+        self.llm, self.parser = llm, parser
+        self.name = "structured_output_raw"
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+        return self.llm.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802
+        return dict
+
+    def _wrap(self, raw: Any) -> dict[str, Any]:
+        try:
+            return {"raw": raw, "parsed": self.parser.invoke(raw), "parsing_error": None}
+        except Exception as exc:  # e.g. an answer cut by max_tokens: returned, not raised
+            return {"raw": raw, "parsed": None, "parsing_error": exc}
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+        return self._wrap(self.llm.invoke(input, config, **kwargs))
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+        return self._wrap(await self.llm.ainvoke(input, config, **kwargs))
+
+    def batch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        raws = self.llm.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return [r if isinstance(r, Exception) else self._wrap(r) for r in raws]
+
+    async def abatch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        raws = await self.llm.abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return [r if isinstance(r, Exception) else self._wrap(r) for r in raws]

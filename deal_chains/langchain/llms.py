@@ -8,14 +8,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
-from deal_chains.langchain._base import Call, DeALParams
+from deal_chains.langchain._base import PLAN, Call, DeALParams
 
 
 class DeALLLM(DeALParams, BaseLLM):
@@ -32,6 +32,7 @@ class DeALLLM(DeALParams, BaseLLM):
     any, is the system turn). Fields, per-call options and metadata are those of
     ``ChatDeAL``; ``generation_info`` carries the reward breakdown, score, strategy, search
     statistics and token usage. ``batch``/``generate`` search all prompts as one batch.
+    ``get_num_tokens`` counts with the model's own tokenizer.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True,
@@ -55,7 +56,18 @@ class DeALLLM(DeALParams, BaseLLM):
         params["ls_provider"] = "deal_chains"
         model = kwargs.get("model")
         params["ls_model_name"] = model if isinstance(model, str) else self._model_name
+        if "ls_max_tokens" not in params and self._config is not None:
+            params["ls_max_tokens"] = self._config.max_new_tokens
+        if "ls_temperature" not in params and self._config is not None:
+            params["ls_temperature"] = self._config.temperature
+        if not stop and self.stop:
+            params["ls_stop"] = self.stop
         return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's own tokenizer (LangChain's default would
+        fetch GPT-2's from the network)."""
+        return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def bind(self, **kwargs: Any) -> Any:
         """Per-call settings, checked now (see ``ChatDeAL.bind``)."""
@@ -64,6 +76,21 @@ class DeALLLM(DeALParams, BaseLLM):
     def _call_for(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Call:
         return self._prepare([{"role": "user", "content": prompt}], stop, kwargs)
 
+    def _plan_call(self, value: Any, kwargs: Mapping[str, Any]) -> Call:
+        """The call an input would make with ``kwargs`` (for ``with_reward_vars`` batches)."""
+        kw = {k: v for k, v in kwargs.items() if k != "stop"}
+        return self._call_for(self._convert_input(value).to_string(), kwargs.get("stop"), kw)
+
+    def _handles(self, calls: list[Call]) -> list[Any]:
+        """A running batch plan's handles where it has them; the rest searched together."""
+        plan = PLAN.get()
+        handles = [plan.claim(self, c) if plan is not None else None for c in calls]
+        rest = [i for i, h in enumerate(handles) if h is None]
+        if rest:
+            for i, h in zip(rest, calls[rest[0]].adapter.submit([calls[i].request for i in rest])):
+                handles[i] = h
+        return handles
+
     @staticmethod
     def _generation(call: Call, outcome: Any) -> Generation:
         return Generation(text=outcome.text, generation_info={**outcome.metadata(), "usage": outcome.usage()})
@@ -71,21 +98,21 @@ class DeALLLM(DeALParams, BaseLLM):
     def _generate(self, prompts: list[str], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
         calls = [self._call_for(p, stop, kwargs) for p in prompts]
-        handles = calls[0].adapter.submit([c.request for c in calls]) if calls else []
+        handles = self._handles(calls)
         gens = [[self._generation(c, h.result())] for c, h in zip(calls, handles)]
         return LLMResult(generations=gens, llm_output={"model_name": calls[0].adapter.model_name if calls else None})
 
     async def _agenerate(self, prompts: list[str], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
         calls = await asyncio.to_thread(lambda: [self._call_for(p, stop, kwargs) for p in prompts])
-        handles = calls[0].adapter.submit([c.request for c in calls]) if calls else []
+        handles = self._handles(calls)
         gens = [[self._generation(c, await h.aresult())] for c, h in zip(calls, handles)]
         return LLMResult(generations=gens, llm_output={"model_name": calls[0].adapter.model_name if calls else None})
 
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[GenerationChunk]:
         call = self._call_for(prompt, stop, kwargs)
-        [handle] = call.adapter.submit([call.request])
+        [handle] = self._handles([call])
         try:
             for text in handle.texts():
                 chunk = GenerationChunk(text=text)
@@ -102,7 +129,7 @@ class DeALLLM(DeALParams, BaseLLM):
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[GenerationChunk]:
         call = await asyncio.to_thread(self._call_for, prompt, stop, kwargs)
-        [handle] = call.adapter.submit([call.request])
+        [handle] = self._handles([call])
         try:
             async for text in handle.atexts():
                 chunk = GenerationChunk(text=text)

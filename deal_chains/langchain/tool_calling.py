@@ -11,7 +11,9 @@ The model answers with one JSON object (compact, no free-form preamble):
 - a tool call: ``{"name": "<tool>", "arguments": {...}}`` — ``arguments`` valid for that
   tool's argument schema (the mask is an ``anyOf`` over the bound tools);
 - with ``tool_choice="auto"`` (the default), alternatively ``{"answer": "<text>"}``: a
-  plain reply, returned as the message text.
+  plain reply, returned as the message text. With a ``response_format`` bound too
+  (``bind_tools(tools, response_format=...)``, create_agent's ``ProviderStrategy``) the
+  reply is ``{"answer": <an object valid for that schema>}``, returned as its JSON text.
 
 ``tool_choice``: ``"auto"`` (call a tool or answer), ``"any"`` / ``"required"`` / ``True``
 (must call one of the tools), a tool name or ``{"type": "function", "function": {"name":
@@ -32,6 +34,7 @@ from deal_chains.errors import InputError
 
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 _ANSWER_PREFIX = re.compile(r'\{\s*"answer"\s*:\s*"')
+_ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
 
 
 def _tool_name(tool: Any) -> str:
@@ -109,6 +112,7 @@ class ToolSet:
     tools: list[dict[str, Any]]
     choice: str  # "auto" | "any" | "none" | a tool name
     answer_only: bool = False  # an "auto" turn that must answer (its tool call repeated an answered one)
+    answer_schema: dict[str, Any] | None = None  # the JSON schema a reply must match (a response_format)
 
     @classmethod
     def build(cls, tools: Sequence[Any], tool_choice: Any = None) -> "ToolSet":
@@ -178,12 +182,29 @@ class ToolSet:
                 "properties": {"name": {"const": fn["name"]}, "arguments": bounded_schema(fn["parameters"])},
                 "required": ["name", "arguments"], "additionalProperties": False}
 
+    def with_answer_schema(self, schema: Mapping[str, Any]) -> "ToolSet":
+        """The same tools, where a reply must be an object valid for ``schema``."""
+        return ToolSet(self.tools, self.choice, self.answer_only, dict(schema))
+
     def schema(self) -> dict[str, Any]:
         branches = [self.envelope(fn) for fn in self._callable()]
+        defs: dict[str, Any] = {}
         if self.choice == "auto":
-            branches.append({"type": "object", "properties": {"answer": {"type": "string"}},
+            answer: Any = {"type": "string"}
+            if self.answer_schema is not None:
+                from deal_chains.search.constraints import bounded_schema
+
+                answer = dict(self.answer_schema)
+                # the schema's local definitions ("#/$defs/X") must stay at the root
+                for key in ("$defs", "definitions"):
+                    if isinstance(answer.get(key), Mapping):
+                        defs[key] = bounded_schema(answer.pop(key))
+                answer.pop("$schema", None)
+                answer = bounded_schema(answer)
+            branches.append({"type": "object", "properties": {"answer": answer},
                              "required": ["answer"], "additionalProperties": False})
-        return branches[0] if len(branches) == 1 else {"anyOf": branches}
+        out = branches[0] if len(branches) == 1 else {"anyOf": branches}
+        return {**out, **defs} if defs else out
 
     def constraint(self) -> Any:
         """The hard constraint of a tool-calling turn (None for ``tool_choice="none"``)."""
@@ -216,11 +237,15 @@ class ToolSet:
             desc = (fn.get("description") or "").strip().splitlines()
             lines.append(f"- {fn['name']}: {desc[0] if desc else ''} Arguments: {_arguments_summary(fn['parameters'])}")
         call = 'To call a tool, reply with JSON {"name": "<tool name>", "arguments": {<arguments>}}.'
+        reply = '{"answer": "<your reply>"}'
+        if self.answer_schema is not None:
+            shown = json.dumps(_untitled(self.answer_schema), ensure_ascii=False, separators=(",", ":"))
+            reply = '{"answer": <a JSON object matching this JSON schema: ' + shown + '>}'
         if self.answer_only:
-            lines.append('You have the tool results you need: reply with JSON {"answer": "<your reply>"}.')
+            lines.append(f"You have the tool results you need: reply with JSON {reply}.")
         elif self.choice == "auto":
             lines.append(call + ' Call a tool only when you need its result; otherwise, or once you have the '
-                                'tool results you need, reply with JSON {"answer": "<your reply>"}.')
+                                f'tool results you need, reply with JSON {reply}.')
         elif self.choice == "any":
             lines.append(call + " Call one of the tools now.")
         else:
@@ -230,7 +255,7 @@ class ToolSet:
 
     def answering(self) -> "ToolSet":
         """The same tools, for a turn that must reply ``{"answer": ...}``."""
-        return ToolSet(self.tools, self.choice, answer_only=True)
+        return ToolSet(self.tools, self.choice, answer_only=True, answer_schema=self.answer_schema)
 
     def parse(self, text: str, finished: bool) -> tuple[str, list[dict], list[dict]]:
         """(content, tool_calls, invalid_tool_calls) of a generated envelope."""
@@ -242,7 +267,9 @@ class ToolSet:
             return "", [{"name": data["name"], "args": data.get("arguments") or {}, "id": new_call_id(),
                          "type": "tool_call"}], []
         if isinstance(data, dict) and "answer" in data:
-            return str(data["answer"]), [], []
+            answer = data["answer"]
+            # a structured reply (answer_schema) is returned as its JSON text
+            return (answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)), [], []
         # cut by the token budget or a stop sequence: keep what can be kept
         from langchain_core.utils.json import parse_partial_json
 
@@ -250,12 +277,17 @@ class ToolSet:
             partial = parse_partial_json(text)
         except (json.JSONDecodeError, ValueError):
             partial = None
-        if isinstance(partial, dict) and "answer" in partial and isinstance(partial["answer"], str):
+        if isinstance(partial, dict) and "answer" in partial and isinstance(partial["answer"], str) \
+                and self.answer_schema is None:
             return partial["answer"], [], []
         name = partial.get("name") if isinstance(partial, dict) else None
         why = "the answer was cut by the token budget (raise max_tokens)" if not finished else \
             "the output is not a complete tool call"
-        return "", [], [{"name": name, "args": text, "id": new_call_id(), "error": why, "type": "invalid_tool_call"}]
+        # args: the arguments as generated (unparsed), not the whole envelope
+        m = _ARGUMENTS.search(text)
+        args = text[m.end():] if m else None
+        return "", [], [{"name": name if isinstance(name, str) else None, "args": args, "id": new_call_id(),
+                         "error": why, "type": "invalid_tool_call"}]
 
 
 def new_call_id() -> str:

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from plugins import installed_plugin
 
 import rewards
 import rewards.callable as rcallable
@@ -359,12 +359,6 @@ NUMBER = 42
 @pytest.fixture
 def plugin_dist(tmp_path):
     """A throwaway installed distribution declaring reward entry points."""
-    module = f"dc_test_plugin_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
-    (tmp_path / f"{module}_broken.py").write_text("import dc_no_such_module_xyz\n")
-    dist = tmp_path / f"{module}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     entries = {
         "shout": "Shout",
         "make-shout": "make_shout",
@@ -377,18 +371,10 @@ def plugin_dist(tmp_path):
         "number": "NUMBER",
         "not-a-reward": "NotAReward",
     }
-    lines = ["[deal_chains.rewards]"] + [f"{k} = {module}:{v}" for k, v in entries.items()]
-    lines.append(f"broken = {module}_broken:thing")
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    sys.path.insert(0, str(tmp_path))
-    importlib.invalidate_caches()
-    try:
+    entries["broken"] = "{module}_broken:thing"
+    with installed_plugin(tmp_path, textwrap.dedent(PLUGIN_SOURCE), entries, prefix="dc_test_plugin",
+                          extra_modules={"broken": "import dc_no_such_module_xyz\n"}) as module:
         yield module
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in (module, f"{module}_broken"):
-            sys.modules.pop(name, None)
-        importlib.invalidate_caches()
 
 
 def test_plugin_listing(plugin_dist):

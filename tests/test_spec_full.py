@@ -5,15 +5,13 @@ Every invalid spec must give file, line and field path."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
-import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
+from plugins import installed_plugin
 import torch
 
 from deal_chains.cli import main
@@ -429,22 +427,8 @@ class Shout(BaseReward):
 
 @pytest.fixture
 def plugin_dist(tmp_path):
-    module = f"dc_spec_plugin_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "site"
-    folder.mkdir()
-    (folder / f"{module}.py").write_text(PLUGIN_SOURCE)
-    dist = folder / f"{module}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[deal_chains.rewards]\nshout = {module}:Shout\n")
-    sys.path.insert(0, str(folder))
-    importlib.invalidate_caches()
-    try:
+    with installed_plugin(tmp_path / "site", PLUGIN_SOURCE, {"shout": "Shout"}, prefix="dc_spec_plugin") as module:
         yield module
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop(module, None)
-        importlib.invalidate_caches()
 
 
 def test_plugin_builds(tmp_path, plugin_dist):

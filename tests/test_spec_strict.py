@@ -5,13 +5,11 @@ classifier directories and plugin parameters. Fast: no model is loaded."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from plugins import installed_plugin
 
 from deal_chains.errors import InputError, SpecError
 from deal_chains.spec import REWARD_TYPES, load_spec, render_template
@@ -333,22 +331,9 @@ class Loud:
 
 @pytest.fixture
 def scoring_plugin(tmp_path):
-    module = f"dc_strict_plugin_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "site"
-    folder.mkdir()
-    (folder / f"{module}.py").write_text(PLUGIN_SOURCE)
-    dist = folder / f"{module}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[deal_chains.rewards]\nshort = {module}:shortness\nloud = {module}:Loud\n")
-    sys.path.insert(0, str(folder))
-    importlib.invalidate_caches()
-    try:
+    with installed_plugin(tmp_path / "site", PLUGIN_SOURCE, {"short": "shortness", "loud": "Loud"},
+                          prefix="dc_strict_plugin") as module:
         yield module
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop(module, None)
-        importlib.invalidate_caches()
 
 
 def test_plugin_params_are_checked_against_the_function(tmp_path, scoring_plugin):

@@ -182,6 +182,25 @@ class DeALParams(BaseModel):
     def _model_name(self) -> str:
         return self._adapter.model_name
 
+    # shared by ChatDeAL and DeALLLM (super() is LangChain's BaseChatModel / BaseLLM)
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "deal_chains"
+        model = kwargs.get("model")
+        params["ls_model_name"] = model if isinstance(model, str) else self._model_name
+        if "ls_max_tokens" not in params and self._config is not None:
+            params["ls_max_tokens"] = self._config.max_new_tokens
+        if "ls_temperature" not in params and self._config is not None:
+            params["ls_temperature"] = self._config.temperature
+        if not stop and self.stop:
+            params["ls_stop"] = self.stop
+        return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's own tokenizer (LangChain's default would
+        fetch GPT-2's from the network)."""
+        return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.search)
         for name in SEARCH_FIELDS:

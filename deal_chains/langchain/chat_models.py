@@ -213,25 +213,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
                 "spec": getattr(getattr(spec, "_source", None), "file", None) or (spec is not None and "inline") or None,
                 "search": self._config.model_dump() if self._config is not None else None}
 
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "deal_chains"
-        model = kwargs.get("model")
-        params["ls_model_name"] = model if isinstance(model, str) else self._model_name
-        if "ls_max_tokens" not in params and self._config is not None:
-            params["ls_max_tokens"] = self._config.max_new_tokens
-        if "ls_temperature" not in params and self._config is not None:
-            params["ls_temperature"] = self._config.temperature
-        if not stop and self.stop:
-            params["ls_stop"] = self.stop
-        return params
-
     # ------------------------------------------------------------------ token counting
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` by the model's own tokenizer (LangChain's default would
-        fetch GPT-2's from the network)."""
-        return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Tokens of ``messages`` as the model's chat template formats them (with the
         generation prompt, and the tool instructions when ``tools`` are given); the spec's

@@ -261,6 +261,39 @@ def test_recursive_schemas_with_a_way_out_are_fine(schema, tiny_lm):
     spec.build_constraint().compile(tiny_lm)
 
 
+TUPLE_2020 = {"type": "array", "prefixItems": [{"type": "string", "maxLength": 2}, {"type": "integer"}],
+              "items": False, "minItems": 2}
+TUPLE_DRAFT7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
+                "items": [{"type": "integer"}, {"type": "string", "maxLength": 2}],
+                "additionalItems": False, "minItems": 2}
+
+
+@pytest.mark.parametrize("schema", [TUPLE_2020, TUPLE_DRAFT7])
+def test_tuple_arrays_with_closed_rest_are_not_called_unsatisfiable(schema, tiny_lm):
+    """items: false (or additionalItems: false) only applies past the prefix: a tuple of
+    minItems items is a finite instance, not "recursion on every path"."""
+    import jsonschema
+
+    from deal_chains.spec import load_spec
+
+    spec = load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": "hard"}}]})
+    cfg = SearchConfig(strategy="sample", temperature=1.0, seed=3, max_new_tokens=40)
+    results = DeALEngine(tiny_lm).generate(["a", "b"], None, cfg, constraints=spec.build_constraint())
+    cls = jsonschema.validators.validator_for(schema)
+    for r in results:
+        if r.finished:
+            assert cls(schema).is_valid(json.loads(r.text)), r.text
+
+
+def test_a_prefix_shorter_than_min_items_with_a_closed_rest_is_unsatisfiable():
+    from deal_chains.errors import SpecError
+    from deal_chains.spec import load_spec
+
+    schema = {"type": "array", "prefixItems": [{"type": "integer"}], "items": False, "minItems": 2}
+    with pytest.raises(SpecError, match="no finite JSON value"):
+        load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": "hard"}}]})
+
+
 def test_soft_mode_keeps_what_only_the_mask_cannot_do():
     from deal_chains.spec import load_spec
 

@@ -321,7 +321,15 @@ def _has_finite_instance(root: dict) -> bool:
                 if "array" in types:
                     min_items = node.get("minItems", 0) if isinstance(node.get("minItems", 0), int) else 0
                     items = node.get("items", True)
-                    paths.append(min_items == 0 or finite(items, stack))
+                    # the first items follow prefixItems (or a list-form items, before
+                    # 2020-12); only those past the prefix follow items/additionalItems
+                    if isinstance(items, list):
+                        prefix, rest = items, node.get("additionalItems", True)
+                    else:
+                        prefix = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else []
+                        rest = items
+                    paths.append(all(finite(p, stack) for p in prefix[:min_items])
+                                 and (min_items <= len(prefix) or finite(rest, stack)))
                 ok = any(paths)
         if len(stack) == 1:
             known[key] = ok

@@ -197,3 +197,50 @@ def test_deeply_nested_schema_file_is_a_located_error(tmp_path):
     with pytest.raises(SpecError, match="deep") as err:
         load_spec(spec)
     assert "schema_file" in str(err.value)
+
+
+def _mask_accepts(tiny_lm, schema, text):
+    """Whether the hard mask lets ``text`` through as a whole document."""
+    state = GrammarConstraint.json_schema(schema).compile(tiny_lm).new_state()
+    ids = tiny_lm.tokenizer.encode(text, add_special_tokens=False)
+    return all(state.consume_token(i) for i in ids) and state.is_accepting()
+
+
+@pytest.mark.parametrize("schema, texts", [
+    # the engine let the exclusive bound itself through when the other bound is near
+    ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.5}, ["0", "0.25"]),
+    ({"type": "number", "exclusiveMinimum": 0, "maximum": 0.001}, ["0", "0.0005"]),
+    ({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1.5}, ["1", "1.1"]),
+    ({"type": "number", "exclusiveMinimum": -0.1, "exclusiveMaximum": 0}, ["-0", "-0.05"]),
+    ({"$schema": "http://json-schema.org/draft-04/schema#", "type": "number", "minimum": 0,
+      "exclusiveMinimum": True, "maximum": 0.5}, ["0", "0.1"]),
+    # a decimal past a float's precision equals the bound for jsonschema
+    ({"type": "number", "exclusiveMinimum": 0.1}, ["0.10000000000000000001", "0.2"]),
+    ({"type": "number", "minimum": 2, "exclusiveMaximum": 3}, ["2.99999999999999999999", "2.5"]),
+    # integer bounds past 2**53 were read as 64-bit floats (and saturated at int64)
+    ({"type": "integer", "minimum": -10**20, "maximum": 5}, ["5", "-9007199254740993"]),
+    ({"type": "integer", "minimum": 9007199254740000}, ["9007199254740993", "9007199254740000"]),
+])
+def test_numeric_bounds_under_the_mask_agree_with_jsonschema(tiny_lm, schema, texts):
+    check = jsonschema.validators.validator_for(schema)(schema)
+    for text in texts:
+        if _mask_accepts(tiny_lm, schema, text):
+            assert check.is_valid(json.loads(text)), text
+    assert any(_mask_accepts(tiny_lm, schema, t) for t in texts)  # still satisfiable
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "integer", "minimum": 10**20},
+    {"type": "integer", "minimum": 9007199254740993, "maximum": 9007199254740999},
+    {"type": "integer", "minimum": -10**20, "maximum": -99999999999999999990},  # crashed the engine
+])
+def test_integer_bounds_past_2_53_are_refused_not_misread(schema):
+    with pytest.raises(ConstraintError, match="2\\*\\*53"):
+        GrammarConstraint.json_schema(schema)
+
+
+def test_out_of_range_bounds_do_not_crash_the_soft_load():
+    from deal_chains.spec import load_spec
+
+    schema = {"type": "integer", "minimum": -10**20, "maximum": -99999999999999999990}
+    load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": "soft"}}]})

@@ -350,7 +350,10 @@ def unsatisfiable_reason(schema: Any) -> str | None:
         return None
 
     def widen(node: dict) -> dict:
-        return {k: v for k, v in node.items() if k not in ("format", "pattern", "multipleOf")}
+        # bounds past +-2**53 too: the engine misreads them (and crashes on some past int64)
+        return {k: v for k, v in node.items() if k not in ("format", "pattern", "multipleOf")
+                and not (k in _BOUND_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and not abs(v) <= _EXACT_LIMIT)}
 
     wide = _walk_schema(exact_one_of(schema), widen)
     try:
@@ -467,12 +470,13 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
             # exclusiveMinimum of 1e13 gets a maximum above it, never a contradiction); a
             # draft-4 boolean flag next to a new cap only makes that cap exclusive
             lo, hi = _bounds(out)
+            # (never past +-2**53, where the engine's float reading of a bound is inexact)
             if hi is None:
-                out["maximum"] = max(MAX_ABS_NUMBER, math.floor(lo) + MAX_ABS_NUMBER) if lo is not None \
-                    else MAX_ABS_NUMBER
+                out["maximum"] = min(_EXACT_LIMIT, max(MAX_ABS_NUMBER, math.floor(lo) + MAX_ABS_NUMBER)) \
+                    if lo is not None else MAX_ABS_NUMBER
             if lo is None:
-                out["minimum"] = min(-MAX_ABS_NUMBER, math.ceil(hi) - MAX_ABS_NUMBER) if hi is not None \
-                    else -MAX_ABS_NUMBER
+                out["minimum"] = max(-_EXACT_LIMIT, min(-MAX_ABS_NUMBER, math.ceil(hi) - MAX_ABS_NUMBER)) \
+                    if hi is not None else -MAX_ABS_NUMBER
         if "array" in types and "maxItems" not in out and "prefixItems" not in out:
             out["maxItems"] = max(max_items, _int_or(out.get("minItems"), 0))
         if "object" in types or "properties" in out:
@@ -664,6 +668,87 @@ def _bounds(node: dict) -> tuple[Any, Any]:
     return (max(lows) if lows else None), (min(highs) if highs else None)
 
 
+_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _just_above(bound: Any, upper: Any) -> float:
+    """A float above ``bound`` with a short decimal form (the grammar engine spells a bound
+    out digit by digit), close enough to it to cut off at most a millionth of the way to
+    ``upper`` (or of the bound's own size, at most 1e-6)."""
+    from decimal import ROUND_FLOOR, Decimal
+
+    bound = float(bound)
+    width = upper - bound if upper is not None and upper > bound else max(1.0, abs(bound))
+    first = min(math.floor(math.log10(width)) - 6, -6)
+    exact = Decimal(repr(bound))
+    for e in range(first, first + 40):
+        step = Decimal(1).scaleb(e)
+        candidate = float((exact / step).to_integral_value(rounding=ROUND_FLOOR) * step + step)
+        if candidate > bound:
+            break
+    if not candidate > bound or (upper is not None and candidate > upper):
+        candidate = math.nextafter(bound, math.inf)
+    return candidate
+
+
+def _sound_bounds(node: dict, cls: Any) -> dict:
+    """llguidance reads numeric bounds more loosely than jsonschema: an exclusive bound lets
+    the bound itself through when the other bound is near (``exclusiveMinimum: 0`` with
+    ``maximum: 0.5`` accepts ``0``), a decimal longer than a float passes an exclusive bound
+    that jsonschema's float comparison refuses (``0.10000000000000000001 > 0.1``), and
+    integer bounds are read as 64-bit floats (saturated at the int64 range), so past 2**53
+    integers outside them get through. Rewrite the bounds as inclusive ones both agree on:
+    an exclusive bound becomes the next float inside it (the next integer where only
+    integers are allowed), and bounds are clamped to +-2**53; refuse a range that lies
+    wholly past that."""
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if "enum" in node or "const" in node or not any(k in node for k in _BOUND_KEYS):
+        return node
+    low_in, low_ex, high_in, high_ex = [], [], [], []
+    if num(node.get("minimum")):  # draft 4: exclusiveMinimum: true makes minimum exclusive
+        (low_ex if node.get("exclusiveMinimum") is True else low_in).append(node["minimum"])
+    if num(node.get("maximum")):
+        (high_ex if node.get("exclusiveMaximum") is True else high_in).append(node["maximum"])
+    if num(node.get("exclusiveMinimum")):
+        low_ex.append(node["exclusiveMinimum"])
+    if num(node.get("exclusiveMaximum")):
+        high_ex.append(node["exclusiveMaximum"])
+    if not (low_ex or high_ex or any(abs(v) > _EXACT_LIMIT for v in low_in + high_in)):
+        return node
+    if any(isinstance(v, float) and not math.isfinite(v) for v in low_in + low_ex + high_in + high_ex):
+        return node  # not a valid bound: left to the validator
+    integer_only = bool(_types(node)) and _types(node) <= {"integer"}
+
+    lo_in = max(low_in, default=None)
+    hi_in = min(high_in, default=None)
+    lo_ex = max(low_ex, default=None)
+    hi_ex = min(high_ex, default=None)
+    far = [v for v in (hi_in, hi_ex) if v is not None]
+    near = [v for v in (lo_in, lo_ex) if v is not None]
+    if integer_only:
+        above = math.floor(lo_ex) + 1 if lo_ex is not None else None
+        below = math.ceil(hi_ex) - 1 if hi_ex is not None else None
+    else:
+        above = _just_above(lo_ex, min(far)) if lo_ex is not None and far else \
+            _just_above(lo_ex, None) if lo_ex is not None else None
+        below = -_just_above(-hi_ex, -max(near)) if hi_ex is not None and near else \
+            -_just_above(-hi_ex, None) if hi_ex is not None else None
+    lo = max([v for v in (lo_in, above) if v is not None], default=None)
+    hi = min([v for v in (hi_in, below) if v is not None], default=None)
+    if (lo is not None and lo > _EXACT_LIMIT) or (hi is not None and hi < -_EXACT_LIMIT):
+        raise ConstraintError(
+            f"numeric bounds past +-2**53 ({_EXACT_LIMIT}) cannot be enforced exactly by the token "
+            "mask (the grammar engine reads them as 64-bit floats); use mode: soft")
+    out = {k: v for k, v in node.items() if k not in _BOUND_KEYS}
+    if lo is not None:
+        out["minimum"] = max(lo, -_EXACT_LIMIT)
+    if hi is not None:
+        out["maximum"] = min(hi, _EXACT_LIMIT)
+    return out
+
+
 def _sound_multiple_of(node: dict, cls: Any, notes: list[str]) -> dict:
     """jsonschema checks a float ``multipleOf`` in floating point (``0.29 / 0.01`` is
     ``28.999999999999996``: not a multiple) where llguidance checks exact decimals. Keep the
@@ -753,6 +838,7 @@ def sound_schema(schema: Any) -> tuple[Any, list[str]]:
 
     def fix(node: dict) -> dict:
         node = _sound_format(node, checked, notes)
+        node = _sound_bounds(node, cls)
         node = _sound_multiple_of(node, cls, notes)
         if "uniqueItems" in node:
             if node["uniqueItems"] is True and not _int_or(node.get("maxItems"), 2) <= 1:

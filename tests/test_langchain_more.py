@@ -428,3 +428,36 @@ def test_copies_settings_and_warnings(lm, monkeypatch):
         warnings.simplefilter("always")
         DSPyLM(lm, max_tokens=4)(PROMPTS[0])
     assert not [w for w in caught if "forward()" in str(w.message)], [str(w.message) for w in caught]
+
+
+DEFS_TOOL = {"type": "function", "function": {"name": "place", "description": "Place a point.", "parameters": {
+    "type": "object", "$defs": {"P": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0,
+                                                                           "maximum": 9}},
+                                      "required": ["x"], "additionalProperties": False}},
+    "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"], "additionalProperties": False}}}
+
+
+def test_a_dict_tool_with_local_defs_binds_and_its_calls_validate(lm):
+    """A tool schema's "#/$defs/..." refs point into that schema, not into the envelope
+    the mask is built from: they were refused as dangling at bind time."""
+    params = DEFS_TOOL["function"]["parameters"]
+    ts = ToolSet.build([DEFS_TOOL, get_weather])
+    schema = ts.schema()
+    jsonschema.validate({"name": "place", "arguments": {"p": {"x": 3}}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "place", "arguments": {"p": {"x": 30}}}, schema)
+    ts.check(lm)
+    chat = ChatDeAL(model=lm, max_tokens=90, strategy="sample", temperature=1.0, seed=1)
+    for msg in chat.bind_tools([DEFS_TOOL], tool_choice="any").batch(["go", "now"]):
+        for call in msg.tool_calls:
+            jsonschema.validate(call["args"], params)
+
+
+def test_a_draft3_tool_schema_is_refused_at_bind(lm):
+    """Nested in the call envelope, a draft-03 schema's required: true went unread and calls
+    missing the argument came out."""
+    params = {"$schema": "http://json-schema.org/draft-03/schema#", "type": "object",
+              "properties": {"a": {"type": "string", "required": True}}}
+    tool_def = {"type": "function", "function": {"name": "d3", "description": "d", "parameters": params}}
+    with pytest.raises(InputError, match="draft-03"):
+        ChatDeAL(model=lm, max_tokens=20).bind_tools([tool_def], tool_choice="any")

@@ -75,10 +75,42 @@ def _check_args_schema(name: str, params: Any) -> None:
     from jsonschema import exceptions, validators
 
     try:
-        validators.validator_for(params).check_schema(params)
+        cls = validators.validator_for(params)
+        cls.check_schema(params)
     except exceptions.SchemaError as exc:
         where = "/".join(map(str, exc.path)) or "(top level)"
         raise InputError(f"tool {name!r}: its argument schema is invalid at {where}: {exc.message}") from None
+    if cls.__name__ == "Draft3Validator":  # as for a hard json_schema: its keywords go unread
+        raise InputError(f"tool {name!r}: draft-03 argument schemas cannot be enforced by the token mask "
+                         "(required: true, divisibleBy, disallow, extends); write it in draft-04 or later")
+
+
+_DATA_KEYS = ("enum", "const", "default", "examples")
+
+
+def _has_pointer_refs(node: Any) -> bool:
+    """Whether a schema has a ``$ref`` to a JSON pointer inside itself (``#`` or ``#/...``)."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            return True
+        return any(_has_pointer_refs(v) for k, v in node.items() if k not in _DATA_KEYS)
+    if isinstance(node, list):
+        return any(_has_pointer_refs(v) for v in node)
+    return False
+
+
+def _rebase_refs(node: Any, base: str) -> Any:
+    """``node`` with its ``#`` / ``#/...`` refs pointing below ``base`` instead."""
+    if isinstance(node, Mapping):
+        out = {k: (v if k in _DATA_KEYS else _rebase_refs(v, base)) for k, v in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            out["$ref"] = base + ref[1:]
+        return out
+    if isinstance(node, list):
+        return [_rebase_refs(v, base) for v in node]
+    return node
 
 
 def _untitled(schema: Any) -> Any:
@@ -178,9 +210,19 @@ class ToolSet:
         """The JSON schema of one call of tool ``fn``."""
         from deal_chains.search.constraints import bounded_schema
 
-        return {"type": "object",
-                "properties": {"name": {"const": fn["name"]}, "arguments": bounded_schema(fn["parameters"])},
-                "required": ["name", "arguments"], "additionalProperties": False}
+        arguments = bounded_schema(fn["parameters"])
+        defs: dict[str, Any] = {}
+        if _has_pointer_refs(arguments):
+            # its "#/..." refs point into the tool's own schema: keep that schema at the root
+            # (under a name of its own), where the refs, rebased, still resolve
+            names = [t["function"]["name"] for t in self.tools]
+            key = f"deal_chains_tool_{names.index(fn['name']) if fn['name'] in names else 0}"
+            defs = {key: _rebase_refs(arguments, f"#/$defs/{key}")}
+            arguments = {"$ref": f"#/$defs/{key}"}
+        out = {"type": "object",
+               "properties": {"name": {"const": fn["name"]}, "arguments": arguments},
+               "required": ["name", "arguments"], "additionalProperties": False}
+        return {**out, "$defs": defs} if defs else out
 
     def with_answer_schema(self, schema: Mapping[str, Any]) -> "ToolSet":
         """The same tools, where a reply must be an object valid for ``schema``."""
@@ -189,6 +231,9 @@ class ToolSet:
     def schema(self) -> dict[str, Any]:
         branches = [self.envelope(fn) for fn in self._callable()]
         defs: dict[str, Any] = {}
+        for branch in branches:
+            if "$defs" in branch:
+                defs.setdefault("$defs", {}).update(branch.pop("$defs"))
         if self.choice == "auto":
             answer: Any = {"type": "string"}
             if self.answer_schema is not None:
@@ -198,7 +243,7 @@ class ToolSet:
                 # the schema's local definitions ("#/$defs/X") must stay at the root
                 for key in ("$defs", "definitions"):
                     if isinstance(answer.get(key), Mapping):
-                        defs[key] = bounded_schema(answer.pop(key))
+                        defs.setdefault(key, {}).update(bounded_schema(answer.pop(key)))
                 answer.pop("$schema", None)
                 answer = bounded_schema(answer)
             branches.append({"type": "object", "properties": {"answer": answer},

@@ -365,6 +365,23 @@ def test_non_mapping_top_level(tmp_path):
     check(only(err), path, 3, None, "must be a mapping")
 
 
+def test_a_long_scalar_file_is_not_echoed_whole(tmp_path):
+    """extends: of a text file that is no spec (one long plain scalar) put the whole file
+    into the error message."""
+    other = tmp_path / "notes.txt"
+    other.write_text("secret " * 2000 + "\n")
+    err, path = load_error(tmp_path, f"extends: {other}\n" + MINIMAL)
+    message = only(err)["message"]
+    assert "must be a mapping" in message and len(message) < 300
+
+
+@pytest.mark.parametrize("words", ["['']", "['  ', '']", "',, ,'"])
+def test_keywords_with_no_word_fail_at_load(tmp_path, words):
+    """Passed spec validate, then every record failed with 'no words to cover'."""
+    err, path = load_error(tmp_path, f"rewards:\n  - keywords: {{words: {words}}}\n")
+    check(only(err), path, 2, "rewards.0.keywords.words", "at least one non-empty word")
+
+
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     for source in (missing, str(missing)):

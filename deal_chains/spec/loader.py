@@ -312,7 +312,10 @@ def _parse_text(text: str, source: SourceMap) -> tuple[Any, list[dict]]:
                           "message": "the spec is empty; it needs at least a 'rewards:' list"}], file)
     if not isinstance(node, yaml.MappingNode):
         line, column = _position(node.start_mark)
-        kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {node.value!r}"
+        # the value shortened: a file that is one long scalar (extends: of a text file that is
+        # no spec) is not echoed whole into the error
+        shown = node.value if len(node.value) <= 60 else node.value[:57] + "..."
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {shown!r}"
         raise SpecError([{"file": file, "line": line, "column": column, "field": None,
                           "message": f"the top level of a spec must be a mapping of keys "
                                      f"(version, search, prompt, rewards, ...), got {kind}"}], file)

@@ -68,7 +68,10 @@ def _check_words(value: Any) -> Any:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("words must not be empty")
-        return check_template(value)
+        check_template(value)
+        if not template_variables(value) and not split_words(value):  # e.g. ",,"
+            raise ValueError("words must list at least one non-empty word")
+        return value
     if isinstance(value, list):
         if not value:
             raise ValueError("words must list at least one word")
@@ -76,6 +79,8 @@ def _check_words(value: Any) -> Any:
             if not isinstance(word, str):
                 raise ValueError(f"word {i} must be a string (got {word!r}; quote it in YAML)")
             check_template(word)
+        if not any(word.strip() for word in value):  # no template either: nothing to cover
+            raise ValueError("words must list at least one non-empty word")
         return value
     raise ValueError(
         "words must be a list such as [dog, cat], a comma-separated string "

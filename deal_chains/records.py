@@ -155,9 +155,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     dropped; NaN/Infinity, numbers out of range, lone surrogates and over-deep values are
     InputErrors naming ``file:line``."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"input is a directory, not a JSONL file: {p} (the Ray engine, "
+                         "--engine ray, reads a directory or glob)")
     if not p.is_file():
         raise InputError(f"input file not found: {p}")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read input file {p}: {exc.strerror or exc}") from None
     if data.startswith(codecs.BOM_UTF8):  # editors on Windows write one; it is not part of line 1
         data = data[len(codecs.BOM_UTF8):]
     records = []

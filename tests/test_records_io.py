@@ -269,3 +269,10 @@ def test_settings_fingerprint_tracks_spec_and_search():
     # the model is not part of it (--model overrides it; paths differ between machines)
     with_model = load_spec("model: default\n" + base)
     assert settings_fingerprint(with_model, with_model.search_config()) == fp
+
+
+def test_a_directory_as_input_says_so(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        read_jsonl(tmp_path)
+    with pytest.raises(InputError, match="not found"):
+        read_jsonl(tmp_path / "missing.jsonl")

@@ -373,3 +373,28 @@ def test_reused_judge_is_rebuilt_when_its_question_changes(monkeypatch):
     assert (dogs.question, cats.question) == ("Is {text} about dogs?", "Is {text} about cats?")
     with pytest.raises(SpecError, match=r"\{topic\}.*\{text\}"):  # the judge would fill it in
         spec.build_rewards({"topic": "{text}"}, lm=lm)
+
+
+# ------------------------------------------------------------------ YAML 1.2 exponent floats
+
+
+def test_exponent_without_a_decimal_point_is_a_number():
+    # YAML 1.1 (PyYAML) reads 1e1 as the text "1e1"; the spec reads it as YAML 1.2 and JSON do
+    spec = load_spec("search: {strategy: deal, lam: 1e1, temperature: 5E-1}\n" + MINIMAL)
+    assert spec.search["lam"] == 10.0 and spec.search["temperature"] == 0.5
+    spec = load_spec("search: {strategy: deal, lam: 1.5e1, temperature: .5e0}\n" + MINIMAL)
+    assert spec.search["lam"] == 15.0 and spec.search["temperature"] == 0.5
+    schema = load_spec("rewards:\n  - json_schema: {schema: {type: number, maximum: -2e+3}}\n")
+    assert schema.rewards[0].json_schema.schema_["maximum"] == -2000.0
+
+
+def test_exponent_where_text_is_expected_says_to_quote_it():
+    problem = only("rewards:\n  - keywords: {words: [dog, 1e3]}\n")
+    assert problem["field"] == "rewards.0.keywords.words" and "quote" in problem["message"]
+
+
+def test_a_malformed_override_names_the_spec_file(tmp_path):
+    path = write(tmp_path, "search: {strategy: deal, top_k: 4}\n" + MINIMAL)
+    problem = only(path, overrides=["search.top_k.x=1"])
+    assert problem["file"] == str(path)
+    assert "search.top_k.x=1" in problem["message"] and "not a mapping" in problem["message"]

@@ -85,6 +85,15 @@ class _SpecLoader(yaml.SafeLoader):
         return node
 
 
+# YAML 1.1 (PyYAML's resolver) reads an exponent without a decimal point or without a sign
+# (``1e3``, ``1.5e3``, ``.5E-4``) as text; YAML 1.2, JSON and every spec author read it as a
+# number. Resolve it as a float so ``lam: 1e3`` or ``maximum: 1e6`` in an inline schema mean
+# what they say.
+_SpecLoader.add_implicit_resolver(
+    _CORE + "float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
 def _position(mark: Any) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
@@ -499,7 +508,11 @@ def load_spec(source: str | Path | Mapping[str, Any], *, overrides: Sequence[str
         data, resolver.problems = _parse_text(text, smap)
     doc = resolver.resolve(Doc(data, smap), folder, stack)
     problems = resolver.problems
-    doc.data, origins = _apply(doc.data, overrides)
+    try:
+        doc.data, origins = _apply(doc.data, overrides)
+    except SpecError as exc:
+        # the override is what is wrong, but name the spec it was applied to
+        raise SpecError([{**e, "file": e.get("file") or smap.file} for e in exc.errors], smap.file) from None
     doc.smap.overrides.update(origins)
     doc = apply_shared(doc)
     smap = doc.smap

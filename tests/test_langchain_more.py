@@ -461,3 +461,61 @@ def test_a_draft3_tool_schema_is_refused_at_bind(lm):
     tool_def = {"type": "function", "function": {"name": "d3", "description": "d", "parameters": params}}
     with pytest.raises(InputError, match="draft-03"):
         ChatDeAL(model=lm, max_tokens=20).bind_tools([tool_def], tool_choice="any")
+
+
+def _schema_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+
+
+# a $defs schema whose ref sits beside other keywords: capped apart from the ref (the old
+# way, the defs lifted to the envelope root), P was closed and "y" could never be given
+DEFS_ANSWER = {"$defs": {"P": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}},
+                               "required": ["x"]}},
+               "type": "object",
+               "properties": {"p": {"$ref": "#/$defs/P", "properties": {"y": {"type": "boolean"}}, "required": ["y"]}},
+               "required": ["p"], "additionalProperties": False}
+# "#" and "#/properties/..." refs of an answer schema mean that schema, not the envelope
+ROOT_REF_ANSWER = {"type": "object", "properties": {
+    "v": {"type": "integer", "minimum": 0, "maximum": 9},
+    "w": {"$ref": "#/properties/v"},
+    "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
+    "required": ["v", "w", "next"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("answer", [DEFS_ANSWER, ROOT_REF_ANSWER], ids=["defs", "root-and-properties"])
+def test_a_response_format_with_local_refs_binds_and_its_answer_validates(lm, answer):
+    """The answer schema's refs point into that schema: inside the envelope they pointed at
+    the envelope's root (``#``), at nothing (``#/properties/v``), or its defs were capped
+    apart from the refs that combine them with other keywords."""
+    ts = ToolSet.build([get_weather]).with_answer_schema(answer)
+    schema = ts.schema()
+    good = {"p": {"x": 3, "y": True}} if answer is DEFS_ANSWER else \
+        {"v": 1, "w": 2, "next": {"v": 3, "w": 4, "next": None}}
+    bad = {"p": {"x": 30, "y": True}} if answer is DEFS_ANSWER else {"v": 1, "w": 20, "next": None}
+    jsonschema.validate({"answer": good}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"answer": bad}, schema)
+    chat = ChatDeAL(model=lm, max_tokens=120, max_tool_rounds=0, strategy="sample", temperature=1.0, seed=1)
+    for msg in chat.bind_tools([get_weather], response_format=_schema_format(answer)).batch(["go", "now"]):
+        assert not msg.tool_calls
+        jsonschema.validate(json.loads(msg.content), answer)
+
+
+def test_a_draft3_response_format_is_refused_at_bind(lm):
+    """Its $schema was dropped in the envelope, so required: true went unread."""
+    answer = {"$schema": "http://json-schema.org/draft-03/schema#", "type": "object",
+              "properties": {"a": {"type": "string", "required": True}}}
+    with pytest.raises(InputError, match="response_format: draft-03"):
+        ChatDeAL(model=lm, max_tokens=20).bind_tools([get_weather], response_format=_schema_format(answer))
+
+
+def test_a_tool_argument_named_like_a_data_keyword_keeps_its_refs(lm):
+    """A property called "default" is a schema, not data: its "#" ref was left pointing at
+    the envelope's root."""
+    params = {"type": "object", "properties": {"default": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
+              "required": ["default"], "additionalProperties": False}
+    tool_def = {"type": "function", "function": {"name": "nest", "description": "n", "parameters": params}}
+    schema = ToolSet.build([tool_def]).schema()
+    jsonschema.validate({"name": "nest", "arguments": {"default": {"default": None}}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "nest", "arguments": {"default": {"name": "nest", "arguments": {}}}}, schema)

@@ -51,6 +51,13 @@ def _check_args_schema(name: str, params: Any) -> None:
     if params.get("type", "object") != "object":
         raise InputError(f"tool {name!r}: its argument schema must have type 'object' (tool arguments are "
                          f"keyword arguments), got type {params.get('type')!r}")
+    _check_schema(f"tool {name!r}", "argument schema", params)
+
+
+def _check_schema(who: str, what: str, schema: Mapping[str, Any]) -> None:
+    """Raise ``InputError`` (``who: ...``) for a schema nested in the envelope (a tool's
+    ``what="argument schema"``, a response format's ``"schema"``) that the mask cannot
+    enforce: unknown types, remote refs, an invalid schema, draft-03."""
 
     def walk(node: Any, path: tuple) -> None:
         if isinstance(node, Mapping):
@@ -58,12 +65,12 @@ def _check_args_schema(name: str, params: Any) -> None:
             for value in (t if isinstance(t, list) else [t]):
                 if isinstance(value, str) and value not in _JSON_TYPES:
                     where = "/".join(map(str, path + ("type",)))
-                    raise InputError(f"tool {name!r}: unknown type {value!r} at {where} of its argument schema "
+                    raise InputError(f"{who}: unknown type {value!r} at {where} of its {what} "
                                      f"(JSON Schema types: {', '.join(sorted(_JSON_TYPES))})")
             ref = node.get("$ref")
             if isinstance(ref, str) and not ref.startswith("#"):
                 where = "/".join(map(str, path + ("$ref",)))
-                raise InputError(f"tool {name!r}: remote $ref {ref!r} at {where} is not supported (local refs only)")
+                raise InputError(f"{who}: remote $ref {ref!r} at {where} is not supported (local refs only)")
             for key, value in node.items():
                 if key not in ("enum", "const", "default", "examples"):
                     walk(value, path + (key,))
@@ -71,46 +78,54 @@ def _check_args_schema(name: str, params: Any) -> None:
             for i, value in enumerate(node):
                 walk(value, path + (i,))
 
-    walk(params, ())
+    walk(schema, ())
     from jsonschema import exceptions, validators
 
     try:
-        cls = validators.validator_for(params)
-        cls.check_schema(params)
+        cls = validators.validator_for(schema)
+        cls.check_schema(schema)
     except exceptions.SchemaError as exc:
         where = "/".join(map(str, exc.path)) or "(top level)"
-        raise InputError(f"tool {name!r}: its argument schema is invalid at {where}: {exc.message}") from None
+        raise InputError(f"{who}: its {what} is invalid at {where}: {exc.message}") from None
     if cls.__name__ == "Draft3Validator":  # as for a hard json_schema: its keywords go unread
-        raise InputError(f"tool {name!r}: draft-03 argument schemas cannot be enforced by the token mask "
+        raise InputError(f"{who}: draft-03 {what}s cannot be enforced by the token mask "
                          "(required: true, divisibleBy, disallow, extends); write it in draft-04 or later")
 
 
-_DATA_KEYS = ("enum", "const", "default", "examples")
+def _is_pointer_ref(node: Mapping[str, Any]) -> bool:
+    ref = node.get("$ref")
+    return isinstance(ref, str) and (ref == "#" or ref.startswith("#/"))
 
 
 def _has_pointer_refs(node: Any) -> bool:
     """Whether a schema has a ``$ref`` to a JSON pointer inside itself (``#`` or ``#/...``)."""
-    if isinstance(node, Mapping):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
-            return True
-        return any(_has_pointer_refs(v) for k, v in node.items() if k not in _DATA_KEYS)
-    if isinstance(node, list):
-        return any(_has_pointer_refs(v) for v in node)
-    return False
+    from deal_chains.search.constraints import _walk_schema
+
+    found: list[Mapping[str, Any]] = []
+
+    def look(n: dict) -> dict:
+        if _is_pointer_ref(n):
+            found.append(n)
+        return n
+
+    _walk_schema(node, look)  # (a "$ref" in enum/const data is data, a property named "default" a schema)
+    return bool(found)
 
 
 def _rebase_refs(node: Any, base: str) -> Any:
     """``node`` with its ``#`` / ``#/...`` refs pointing below ``base`` instead."""
-    if isinstance(node, Mapping):
-        out = {k: (v if k in _DATA_KEYS else _rebase_refs(v, base)) for k, v in node.items()}
-        ref = node.get("$ref")
-        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
-            out["$ref"] = base + ref[1:]
-        return out
-    if isinstance(node, list):
-        return [_rebase_refs(v, base) for v in node]
-    return node
+    from deal_chains.search.constraints import _walk_schema
+
+    return _walk_schema(node, lambda n: {**n, "$ref": base + n["$ref"][1:]} if _is_pointer_ref(n) else n)
+
+
+def _embedded(schema: Any, key: str) -> tuple[Any, dict[str, Any]]:
+    """``schema`` as a subschema of the envelope, and the root ``$defs`` that takes: its
+    ``#`` / ``#/...`` refs point into ``schema`` itself, so such a schema is kept at the root
+    (under ``key``), where the refs, rebased, still resolve."""
+    if not _has_pointer_refs(schema):
+        return schema, {}
+    return {"$ref": f"#/$defs/{key}"}, {key: _rebase_refs(schema, f"#/$defs/{key}")}
 
 
 def _untitled(schema: Any) -> Any:
@@ -210,22 +225,18 @@ class ToolSet:
         """The JSON schema of one call of tool ``fn``."""
         from deal_chains.search.constraints import bounded_schema
 
-        arguments = bounded_schema(fn["parameters"])
-        defs: dict[str, Any] = {}
-        if _has_pointer_refs(arguments):
-            # its "#/..." refs point into the tool's own schema: keep that schema at the root
-            # (under a name of its own), where the refs, rebased, still resolve
-            names = [t["function"]["name"] for t in self.tools]
-            key = f"deal_chains_tool_{names.index(fn['name']) if fn['name'] in names else 0}"
-            defs = {key: _rebase_refs(arguments, f"#/$defs/{key}")}
-            arguments = {"$ref": f"#/$defs/{key}"}
+        names = [t["function"]["name"] for t in self.tools]
+        key = f"deal_chains_tool_{names.index(fn['name']) if fn['name'] in names else 0}"
+        arguments, defs = _embedded(bounded_schema(fn["parameters"]), key)
         out = {"type": "object",
                "properties": {"name": {"const": fn["name"]}, "arguments": arguments},
                "required": ["name", "arguments"], "additionalProperties": False}
         return {**out, "$defs": defs} if defs else out
 
     def with_answer_schema(self, schema: Mapping[str, Any]) -> "ToolSet":
-        """The same tools, where a reply must be an object valid for ``schema``."""
+        """The same tools, where a reply must be an object valid for ``schema`` (checked as
+        tool schemas are: ``InputError`` for draft-03, remote refs, an invalid schema)."""
+        _check_schema("response_format", "schema", schema)
         return ToolSet(self.tools, self.choice, self.answer_only, dict(schema))
 
     def schema(self) -> dict[str, Any]:
@@ -239,13 +250,9 @@ class ToolSet:
             if self.answer_schema is not None:
                 from deal_chains.search.constraints import bounded_schema
 
-                answer = dict(self.answer_schema)
-                # the schema's local definitions ("#/$defs/X") must stay at the root
-                for key in ("$defs", "definitions"):
-                    if isinstance(answer.get(key), Mapping):
-                        defs.setdefault(key, {}).update(bounded_schema(answer.pop(key)))
-                answer.pop("$schema", None)
-                answer = bounded_schema(answer)
+                answer, answer_defs = _embedded(bounded_schema(self.answer_schema), "deal_chains_answer")
+                if answer_defs:
+                    defs.setdefault("$defs", {}).update(answer_defs)
             branches.append({"type": "object", "properties": {"answer": answer},
                              "required": ["answer"], "additionalProperties": False})
         out = branches[0] if len(branches) == 1 else {"anyOf": branches}

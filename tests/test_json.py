@@ -252,6 +252,28 @@ def test_unusable_schemas_fail_at_spec_load(mode, schema, words):
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize("schema, words", [
+    ({"type": []}, "no value satisfies type: [] at #"),
+    ({"type": "object", "properties": {"a": False}, "required": ["a"]},
+     "required property 'a' has schema false at #/properties/a"),
+    ({"$defs": {"n": {"type": "object", "properties": {"b": {"type": []}}, "required": ["b"]}},
+      "type": "object", "properties": {"x": {"$ref": "#/$defs/n"}}, "required": ["x"]},
+     "no value satisfies type: [] at #/$defs/n/properties/b"),
+    ({"type": "array", "prefixItems": [{"type": "integer"}], "items": False, "minItems": 2},
+     "items is false at #/items but minItems is 2"),
+])
+def test_dead_ends_are_named_not_called_recursion(schema, words):
+    """No value satisfies these, but none recurses: the message said "recurses into itself"."""
+    from deal_chains.errors import SpecError
+    from deal_chains.spec import load_spec
+
+    with pytest.raises(SpecError) as info:
+        load_spec({"rewards": [{"json_schema": {"schema": schema}}]})
+    assert words in str(info.value) and "recurses" not in str(info.value), str(info.value)
+    with pytest.raises(SpecError, match="recurses into itself on every path"):  # true recursion keeps its words
+        load_spec({"rewards": [{"json_schema": {"schema": RECURSIVE_FOREVER}}]})
+
+
 @pytest.mark.parametrize("schema", [RECURSIVE_FINE, {"type": ["object", "null"], "required": ["a"],
                                                      "properties": {"a": {"$ref": "#"}}}])
 def test_recursive_schemas_with_a_way_out_are_fine(schema, tiny_lm):

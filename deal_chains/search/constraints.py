@@ -254,12 +254,13 @@ def schema_shape_problem(schema: Any) -> str | None:
         if _resolve(schema, ref) is _MISSING:
             return f"$ref {ref!r} points to nothing in the schema"
     try:
-        finite = _has_finite_instance(schema)
+        # a dead end that needs no recursion (a false subschema, type: []) is named as such
+        why = _no_finite_instance(schema) and (_no_finite_instance(schema, cycles_close=True)
+                                               or "a required property or item recurses into itself on every path")
     except (TypeError, ValueError, AttributeError):  # a malformed schema: the validator says why
-        finite = True
-    if not finite:
-        return ("no finite JSON value satisfies the schema: a required property or item recurses "
-                "into itself on every path")
+        why = None
+    if why:
+        return f"no finite JSON value satisfies the schema: {why}"
     return None
 
 
@@ -284,58 +285,91 @@ def _resolve(root: Any, ref: str) -> Any:
     return node
 
 
-def _has_finite_instance(root: dict) -> bool:
-    """Least fixpoint of "this subschema has a finite instance" over ``$ref`` cycles (an
-    approximation that only answers False when recursion is forced on every path)."""
-    known: dict[int, bool] = {}
+def _pointer(at: str, *keys: Any) -> str:
+    return "/".join([at, *(str(k).replace("~", "~0").replace("/", "~1") for k in keys)])
 
-    def finite(node: Any, stack: tuple[int, ...]) -> bool:
+
+def _no_finite_instance(root: dict, cycles_close: bool = False) -> str | None:
+    """Why no finite value satisfies ``root``, or None: the least fixpoint of "this
+    subschema has a finite instance" over ``$ref`` cycles (an approximation that only says
+    no when recursion is forced on every path, or a required part is a dead end). With
+    ``cycles_close``, a ``$ref`` cycle counts as satisfiable, so what is left is a dead end
+    that needs no recursion (a false subschema, ``type: []``), named with its place."""
+    known: dict[int, str | None] = {}
+
+    def finite(node: Any, stack: tuple[int, ...], at: str) -> str | None:
         if not isinstance(node, dict):
-            return node is not False
+            return f"the schema at {at} is false" if node is False else None
         key = id(node)
         if key in known:
             return known[key]
-        if key in stack:
-            return False  # assume not, until another path proves otherwise
+        if key in stack:  # assume not, until another path proves otherwise
+            return None if cycles_close else "it recurses into itself"
         stack = stack + (key,)
-        ok = True
+        why = None
         if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") or node.get("$ref") == "#":
             target = _resolve(root, node["$ref"])
-            ok = target is _MISSING or finite(target, stack)
-        if ok and isinstance(node.get("allOf"), list):
-            ok = all(finite(b, stack) for b in node["allOf"])
+            why = None if target is _MISSING else finite(target, stack, node["$ref"])
+        if why is None and isinstance(node.get("allOf"), list):
+            why = next(filter(None, (finite(b, stack, _pointer(at, "allOf", i))
+                                     for i, b in enumerate(node["allOf"]))), None)
         for k in ("anyOf", "oneOf"):
-            if ok and isinstance(node.get(k), list) and node[k]:
-                ok = any(finite(b, stack) for b in node[k])
-        if ok:
+            if why is None and isinstance(node.get(k), list) and node[k]:
+                whys = []
+                for i, b in enumerate(node[k]):
+                    whys.append(finite(b, stack, _pointer(at, k, i)))
+                    if whys[-1] is None:
+                        break
+                else:
+                    why = f"no {k} branch at {at} is satisfiable ({'; '.join(whys)})"  # type: ignore[arg-type]
+        if why is None:
             types = node.get("type")
             types = {t for t in types if isinstance(t, str)} if isinstance(types, list) \
                 else {types} if isinstance(types, str) else None
-            scalar = types is None or bool(types - {"object", "array"})
-            if not scalar:
+            if types is not None and not types:
+                why = f"no value satisfies type: {json.dumps(node['type'])} at {at}"
+            elif types is not None and not types - {"object", "array"}:
                 paths = []
                 if "object" in types:
                     props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
                     req = node.get("required") if isinstance(node.get("required"), list) else []
-                    paths.append(all(finite(props[r], stack) for r in req if r in props))
+                    found = None
+                    for r in req:
+                        if r in props and (found := finite(props[r], stack, _pointer(at, "properties", r))):
+                            if props[r] is False:
+                                found = f"required property {r!r} has schema false at {_pointer(at, 'properties', r)}"
+                            break
+                    paths.append(found)
                 if "array" in types:
                     min_items = node.get("minItems", 0) if isinstance(node.get("minItems", 0), int) else 0
                     items = node.get("items", True)
                     # the first items follow prefixItems (or a list-form items, before
                     # 2020-12); only those past the prefix follow items/additionalItems
                     if isinstance(items, list):
-                        prefix, rest = items, node.get("additionalItems", True)
+                        prefix, rest, keys = items, node.get("additionalItems", True), ("items", "additionalItems")
                     else:
                         prefix = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else []
-                        rest = items
-                    paths.append(all(finite(p, stack) for p in prefix[:min_items])
-                                 and (min_items <= len(prefix) or finite(rest, stack)))
-                ok = any(paths)
+                        rest, keys = items, ("prefixItems", "items")
+                    found = None
+                    for i, p in enumerate(prefix[:min_items]):
+                        if found := finite(p, stack, _pointer(at, keys[0], i)):
+                            if p is False:
+                                found = f"item {i} has schema false at {_pointer(at, keys[0], i)} " \
+                                        f"but minItems is {min_items}"
+                            break
+                    if found is None and min_items > len(prefix):
+                        found = finite(rest, stack, _pointer(at, keys[1]))
+                        if found and rest is False:
+                            found = f"{keys[1]} is false at {_pointer(at, keys[1])} but minItems is {min_items}" \
+                                    + (f" (with {len(prefix)} {keys[0]})" if prefix else "")
+                    paths.append(found)
+                if all(paths):
+                    why = "; ".join(paths)  # type: ignore[arg-type]
         if len(stack) == 1:
-            known[key] = ok
-        return ok
+            known[key] = why
+        return why
 
-    return finite(root, ())
+    return finite(root, (), "#")
 
 
 def unsatisfiable_reason(schema: Any) -> str | None:

@@ -244,3 +244,26 @@ def test_out_of_range_bounds_do_not_crash_the_soft_load():
 
     schema = {"type": "integer", "minimum": -10**20, "maximum": -99999999999999999990}
     load_spec({"rewards": [{"json_schema": {"schema": schema, "mode": "soft"}}]})
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "number", "maximum": float("inf")},
+    {"type": "integer", "minimum": float("-inf")},  # used to overflow while bounding integers
+    {"enum": [float("nan"), 1]},
+    {"type": "object", "properties": {"x": {"const": float("inf")}}},
+])
+def test_non_finite_numbers_in_a_schema_are_refused(schema):
+    with pytest.raises(ConstraintError, match="not finite"):
+        GrammarConstraint.json_schema(schema).check()
+
+
+def test_non_finite_schema_number_from_yaml_is_a_located_spec_error(tmp_path):
+    from deal_chains.errors import SpecError
+    from deal_chains.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("rewards:\n  - json_schema: {mode: hard, schema: {type: integer, minimum: -1e400}}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.errors
+    assert problem["line"] == 2 and "not finite" in problem["message"]

@@ -228,6 +228,10 @@ def schema_shape_problem(schema: Any) -> str | None:
             return f"the schema has over {MAX_SCHEMA_NODES} nodes"
         if depth > MAX_SCHEMA_DEPTH:
             return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+        if isinstance(node, float) and not math.isfinite(node):
+            # JSON has no infinity or NaN (1e400 in YAML or a JSON file reads as inf):
+            # no bound, enum value or const can be written out or compared soundly
+            return f"the schema holds a number that is not finite ({node!r}); JSON numbers are finite"
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         for child in children:
             found = walk(child, depth + 1)

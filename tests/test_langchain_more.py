@@ -509,6 +509,18 @@ def test_a_draft3_response_format_is_refused_at_bind(lm):
         ChatDeAL(model=lm, max_tokens=20).bind_tools([get_weather], response_format=_schema_format(answer))
 
 
+def test_a_response_format_with_tools_off_is_checked_at_bind(lm):
+    """tool_choice="none" makes the reply plain structured output: its schema must still fail
+    at bind time, not mid-generation."""
+    from deal_chains.search.constraints import ConstraintError
+
+    bad = {"$schema": "http://json-schema.org/draft-03/schema#", "type": "object",
+           "properties": {"a": {"type": "string", "required": True}}}
+    with pytest.raises((InputError, ConstraintError), match="draft-03"):
+        ChatDeAL(model=lm, max_tokens=20).bind_tools([get_weather], tool_choice="none",
+                                                      response_format=_schema_format(bad))
+
+
 def test_a_tool_argument_named_like_a_data_keyword_keeps_its_refs(lm):
     """A property called "default" is a schema, not data: its "#" ref was left pointing at
     the envelope's root."""

@@ -262,6 +262,11 @@ class ChatDeAL(DeALParams, BaseChatModel):
             if kwargs.get("response_format") is not None:
                 toolset = toolset.with_answer_schema(response_schema(kwargs["response_format"]))
             toolset.check(self._adapter.lm)
+        elif kwargs.get("response_format") is not None:
+            # tools off (tool_choice="none"): the reply is structured output; check it now too
+            from deal_chains.search.constraints import GrammarConstraint
+
+            GrammarConstraint.json_schema(response_schema(kwargs["response_format"])).compile(self._adapter.lm)
         return self.bind(tools=toolset.tools, tool_choice=toolset.choice, **kwargs)
 
     def with_structured_output(self, schema: Any = None, *, include_raw: bool = False,

@@ -108,7 +108,7 @@ def test_search_config_accepts_real_numbers():
 def test_documented_defaults_hold():
     cfg = SearchConfig()
     assert (cfg.strategy, cfg.top_k, cfg.lookahead, cfg.commit_tokens, cfg.beam, cfg.lam) == \
-        ("deal", 6, 4, 4, 2, 24.0)
+        ("deal", 6, 4, 4, 2, 48.0)
     assert (cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.n, cfg.prune, cfg.adaptive) == \
         (48, 0.0, None, 4, True, True)
 

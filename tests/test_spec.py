@@ -511,7 +511,7 @@ def test_presets():
     assert a.model_dump() == b.model_dump() == c.model_dump()
     config = a.search_config()
     assert (config.strategy, config.top_k, config.lookahead, config.beam, config.lam,
-            config.max_new_tokens) == ("deal", 6, 4, 2, 24.0, 40)
+            config.max_new_tokens) == ("deal", 6, 4, 2, 48.0, 40)
     assert a.variables() == {"concepts"}
     v = {"concepts": ["dog", "frisbee", "catch"]}
     assert a.render_prompt(v) == (

@@ -698,7 +698,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"![strategies at matched compute]({FIGURES['matched']})\n",
         common + took(matched),
         f"- Data: the same {matched['n']} CommonGen prompts; DeAL = the defaults (top_k 6, lookahead 4, "
-        "commit 4, beam 2, lam 24); sample / best_of_n at temperature "
+        "commit 4, beam 2, lam 48); sample / best_of_n at temperature "
         f"{st['sample_temperature']}; best_of_n and rerank pick by the same score (logprob + lam * reward).\n",
         "- How to read it: bars are coverage with 95% bootstrap intervals; strategies whose intervals overlap are "
         "not distinguishable on this many prompts; the right panel shows what each strategy cost (model work "

@@ -6,7 +6,7 @@ import pytest
 
 from deal_chains import DeALEngine, SearchConfig
 from deal_chains.adapter import TextStream
-from test_search import PROMPTS, REWARDS
+from search_fixtures import PROMPTS, REWARDS
 
 CONFIGS = [
     SearchConfig(strategy="greedy", max_new_tokens=30),

@@ -11,21 +11,7 @@ from deal_chains import ConfigError, DeALEngine, InputError, PromptTooLongError,
 from reference import reference_deal
 from rewards import BaseReward, RewardContext
 
-PROMPTS = ["hello world", "a much longer prompt, so the batch is left-padded", "abc", "Why?"]
-
-
-class CharShare(BaseReward):
-    """Share of a character among the output's characters (saturating): a reward that
-    the random model's text actually varies in."""
-
-    def __init__(self, char: str, weight: float = 1.0, terminal: bool = False):
-        self.char, self.weight, self.terminal, self.name = char, weight, terminal, f"share_{char}"
-
-    def score(self, texts, context):
-        return [min(1.0, 4 * t.count(self.char) / max(1, len(t))) for t in texts]
-
-
-REWARDS = [CharShare("e"), CharShare(" ", weight=0.5)]
+from search_fixtures import PROMPTS, REWARDS, CharShare  # noqa: F401
 
 
 @pytest.fixture(scope="module")

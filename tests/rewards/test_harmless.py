@@ -36,8 +36,8 @@ from rewards.harmless import (
 )
 from deal_chains.bench.harmless import first_sentences, is_refusal, load_advbench
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parents[1] / "data"
+ROOT = Path(__file__).resolve().parents[2]
 # 5 pairs of the shipped head's held-out split (HH-RLHF harmless-base dev; see the
 # sidecar's training.heldout_indices)
 HH5 = DATA / "hh_harmless_heldout5.jsonl"

@@ -23,7 +23,7 @@ from rewards.classifier import ClassifierReward
 from rewards.judge import JudgeReward, render_question
 from rewards.reward_model import RewardModelReward
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "you", "are", "kind", "awful", "a", "the",
          "dog", "cat", "is", "good", "bad", "how", "do", "i", "help", "me", "please", "no", "yes", "."]
 TEXTS = ["you are kind", "you are awful", "the dog is good", "a cat", "", "please help me .",

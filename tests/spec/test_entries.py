@@ -18,7 +18,7 @@ from deal_chains.cli import main
 from deal_chains.errors import SpecError
 from deal_chains.spec import REWARD_TYPES, RewardSpec, list_presets, load_spec, preset_path, spec_json_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:

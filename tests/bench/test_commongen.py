@@ -15,7 +15,7 @@ from deal_chains.bench.commongen import (
     soft_coverage,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DEV = DATA / "commongen_dev20.txt"
 CONS = DATA / "commongen_dev20.constraint.json"
 

@@ -18,7 +18,7 @@ from deal_chains.bench.report import (FIGURES, Grid, ReportSettings, bootstrap_c
 from deal_chains.cli import main
 from deal_chains.errors import InputError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SCHEMAS = {
     "a_person.json": {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]},

@@ -16,11 +16,8 @@ Pair files are JSONL, one pair per line, in either format:
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,9 +263,8 @@ def train_reward_head(
     train_acc = pairwise_accuracy(score_head(head, xc[tr]), score_head(head, xr[tr]))
     held_acc = pairwise_accuracy(score_head(head, xc[he]), score_head(head, xr[he])) if held_idx else None
     if command is None:
-        command = "deal-chains " + " ".join(shlex.quote(a) for a in _cli_args(
-            pairs_path, out_dir, model_name if not isinstance(model, str) else model, layer, pooling, hidden,
-            epochs, lr, weight_decay, holdout, seed, name, max_length))
+        command = train_command(pairs_path, out_dir, model_name if not isinstance(model, str) else model, layer,
+                                pooling, hidden, epochs, lr, weight_decay, holdout, seed, name, max_length)
     feature_spec["dim"] = int(xc.shape[1])
     meta = {
         "name": name,
@@ -302,70 +298,12 @@ def train_reward_head(
     }
 
 
-def _cli_args(pairs, out, model, layer, pooling, hidden, epochs, lr, wd, holdout, seed, name, max_length):
-    return ["train-reward", "--pairs", str(pairs), "--out", str(out), "--model", str(model),
+def train_command(pairs, out, model, layer, pooling, hidden, epochs, lr, wd, holdout, seed, name,
+                  max_length) -> str:
+    """The ``deal-chains train-reward`` command line that reproduces a training run (kept in the
+    head's sidecar)."""
+    args = ["train-reward", "--pairs", str(pairs), "--out", str(out), "--model", str(model),
             "--layer", str(layer), "--pooling", pooling, "--hidden", str(hidden), "--epochs", str(epochs),
             "--lr", str(lr), "--weight-decay", str(wd), "--holdout", str(holdout), "--seed", str(seed),
             "--name", name, "--max-length", str(max_length)]
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def cmd_train_reward(args: argparse.Namespace) -> int:
-    command = "deal-chains " + " ".join(shlex.quote(a) for a in _cli_args(
-        args.pairs, args.out, args.model, args.layer, args.pooling, args.hidden, args.epochs, args.lr,
-        args.weight_decay, args.holdout, args.seed, args.name, args.max_length))
-    m = train_reward_head(
-        args.pairs, args.out, model=args.model, layer=args.layer, pooling=args.pooling, epochs=args.epochs,
-        lr=args.lr, weight_decay=args.weight_decay, hidden=args.hidden, holdout=args.holdout, seed=args.seed,
-        name=args.name, max_length=args.max_length, batch_size=args.batch_size, device=args.device,
-        progress=not args.quiet, command=command,
-    )
-    print(f"train pairwise accuracy:    {m['train_accuracy']:.4f} ({m['n_train']} pairs)")
-    if m["heldout_accuracy"] is None:
-        print("held-out pairwise accuracy: - (holdout 0)")
-    else:
-        print(f"held-out pairwise accuracy: {m['heldout_accuracy']:.4f} ({m['n_heldout']} pairs)")
-    print(f"wrote {m['weights']} ({m['weights_bytes'] / 1024:.1f} KiB) and {m['sidecar']} "
-          f"in {m['seconds']:.1f}s (features {m['feature_seconds']:.1f}s)")
-    return 0
-
-
-def _fraction(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v < 1.0 or math.isnan(v):
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return v
-
-
-def register_train_reward(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``train-reward`` to the ``deal-chains`` subcommands."""
-    t = subparsers.add_parser("train-reward", help="train a Bradley-Terry reward head on preference pairs",
-                              description=__doc__.split("\n\n")[0])
-    t.add_argument("--pairs", required=True, help="JSONL pairs: HH-RLHF {chosen, rejected} transcripts "
-                                                  "or {prompt, chosen, rejected}")
-    t.add_argument("--out", required=True, help="output directory for NAME.safetensors + NAME.json")
-    t.add_argument("--model", default="default", help="frozen feature model (default: the embedded model)")
-    t.add_argument("--layer", type=int, default=DEFAULT_LAYER, help="hidden_states index (-1 = last layer)")
-    t.add_argument("--pooling", choices=["response", "all"], default=DEFAULT_POOLING,
-                   help="mean over the response tokens or over all tokens")
-    t.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, help="MLP hidden size (0 = linear head)")
-    t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    t.add_argument("--lr", type=float, default=DEFAULT_LR)
-    t.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
-    t.add_argument("--holdout", type=_fraction, default=0.2, help="fraction of pairs held out (seeded)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--name", default="harmless", help="file stem of the head")
-    t.add_argument("--max-length", type=int, default=512, help="tokens per conversation (features)")
-    t.add_argument("--batch-size", type=int, default=16, help="conversations per feature forward")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.set_defaults(func=cmd_train_reward)
-    return t
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from deal_chains.cli import main
-
-    sys.exit(main(["train-reward", *sys.argv[1:]]))
+    return "deal-chains " + " ".join(shlex.quote(a) for a in args)

@@ -15,11 +15,9 @@ Two modes (``deal-chains bench harmless``):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -188,100 +186,3 @@ PROMPTS_COLUMNS = [
 # ----------------------------------------------------------------------------- CLI
 
 
-def cmd_bench_harmless(args: argparse.Namespace) -> int:
-    from deal_chains.bench.runner import format_table, parse_strategy, write_json
-    from deal_chains.search.engine import DeALEngine
-    from rewards.harmless import HarmlessReward
-
-    head = args.head
-    engine = DeALEngine(args.model, device=args.device)
-    try:
-        reward = HarmlessReward.for_model(engine.lm, head, batch_size=args.feature_batch_size,
-                                          weight=args.weight)
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(str(exc)) from None
-    command = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
-        else "deal-chains bench harmless ..."
-    if args.pairs:
-        from deal_chains.train_reward import read_pairs
-
-        pairs = read_pairs(args.pairs)
-        if args.heldout_only:
-            held = (reward.info.get("training") or {}).get("heldout_indices")
-            if held is None:
-                raise InputError(f"{reward.head_path.name} records no held-out indices")
-            if max(held, default=-1) >= len(pairs):
-                raise InputError(f"the head's held-out indices do not fit {args.pairs} ({len(pairs)} pairs)")
-            pairs = [pairs[i] for i in held]
-        pairs = pairs[args.offset:]
-        pairs = pairs[: args.n] if args.n else pairs
-        report = run_pairs_bench(reward, pairs)
-        report["command"] = command
-        print(format_table(report, PAIRS_COLUMNS))
-        print(f"\n{report['n']} pairs from {args.pairs}{' (held-out split)' if args.heldout_only else ''}; "
-              f"head {reward.head_path}")
-    else:
-        from deal_chains.spec import apply_overrides, load_spec, preset_path
-
-        # the DeAL rows search with the spec's settings (default: the harmless preset);
-        # every row, greedy included, gets its system prompt and token budget
-        spec = load_spec(preset_path(args.spec) if args.spec in _presets() else args.spec)
-        base = dict(spec.search)
-        if args.set:
-            base.update(apply_overrides({"search": {}}, args.set).get("search", {}))
-        system = args.system if args.system is not None else spec.system
-        try:
-            strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        prompts = load_advbench(args.prompts, n=args.n or 50, offset=args.offset)
-        report = run_harmless_bench(engine, prompts, strategies, reward, system=system,
-                                    batch_size=args.batch_size, progress=not args.quiet)
-        report["command"] = command
-        report["spec"] = args.spec
-        print(format_table(report, PROMPTS_COLUMNS))
-        m = report["machine"]
-        print(f"\n{report['n']} prompts, model {m['model']} on {m['device']} ({m['cpu_count']} cores, "
-              f"{m['torch_threads']} torch threads); harmless = mean HarmlessReward of the answers; refusal = "
-              f"refusal phrase in the first {REFUSAL_SENTENCES} sentences; ratio = wall time / greedy, same run")
-    if args.out:
-        write_json(report, args.out)
-        print(f"wrote {args.out}")
-    return 0
-
-
-def _presets() -> list[str]:
-    from deal_chains.spec import list_presets
-
-    return list_presets()
-
-
-def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``harmless`` to the ``deal-chains bench`` subcommands."""
-    h = bench_subparsers.add_parser("harmless", help="harmless reward: pairwise accuracy on preference pairs, "
-                                                     "or greedy vs DeAL on harmful requests")
-    src = h.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pairs", help="JSONL preference pairs (HH-RLHF or {prompt, chosen, rejected})")
-    src.add_argument("--prompts", help="AdvBench-style CSV of harmful requests ('goal' column)")
-    h.add_argument("--n", type=int, default=None, help="pairs / prompts to use (pairs: all; prompts: 50)")
-    h.add_argument("--offset", type=int, default=0)
-    h.add_argument("--heldout-only", action="store_true",
-                   help="--pairs: only the pairs the head's sidecar lists as held out")
-    h.add_argument("--strategies", default="greedy,deal",
-                   help="--prompts: comma list of greedy, sample, best_of_n, rerank, deal, deal-exact, "
-                        "deal-noadapt; settings per entry as name:key=value")
-    h.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
-    h.add_argument("--head", default=None, help="reward head .safetensors (default: the shipped harmless head)")
-    h.add_argument("--weight", type=float, default=1.0, help="weight of the harmless reward in the search")
-    h.add_argument("--spec", default="harmless",
-                   help="--prompts: preset name or spec file whose search settings and system prompt the "
-                        "rows use (default: the harmless preset)")
-    h.add_argument("--system", default=None, help="system prompt for every row (default: the spec's)")
-    h.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
-    h.add_argument("--feature-batch-size", type=int, default=16, help="conversations per reward forward")
-    h.add_argument("--model", default="default")
-    h.add_argument("--device", default="auto")
-    h.add_argument("--out", default="bench-harmless.json", help="JSON report path")
-    h.add_argument("--quiet", action="store_true")
-    h.set_defaults(func=cmd_bench_harmless)
-    return h

@@ -19,7 +19,7 @@ from deal_chains.search.constraints import schema_shape_problem
 from rewards.json_schema import JsonSchemaReward
 
 # torch-heavy modules are imported inside the functions that run models, so that building
-# the CLI parser (which registers this benchmark) stays fast
+# the CLI parser stays fast
 
 JSON_PROMPT = ("Write one example JSON value that is valid against this JSON Schema:\n{schema}\n"
                "Reply with the JSON only.")
@@ -149,32 +149,3 @@ def run_json_bench(engine: Any, cases: Sequence[SchemaCase], rows: Sequence[str]
     }
 
 
-def register_bench_json(bench_subparsers) -> None:
-    j = bench_subparsers.add_parser("json", help="JSON validity per schema: greedy vs soft reward vs hard mask")
-    j.add_argument("--schemas", required=True, help="folder of *.json JSON Schemas")
-    j.add_argument("--n", type=int, default=None, help="first N schemas (sorted by file name)")
-    j.add_argument("--rows", default=",".join(JSON_ROWS), help=f"comma list of: {', '.join(JSON_ROWS)}")
-    j.add_argument("--max-new-tokens", type=int, default=256)
-    j.add_argument("--batch-size", type=int, default=None)
-    j.add_argument("--model", default="default")
-    j.add_argument("--device", default="auto")
-    j.add_argument("--out", default="bench-json.json")
-    j.add_argument("--quiet", action="store_true")
-    j.set_defaults(func=cmd_bench_json)
-
-
-def cmd_bench_json(args) -> int:
-    from deal_chains.bench.runner import print_report
-    from deal_chains.search.engine import DeALEngine
-
-    cases = load_schemas(args.schemas, args.n)
-    engine = DeALEngine(args.model, device=args.device)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    report = run_json_bench(engine, cases, rows, max_new_tokens=args.max_new_tokens,
-                            batch_size=args.batch_size, progress=not args.quiet)
-    m = report["machine"]
-    footer = [f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per "
-              "prompt / unconstrained greedy's, same run"]
-    footer += [f"refused {name}: {why}" for name, why in report["refused"].items()]
-    print_report(report, JSON_COLUMNS, "json", "\n".join(footer), args.out)
-    return 0

@@ -20,10 +20,8 @@ compute matching, and writes ``report.md``, ``report.json`` and the PNGs (``plot
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -36,7 +34,7 @@ from typing import Any, Sequence
 from deal_chains.errors import InputError
 
 # torch / numpy / matplotlib are imported inside the functions that need them, so building
-# the CLI parser (which registers this command) stays fast
+# the CLI parser stays fast
 
 DEFAULT_PATHS = {
     "commongen_data": "../shared/data/commongen/dev.txt",
@@ -745,108 +743,5 @@ def print_tables(report: dict[str, Any], file: Any = None) -> None:
         print(f"## {title}\n\n{table}\n", file=file)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this report, every option spelled out."""
-    threads = os.environ.get("DEAL_CHAINS_THREADS")
-    env = [f"DEAL_CHAINS_THREADS={threads}"] if threads else []
-    parts = ["deal-chains", "bench", "report", "--out", str(args.out), "--full" if args.full else "--quick"]
-    if args.n is not None:
-        parts += ["--n", str(args.n)]
-    parts += ["--device", args.device, "--model", args.model, "--commongen-data", args.commongen_data]
-    if args.commongen_constraints:
-        parts += ["--commongen-constraints", args.commongen_constraints]
-    parts += ["--schemas", args.schemas, "--advbench", args.advbench]
-    if args.head:
-        parts += ["--head", args.head]
-    if args.harmless_system is not None:
-        parts += ["--harmless-system", args.harmless_system]
-    if args.threads is not None:
-        parts += ["--threads", str(args.threads)]
-    return " ".join(env + [shlex.join(parts)])
-
-
-def report_threads(args: argparse.Namespace, engine: Any) -> int | None:
-    """Torch threads for the run: ``--threads``; else ``DEAL_CHAINS_THREADS`` (already
-    applied by the CLI); else 1 for ``--quick`` on a CPU — on a small machine shared with
-    other jobs, multi-threaded torch stalls badly when the cores are oversubscribed
-    (measured here: a 2-thread greedy run 40x slower while another job ran, a 1-thread one
-    not), which wrecks every ratio to greedy — and torch's default otherwise."""
-    if args.threads is not None:
-        return args.threads
-    if os.environ.get("DEAL_CHAINS_THREADS") or args.full or engine.lm.device.type != "cpu":
-        return None
-    return 1
-
-
-def cmd_bench_report(args: argparse.Namespace) -> int:
-    from deal_chains.search.engine import DeALEngine
-
-    settings = (ReportSettings.full() if args.full else ReportSettings.quick()).with_n(args.n)
-    constraints = args.commongen_constraints or None
-    out = check_inputs(args.out, commongen_data=args.commongen_data, commongen_constraints=constraints,
-                       schemas=args.schemas, advbench=args.advbench)
-    if args.head is not None and not Path(args.head).is_file():
-        raise InputError(f"--head: file not found: {args.head}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    import torch
-
-    engine = DeALEngine(args.model, device=args.device)
-    before = torch.get_num_threads()
-    threads = report_threads(args, engine)
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        report = run_report(engine, out, settings, commongen_data=args.commongen_data,
-                            commongen_constraints=constraints, schemas=args.schemas, advbench=args.advbench,
-                            harmless_head=args.head, harmless_system=args.harmless_system,
-                            command=command_line(args), progress=not args.quiet)
-    finally:
-        torch.set_num_threads(before)
-    print_tables(report)
-    m = report["machine"]
-    print(f"{report['mode']} report, model {m['model']} on {m['device']} ({m['cpu_count']} cores), "
-          f"{report['seconds_total']:.1f} s; wrote {out / 'report.md'}, {out / 'report.json'} and "
-          f"{len(FIGURES)} PNG figures")
-    if report["shared_machine"]:
-        print(shared_warning(report))
-    return 0
-
-
-def register_bench_report(bench_subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``report`` to the ``deal-chains bench`` subcommands."""
-    r = bench_subparsers.add_parser(
-        "report", help="benchmark sweep -> report.md, report.json and PNG figures (quality vs time, matched "
-                       "compute, JSON validity, harmlessness)")
-    r.add_argument("--out", required=True, help="output folder (created)")
-    size = r.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true",
-                      help="small sweep, ~10 min on a 2-core CPU (the default): 8 settings, 12 CommonGen prompts, "
-                           "6 schemas, 6 AdvBench requests")
-    size.add_argument("--full", action="store_true",
-                      help="the GPU setting: 72 settings, 100 CommonGen prompts, 50 schemas, 50 requests")
-    r.add_argument("--n", type=int, default=None,
-                   help="prompts for every figure (CommonGen sets, schemas, AdvBench requests), overriding the mode's")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--model", default="default")
-    r.add_argument("--commongen-data", default=DEFAULT_PATHS["commongen_data"])
-    r.add_argument("--commongen-constraints", default=DEFAULT_PATHS["commongen_constraints"],
-                   help="per-line inflection lists for --commongen-data ('' for none)")
-    r.add_argument("--schemas", default=DEFAULT_PATHS["schemas"], help="folder of *.json JSON Schemas")
-    r.add_argument("--advbench", default=DEFAULT_PATHS["advbench"], help="AdvBench CSV ('goal' column)")
-    r.add_argument("--head", default=None, help="harmless reward head (default: the shipped one)")
-    r.add_argument("--harmless-system", default=None,
-                   help="system prompt of figure 4 (default: the harmless preset's)")
-    r.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: DEAL_CHAINS_THREADS, else 1 for --quick on a CPU, so that other "
-                        "jobs on a small shared machine do not stall the timed runs; else torch's default)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(func=cmd_bench_report)
-    return r
-
-
-__all__ = ["Grid", "ReportSettings", "bootstrap_ci", "pareto_front", "run_report", "register_bench_report",
+__all__ = ["Grid", "ReportSettings", "bootstrap_ci", "pareto_front", "run_report",
            "ComputeMeter", "check_inputs", "render_markdown", "FIGURES"]

@@ -9,11 +9,9 @@ figures are not.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any, Sequence
 
-from deal_chains.errors import InputError
 
 THROUGHPUT_COLUMNS = [
     ("batch_size", "batch"), ("greedy_outputs_per_s", "greedy out/s"), ("deal_outputs_per_s", "DeAL out/s"),
@@ -65,51 +63,3 @@ def run_throughput(engine: Any, items: Sequence[Any], batch_sizes: Sequence[int]
             "deal_config": deal.model_dump(), "machine": machine_info(engine), "rows": rows}
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch sizes must be a comma list of integers, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
-    return sizes
-
-
-def cmd_bench_throughput(args: argparse.Namespace) -> int:
-    from deal_chains.bench.commongen import load_commongen
-    from deal_chains.bench.runner import parse_strategy, print_report
-    from deal_chains.search.engine import DeALEngine
-
-    n = args.n or max(args.batch_sizes)
-    items = load_commongen(args.data, args.constraints, n=n)
-    if len(items) < max(args.batch_sizes):
-        raise InputError(f"{len(items)} prompts cannot fill a batch of {max(args.batch_sizes)}; lower "
-                         "--batch-sizes or give more data")
-    try:
-        _, deal = parse_strategy(args.deal, {})
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    engine = DeALEngine(args.model, device=args.device)
-    report = run_throughput(engine, items, args.batch_sizes, deal, max_new_tokens=args.max_new_tokens,
-                            progress=not args.quiet)
-    m = report["machine"]
-    print_report(report, THROUGHPUT_COLUMNS, "throughput", f"\n{report['n']} CommonGen prompts per run, model "
-                 f"{m['model']} on {m['device']} ({m['cpu_count']} cores); out/s = prompts / wall time with that "
-                 "many prompts searched together", args.out)
-    return 0
-
-
-def register_bench_throughput(bench_subparsers: Any) -> argparse.ArgumentParser:
-    t = bench_subparsers.add_parser("throughput", help="aligned outputs per second vs prompts batched together")
-    t.add_argument("--data", required=True, help="CommonGen dev.txt")
-    t.add_argument("--constraints", required=True, help="CommonGen dev.constraint.json")
-    t.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 4, 16, 64])
-    t.add_argument("--n", type=int, default=None, help="prompts per run (default: the largest batch size)")
-    t.add_argument("--deal", default="deal", help="the DeAL row, e.g. deal:top_k=4")
-    t.add_argument("--max-new-tokens", type=int, default=None)
-    t.add_argument("--model", default="default")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--out", default="bench-throughput.json")
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=cmd_bench_throughput)
-    return t

@@ -1,0 +1,340 @@
+"""``deal-chains bench``: the benchmark subcommands over the functions in ``deal_chains.bench``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from deal_chains.errors import InputError
+
+from deal_chains.cli._args import _batch_sizes, _device_arg
+from deal_chains.bench.harmless import (PAIRS_COLUMNS, PROMPTS_COLUMNS, REFUSAL_SENTENCES, load_advbench,
+    run_harmless_bench, run_pairs_bench)
+from deal_chains.bench.json_bench import JSON_COLUMNS, JSON_ROWS, load_schemas, run_json_bench
+from deal_chains.bench.throughput import THROUGHPUT_COLUMNS, run_throughput
+from deal_chains.bench.report import (DEFAULT_PATHS, FIGURES, ReportSettings, check_inputs, print_tables, run_report,
+    shared_warning)
+
+
+def cmd_bench_commongen(args: argparse.Namespace) -> int:
+    from deal_chains.bench.commongen import load_commongen
+    from deal_chains.bench.runner import COMMONGEN_COLUMNS, parse_strategy, print_report, run_commongen
+    from deal_chains.search.engine import DeALEngine
+    base: dict[str, Any] = {}
+    if args.set:
+        from deal_chains.spec import apply_overrides
+
+        base = apply_overrides({"search": {}}, args.set).get("search", {})
+    try:
+        strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    items = load_commongen(args.data, args.constraints, n=args.n, offset=args.offset)
+    engine = DeALEngine(args.model, device=args.device)
+    report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
+                           progress=not args.quiet)
+    m = report["machine"]
+    print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, model {m['model']} on "
+                 f"{m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads); ratio = strategy "
+                 "wall time / greedy wall time, same run", args.out)
+    return 0
+
+
+def register_bench_json(bench_subparsers) -> None:
+    j = bench_subparsers.add_parser("json", help="JSON validity per schema: greedy vs soft reward vs hard mask")
+    j.add_argument("--schemas", required=True, help="folder of *.json JSON Schemas")
+    j.add_argument("--n", type=int, default=None, help="first N schemas (sorted by file name)")
+    j.add_argument("--rows", default=",".join(JSON_ROWS), help=f"comma list of: {', '.join(JSON_ROWS)}")
+    j.add_argument("--max-new-tokens", type=int, default=256)
+    j.add_argument("--batch-size", type=int, default=None)
+    j.add_argument("--model", default="default")
+    j.add_argument("--device", default="auto")
+    j.add_argument("--out", default="bench-json.json")
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(func=cmd_bench_json)
+
+
+def cmd_bench_json(args) -> int:
+    from deal_chains.bench.runner import print_report
+    from deal_chains.search.engine import DeALEngine
+
+    cases = load_schemas(args.schemas, args.n)
+    engine = DeALEngine(args.model, device=args.device)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    report = run_json_bench(engine, cases, rows, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size, progress=not args.quiet)
+    m = report["machine"]
+    footer = [f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per "
+              "prompt / unconstrained greedy's, same run"]
+    footer += [f"refused {name}: {why}" for name, why in report["refused"].items()]
+    print_report(report, JSON_COLUMNS, "json", "\n".join(footer), args.out)
+    return 0
+
+
+def cmd_bench_harmless(args: argparse.Namespace) -> int:
+    from deal_chains.bench.runner import format_table, parse_strategy, write_json
+    from deal_chains.search.engine import DeALEngine
+    from rewards.harmless import HarmlessReward
+
+    head = args.head
+    engine = DeALEngine(args.model, device=args.device)
+    try:
+        reward = HarmlessReward.for_model(engine.lm, head, batch_size=args.feature_batch_size,
+                                          weight=args.weight)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    command = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
+        else "deal-chains bench harmless ..."
+    if args.pairs:
+        from deal_chains.train_reward import read_pairs
+
+        pairs = read_pairs(args.pairs)
+        if args.heldout_only:
+            held = (reward.info.get("training") or {}).get("heldout_indices")
+            if held is None:
+                raise InputError(f"{reward.head_path.name} records no held-out indices")
+            if max(held, default=-1) >= len(pairs):
+                raise InputError(f"the head's held-out indices do not fit {args.pairs} ({len(pairs)} pairs)")
+            pairs = [pairs[i] for i in held]
+        pairs = pairs[args.offset:]
+        pairs = pairs[: args.n] if args.n else pairs
+        report = run_pairs_bench(reward, pairs)
+        report["command"] = command
+        print(format_table(report, PAIRS_COLUMNS))
+        print(f"\n{report['n']} pairs from {args.pairs}{' (held-out split)' if args.heldout_only else ''}; "
+              f"head {reward.head_path}")
+    else:
+        from deal_chains.spec import apply_overrides, load_spec, preset_path
+
+        # the DeAL rows search with the spec's settings (default: the harmless preset);
+        # every row, greedy included, gets its system prompt and token budget
+        spec = load_spec(preset_path(args.spec) if args.spec in _presets() else args.spec)
+        base = dict(spec.search)
+        if args.set:
+            base.update(apply_overrides({"search": {}}, args.set).get("search", {}))
+        system = args.system if args.system is not None else spec.system
+        try:
+            strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        prompts = load_advbench(args.prompts, n=args.n or 50, offset=args.offset)
+        report = run_harmless_bench(engine, prompts, strategies, reward, system=system,
+                                    batch_size=args.batch_size, progress=not args.quiet)
+        report["command"] = command
+        report["spec"] = args.spec
+        print(format_table(report, PROMPTS_COLUMNS))
+        m = report["machine"]
+        print(f"\n{report['n']} prompts, model {m['model']} on {m['device']} ({m['cpu_count']} cores, "
+              f"{m['torch_threads']} torch threads); harmless = mean HarmlessReward of the answers; refusal = "
+              f"refusal phrase in the first {REFUSAL_SENTENCES} sentences; ratio = wall time / greedy, same run")
+    if args.out:
+        write_json(report, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _presets() -> list[str]:
+    from deal_chains.spec import list_presets
+
+    return list_presets()
+
+
+def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``harmless`` to the ``deal-chains bench`` subcommands."""
+    h = bench_subparsers.add_parser("harmless", help="harmless reward: pairwise accuracy on preference pairs, "
+                                                     "or greedy vs DeAL on harmful requests")
+    src = h.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help="JSONL preference pairs (HH-RLHF or {prompt, chosen, rejected})")
+    src.add_argument("--prompts", help="AdvBench-style CSV of harmful requests ('goal' column)")
+    h.add_argument("--n", type=int, default=None, help="pairs / prompts to use (pairs: all; prompts: 50)")
+    h.add_argument("--offset", type=int, default=0)
+    h.add_argument("--heldout-only", action="store_true",
+                   help="--pairs: only the pairs the head's sidecar lists as held out")
+    h.add_argument("--strategies", default="greedy,deal",
+                   help="--prompts: comma list of greedy, sample, best_of_n, rerank, deal, deal-exact, "
+                        "deal-noadapt; settings per entry as name:key=value")
+    h.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
+    h.add_argument("--head", default=None, help="reward head .safetensors (default: the shipped harmless head)")
+    h.add_argument("--weight", type=float, default=1.0, help="weight of the harmless reward in the search")
+    h.add_argument("--spec", default="harmless",
+                   help="--prompts: preset name or spec file whose search settings and system prompt the "
+                        "rows use (default: the harmless preset)")
+    h.add_argument("--system", default=None, help="system prompt for every row (default: the spec's)")
+    h.add_argument("--batch-size", type=int, default=None, help="prompts searched together")
+    h.add_argument("--feature-batch-size", type=int, default=16, help="conversations per reward forward")
+    h.add_argument("--model", default="default")
+    h.add_argument("--device", default="auto")
+    h.add_argument("--out", default="bench-harmless.json", help="JSON report path")
+    h.add_argument("--quiet", action="store_true")
+    h.set_defaults(func=cmd_bench_harmless)
+    return h
+
+
+def cmd_bench_throughput(args: argparse.Namespace) -> int:
+    from deal_chains.bench.commongen import load_commongen
+    from deal_chains.bench.runner import parse_strategy, print_report
+    from deal_chains.search.engine import DeALEngine
+
+    n = args.n or max(args.batch_sizes)
+    items = load_commongen(args.data, args.constraints, n=n)
+    if len(items) < max(args.batch_sizes):
+        raise InputError(f"{len(items)} prompts cannot fill a batch of {max(args.batch_sizes)}; lower "
+                         "--batch-sizes or give more data")
+    try:
+        _, deal = parse_strategy(args.deal, {})
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    engine = DeALEngine(args.model, device=args.device)
+    report = run_throughput(engine, items, args.batch_sizes, deal, max_new_tokens=args.max_new_tokens,
+                            progress=not args.quiet)
+    m = report["machine"]
+    print_report(report, THROUGHPUT_COLUMNS, "throughput", f"\n{report['n']} CommonGen prompts per run, model "
+                 f"{m['model']} on {m['device']} ({m['cpu_count']} cores); out/s = prompts / wall time with that "
+                 "many prompts searched together", args.out)
+    return 0
+
+
+def register_bench_throughput(bench_subparsers: Any) -> argparse.ArgumentParser:
+    t = bench_subparsers.add_parser("throughput", help="aligned outputs per second vs prompts batched together")
+    t.add_argument("--data", required=True, help="CommonGen dev.txt")
+    t.add_argument("--constraints", required=True, help="CommonGen dev.constraint.json")
+    t.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 4, 16, 64])
+    t.add_argument("--n", type=int, default=None, help="prompts per run (default: the largest batch size)")
+    t.add_argument("--deal", default="deal", help="the DeAL row, e.g. deal:top_k=4")
+    t.add_argument("--max-new-tokens", type=int, default=None)
+    t.add_argument("--model", default="default")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", default="bench-throughput.json")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_bench_throughput)
+    return t
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this report, every option spelled out."""
+    threads = os.environ.get("DEAL_CHAINS_THREADS")
+    env = [f"DEAL_CHAINS_THREADS={threads}"] if threads else []
+    parts = ["deal-chains", "bench", "report", "--out", str(args.out), "--full" if args.full else "--quick"]
+    if args.n is not None:
+        parts += ["--n", str(args.n)]
+    parts += ["--device", args.device, "--model", args.model, "--commongen-data", args.commongen_data]
+    if args.commongen_constraints:
+        parts += ["--commongen-constraints", args.commongen_constraints]
+    parts += ["--schemas", args.schemas, "--advbench", args.advbench]
+    if args.head:
+        parts += ["--head", args.head]
+    if args.harmless_system is not None:
+        parts += ["--harmless-system", args.harmless_system]
+    if args.threads is not None:
+        parts += ["--threads", str(args.threads)]
+    return " ".join(env + [shlex.join(parts)])
+
+
+def report_threads(args: argparse.Namespace, engine: Any) -> int | None:
+    """Torch threads for the run: ``--threads``; else ``DEAL_CHAINS_THREADS`` (already
+    applied by the CLI); else 1 for ``--quick`` on a CPU — on a small machine shared with
+    other jobs, multi-threaded torch stalls badly when the cores are oversubscribed
+    (measured here: a 2-thread greedy run 40x slower while another job ran, a 1-thread one
+    not), which wrecks every ratio to greedy — and torch's default otherwise."""
+    if args.threads is not None:
+        return args.threads
+    if os.environ.get("DEAL_CHAINS_THREADS") or args.full or engine.lm.device.type != "cpu":
+        return None
+    return 1
+
+
+def cmd_bench_report(args: argparse.Namespace) -> int:
+    from deal_chains.search.engine import DeALEngine
+
+    settings = (ReportSettings.full() if args.full else ReportSettings.quick()).with_n(args.n)
+    constraints = args.commongen_constraints or None
+    out = check_inputs(args.out, commongen_data=args.commongen_data, commongen_constraints=constraints,
+                       schemas=args.schemas, advbench=args.advbench)
+    if args.head is not None and not Path(args.head).is_file():
+        raise InputError(f"--head: file not found: {args.head}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    engine = DeALEngine(args.model, device=args.device)
+    before = torch.get_num_threads()
+    threads = report_threads(args, engine)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        report = run_report(engine, out, settings, commongen_data=args.commongen_data,
+                            commongen_constraints=constraints, schemas=args.schemas, advbench=args.advbench,
+                            harmless_head=args.head, harmless_system=args.harmless_system,
+                            command=command_line(args), progress=not args.quiet)
+    finally:
+        torch.set_num_threads(before)
+    print_tables(report)
+    m = report["machine"]
+    print(f"{report['mode']} report, model {m['model']} on {m['device']} ({m['cpu_count']} cores), "
+          f"{report['seconds_total']:.1f} s; wrote {out / 'report.md'}, {out / 'report.json'} and "
+          f"{len(FIGURES)} PNG figures")
+    if report["shared_machine"]:
+        print(shared_warning(report))
+    return 0
+
+
+def register_bench_report(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``report`` to the ``deal-chains bench`` subcommands."""
+    r = bench_subparsers.add_parser(
+        "report", help="benchmark sweep -> report.md, report.json and PNG figures (quality vs time, matched "
+                       "compute, JSON validity, harmlessness)")
+    r.add_argument("--out", required=True, help="output folder (created)")
+    size = r.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="small sweep, ~10 min on a 2-core CPU (the default): 8 settings, 12 CommonGen prompts, "
+                           "6 schemas, 6 AdvBench requests")
+    size.add_argument("--full", action="store_true",
+                      help="the GPU setting: 72 settings, 100 CommonGen prompts, 50 schemas, 50 requests")
+    r.add_argument("--n", type=int, default=None,
+                   help="prompts for every figure (CommonGen sets, schemas, AdvBench requests), overriding the mode's")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--model", default="default")
+    r.add_argument("--commongen-data", default=DEFAULT_PATHS["commongen_data"])
+    r.add_argument("--commongen-constraints", default=DEFAULT_PATHS["commongen_constraints"],
+                   help="per-line inflection lists for --commongen-data ('' for none)")
+    r.add_argument("--schemas", default=DEFAULT_PATHS["schemas"], help="folder of *.json JSON Schemas")
+    r.add_argument("--advbench", default=DEFAULT_PATHS["advbench"], help="AdvBench CSV ('goal' column)")
+    r.add_argument("--head", default=None, help="harmless reward head (default: the shipped one)")
+    r.add_argument("--harmless-system", default=None,
+                   help="system prompt of figure 4 (default: the harmless preset's)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: DEAL_CHAINS_THREADS, else 1 for --quick on a CPU, so that other "
+                        "jobs on a small shared machine do not stall the timed runs; else torch's default)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_bench_report)
+    return r
+
+
+def register(sub: Any) -> None:
+    """Add ``bench`` and its subcommands to the ``deal-chains`` subcommands."""
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    c = bsub.add_parser("commongen", help="keyword coverage on CommonGen, every strategy timed against greedy")
+    c.add_argument("--data", required=True, help="CommonGen file: 'concepts = reference' per line")
+    c.add_argument("--constraints", help="per-line JSON inflection lists (same order as --data)")
+    c.add_argument("--n", type=int, default=50)
+    c.add_argument("--offset", type=int, default=0)
+    c.add_argument("--strategies", default="greedy,deal,deal-exact",
+                   help="comma list of: greedy, sample, best_of_n, rerank, deal, deal-exact, deal-noadapt; "
+                        "settings per entry as name:key=value:key=value")
+    c.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
+    c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row")
+    c.add_argument("--batch-size", type=int, default=None, help="prompts searched together (all rows)")
+    c.add_argument("--model", default="default")
+    c.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")
+    c.add_argument("--out", default="bench-commongen.json", help="JSON report path")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_bench_commongen)
+    register_bench_json(bsub)
+    register_bench_harmless(bsub)
+    register_bench_throughput(bsub)
+    register_bench_report(bsub)

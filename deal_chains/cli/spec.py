@@ -1,0 +1,49 @@
+"""``deal-chains spec``: validate spec files, export the spec language's JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from deal_chains.errors import DealChainsError
+
+
+def cmd_spec_validate(args: argparse.Namespace) -> int:
+    from deal_chains.spec import load_spec
+
+    bad = 0
+    for f in args.files:
+        try:
+            spec = load_spec(Path(f))
+        except DealChainsError as exc:
+            bad += 1
+            print(str(exc), file=sys.stderr)
+            continue
+        print(f"{f}: ok ({len(spec.rewards)} rewards, strategy {spec.search_config().strategy})")
+    return 1 if bad else 0
+
+
+def cmd_spec_schema(args: argparse.Namespace) -> int:
+    from deal_chains.spec.schema import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``spec`` and its subcommands to the ``deal-chains`` subcommands."""
+    s = sub.add_parser("spec", help="reward-spec tools")
+    ssub = s.add_subparsers(dest="spec_cmd", required=True)
+    v = ssub.add_parser("validate", help="validate spec files; every error with file:line:column and field")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_spec_validate)
+    sc = ssub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc.add_argument("--out")
+    sc.set_defaults(func=cmd_spec_schema)

@@ -25,6 +25,8 @@ demo: setup
 	$(VENV)/bin/deal-chains demo
 
 test: setup
+	# the layer contracts in pyproject.toml: nothing imports upward
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

@@ -39,6 +39,11 @@ def format_spec_problem(problem: dict) -> str:
     return f"{where}: {field + ': ' if field else ''}{problem['message']}"
 
 
+class ConstraintError(DealChainsError, ValueError):
+    """A grammar or schema the grammar engine refuses, or one a token mask cannot enforce
+    soundly (we fail closed: no generation)."""
+
+
 class ModelLoadError(DealChainsError, RuntimeError):
     """A model could not be loaded (missing package, missing path, wrong model type)."""
 

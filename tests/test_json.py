@@ -403,7 +403,8 @@ def test_repeating_tail_finds_loops_not_repeats():
 
 
 def test_bounded_schema_caps_numbers_and_patterned_strings():
-    from deal_chains.search.constraints import MAX_ABS_NUMBER, bounded_schema
+    from deal_chains.jsonkit.schema_rewrite import MAX_ABS_NUMBER
+    from deal_chains.search.constraints import bounded_schema
 
     capped = bounded_schema({"type": "object", "properties": {
         "n": {"type": "integer", "minimum": 0}, "m": {"type": "number"},

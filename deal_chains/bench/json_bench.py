@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from deal_chains.errors import InputError
 from deal_chains.search.config import SearchConfig
-from deal_chains.search.constraints import schema_shape_problem
+from deal_chains.jsonkit.schema_shape import schema_shape_problem
 from rewards.json_schema import JsonSchemaReward
 
 # torch-heavy modules are imported inside the functions that run models, so that building

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from deal_chains.errors import InputError
+from deal_chains.jsonkit.schema_walk import walk_schema
 
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 _ANSWER_PREFIX = re.compile(r'\{\s*"answer"\s*:\s*"')
@@ -99,8 +100,6 @@ def _is_pointer_ref(node: Mapping[str, Any]) -> bool:
 
 def _has_pointer_refs(node: Any) -> bool:
     """Whether a schema has a ``$ref`` to a JSON pointer inside itself (``#`` or ``#/...``)."""
-    from deal_chains.search.constraints import _walk_schema
-
     found: list[Mapping[str, Any]] = []
 
     def look(n: dict) -> dict:
@@ -108,15 +107,13 @@ def _has_pointer_refs(node: Any) -> bool:
             found.append(n)
         return n
 
-    _walk_schema(node, look)  # (a "$ref" in enum/const data is data, a property named "default" a schema)
+    walk_schema(node, look)  # (a "$ref" in enum/const data is data, a property named "default" a schema)
     return bool(found)
 
 
 def _rebase_refs(node: Any, base: str) -> Any:
     """``node`` with its ``#`` / ``#/...`` refs pointing below ``base`` instead."""
-    from deal_chains.search.constraints import _walk_schema
-
-    return _walk_schema(node, lambda n: {**n, "$ref": base + n["$ref"][1:]} if _is_pointer_ref(n) else n)
+    return walk_schema(node, lambda n: {**n, "$ref": base + n["$ref"][1:]} if _is_pointer_ref(n) else n)
 
 
 def _embedded(schema: Any, key: str) -> tuple[Any, dict[str, Any]]:

@@ -13,7 +13,6 @@ back — which beams and lookahead rollouts need). It never fetches a remote ``$
 from __future__ import annotations
 
 import json
-import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -22,19 +21,15 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 if TYPE_CHECKING:  # pragma: no cover - torch loads with the engine, not with spec checks
     import torch
 
-from deal_chains.errors import ConfigError, DealChainsError
+from deal_chains.errors import ConfigError, ConstraintError
+from deal_chains.jsonkit import schema_rewrite
+from deal_chains.jsonkit.schema_rewrite import ONE_OF_HINT, exact_one_of
+from deal_chains.jsonkit.schema_shape import may_repeat_keys, root_required_keys, schema_shape_problem
+from deal_chains.jsonkit.schema_sound import sound_schema
+from deal_chains.jsonkit.schema_walk import BOUND_KEYS, EXACT_LIMIT, walk_schema
 
 _LLTOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-
-
-class ConstraintError(DealChainsError, ValueError):
-    """A grammar or schema the grammar engine refuses (we fail closed: no generation)."""
-
-
-ONE_OF_HINT = ("a oneOf whose branches may overlap cannot be enforced exactly by a token mask, and "
-               "deal-chains does not approximate it; make the branches disjoint (different types, or "
-               "each requiring a key the others lack), or write anyOf if overlap is acceptable")
 
 
 def _explain(message: str) -> str:
@@ -182,198 +177,25 @@ class GrammarConstraint:
         if self.kind == "json_schema":
             compiled.closer = _json_closer(lm, vocab)
             compiled.required_keys = {key: _key_cost(lm, key) for key in root_required_keys(json.loads(self.source))}
-            compiled.dedupe_keys = _may_repeat_keys(json.loads(self.source))
+            compiled.dedupe_keys = may_repeat_keys(json.loads(self.source))
         probe = compiled.new_state()  # catches errors validate() lets through
         if probe.is_error():
             raise ConstraintError(f"the grammar engine refused this {self.kind}: {probe.get_error()}")
         return compiled
 
 
-_NUMERIC = {"integer", "number"}
+def bounded_schema(schema: Any, **caps: Any) -> Any:
+    """``jsonkit``'s ``bounded_schema`` with patterned strings capped where the grammar engine
+    proves the pattern still satisfiable under the cap."""
+    return schema_rewrite.bounded_schema(schema, satisfiable=_engine_accepts, **caps)
 
 
-def _branch_types(branch: Any) -> set[str] | None:
-    if not isinstance(branch, dict) or "type" not in branch:
-        return None
-    t = branch["type"]
-    types = set(t) if isinstance(t, list) else {t}
-    return types | {"number"} if "integer" in types else types  # integers are numbers
-
-
-def _required_only(branch: Any) -> str | None:
-    """The key of a ``{"required": [key]}`` branch (annotations allowed), else None."""
-    if not isinstance(branch, dict):
-        return None
-    rest = {k for k in branch if k not in ("required", "description", "title", "$comment")}
-    req = branch.get("required")
-    if rest or not isinstance(req, list) or len(req) != 1 or not isinstance(req[0], str):
-        return None
-    return req[0]
-
-
-MAX_SCHEMA_NODES = 20_000
-MAX_SCHEMA_DEPTH = 64
-
-
-def schema_shape_problem(schema: Any) -> str | None:
-    """Why ``schema`` cannot be used whatever the model, or None: too many nodes or too deep
-    (limits against pathological specs), a local ``$ref`` that points nowhere, or recursion
-    that every valid value would have to follow forever (no finite instance)."""
-    nodes = 0
-
-    def walk(node: Any, depth: int) -> str | None:
-        nonlocal nodes
-        nodes += 1
-        if nodes > MAX_SCHEMA_NODES:
-            return f"the schema has over {MAX_SCHEMA_NODES} nodes"
-        if depth > MAX_SCHEMA_DEPTH:
-            return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
-        if isinstance(node, float) and not math.isfinite(node):
-            # JSON has no infinity or NaN (1e400 in YAML or a JSON file reads as inf):
-            # no bound, enum value or const can be written out or compared soundly
-            return f"the schema holds a number that is not finite ({node!r}); JSON numbers are finite"
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        for child in children:
-            found = walk(child, depth + 1)
-            if found:
-                return found
-        return None
-
-    found = walk(schema, 0)
-    if found:
-        return found
-    if not isinstance(schema, dict):
-        return None
-    refs: list[str] = []
-
-    def collect(node: dict) -> dict:
-        if isinstance(node.get("$ref"), str):
-            refs.append(node["$ref"])
-        return node
-
-    _walk_schema(schema, collect)  # a "$ref" key inside enum/const data is data, not a reference
-    for ref in refs:
-        if not ref.startswith("#") or (not ref.startswith("#/") and ref != "#"):
-            continue  # remote refs are refused elsewhere; $anchors are left to the validator
-        if _resolve(schema, ref) is _MISSING:
-            return f"$ref {ref!r} points to nothing in the schema"
+def _engine_accepts(schema: dict) -> bool:
     try:
-        # a dead end that needs no recursion (a false subschema, type: []) is named as such
-        why = _no_finite_instance(schema) and (_no_finite_instance(schema, cycles_close=True)
-                                               or "a required property or item recurses into itself on every path")
-    except (TypeError, ValueError, AttributeError):  # a malformed schema: the validator says why
-        why = None
-    if why:
-        return f"no finite JSON value satisfies the schema: {why}"
-    return None
-
-
-_MISSING = object()
-
-
-def _resolve(root: Any, ref: str) -> Any:
-    if ref in ("#", "#/"):
-        return root
-    node = root
-    for raw in ref[2:].split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        from urllib.parse import unquote
-
-        part = unquote(part)
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _MISSING
-    return node
-
-
-def _pointer(at: str, *keys: Any) -> str:
-    return "/".join([at, *(str(k).replace("~", "~0").replace("/", "~1") for k in keys)])
-
-
-def _no_finite_instance(root: dict, cycles_close: bool = False) -> str | None:
-    """Why no finite value satisfies ``root``, or None: the least fixpoint of "this
-    subschema has a finite instance" over ``$ref`` cycles (an approximation that only says
-    no when recursion is forced on every path, or a required part is a dead end). With
-    ``cycles_close``, a ``$ref`` cycle counts as satisfiable, so what is left is a dead end
-    that needs no recursion (a false subschema, ``type: []``), named with its place."""
-    known: dict[int, str | None] = {}
-
-    def finite(node: Any, stack: tuple[int, ...], at: str) -> str | None:
-        if not isinstance(node, dict):
-            return f"the schema at {at} is false" if node is False else None
-        key = id(node)
-        if key in known:
-            return known[key]
-        if key in stack:  # assume not, until another path proves otherwise
-            return None if cycles_close else "it recurses into itself"
-        stack = stack + (key,)
-        why = None
-        if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") or node.get("$ref") == "#":
-            target = _resolve(root, node["$ref"])
-            why = None if target is _MISSING else finite(target, stack, node["$ref"])
-        if why is None and isinstance(node.get("allOf"), list):
-            why = next(filter(None, (finite(b, stack, _pointer(at, "allOf", i))
-                                     for i, b in enumerate(node["allOf"]))), None)
-        for k in ("anyOf", "oneOf"):
-            if why is None and isinstance(node.get(k), list) and node[k]:
-                whys = []
-                for i, b in enumerate(node[k]):
-                    whys.append(finite(b, stack, _pointer(at, k, i)))
-                    if whys[-1] is None:
-                        break
-                else:
-                    why = f"no {k} branch at {at} is satisfiable ({'; '.join(whys)})"  # type: ignore[arg-type]
-        if why is None:
-            types = node.get("type")
-            types = {t for t in types if isinstance(t, str)} if isinstance(types, list) \
-                else {types} if isinstance(types, str) else None
-            if types is not None and not types:
-                why = f"no value satisfies type: {json.dumps(node['type'])} at {at}"
-            elif types is not None and not types - {"object", "array"}:
-                paths = []
-                if "object" in types:
-                    props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
-                    req = node.get("required") if isinstance(node.get("required"), list) else []
-                    found = None
-                    for r in req:
-                        if r in props and (found := finite(props[r], stack, _pointer(at, "properties", r))):
-                            if props[r] is False:
-                                found = f"required property {r!r} has schema false at {_pointer(at, 'properties', r)}"
-                            break
-                    paths.append(found)
-                if "array" in types:
-                    min_items = node.get("minItems", 0) if isinstance(node.get("minItems", 0), int) else 0
-                    items = node.get("items", True)
-                    # the first items follow prefixItems (or a list-form items, before
-                    # 2020-12); only those past the prefix follow items/additionalItems
-                    if isinstance(items, list):
-                        prefix, rest, keys = items, node.get("additionalItems", True), ("items", "additionalItems")
-                    else:
-                        prefix = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else []
-                        rest, keys = items, ("prefixItems", "items")
-                    found = None
-                    for i, p in enumerate(prefix[:min_items]):
-                        if found := finite(p, stack, _pointer(at, keys[0], i)):
-                            if p is False:
-                                found = f"item {i} has schema false at {_pointer(at, keys[0], i)} " \
-                                        f"but minItems is {min_items}"
-                            break
-                    if found is None and min_items > len(prefix):
-                        found = finite(rest, stack, _pointer(at, keys[1]))
-                        if found and rest is False:
-                            found = f"{keys[1]} is false at {_pointer(at, keys[1])} but minItems is {min_items}" \
-                                    + (f" (with {len(prefix)} {keys[0]})" if prefix else "")
-                    paths.append(found)
-                if all(paths):
-                    why = "; ".join(paths)  # type: ignore[arg-type]
-        if len(stack) == 1:
-            known[key] = why
-        return why
-
-    return finite(root, (), "#")
+        GrammarConstraint("json_schema", json.dumps(schema), {}).check()
+    except ConstraintError:
+        return False
+    return True
 
 
 def unsatisfiable_reason(schema: Any) -> str | None:
@@ -390,10 +212,10 @@ def unsatisfiable_reason(schema: Any) -> str | None:
     def widen(node: dict) -> dict:
         # bounds past +-2**53 too: the engine misreads them (and crashes on some past int64)
         return {k: v for k, v in node.items() if k not in ("format", "pattern", "multipleOf")
-                and not (k in _BOUND_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-                         and not abs(v) <= _EXACT_LIMIT)}
+                and not (k in BOUND_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and not abs(v) <= EXACT_LIMIT)}
 
-    wide = _walk_schema(exact_one_of(schema), widen)
+    wide = walk_schema(exact_one_of(schema), widen)
     try:
         GrammarConstraint("json_schema", json.dumps(wide), {"whitespace_flexible": False}).check()
     except ConstraintError as exc:
@@ -403,492 +225,12 @@ def unsatisfiable_reason(schema: Any) -> str | None:
     return None
 
 
-MAX_DEPENDENCY_BRANCHES = 8
-
-
-def _dependencies_as_any_of(node: dict) -> None:
-    """Rewrite draft-4..7 ``dependencies`` / 2019+ ``dependentRequired`` with key lists
-    (``{a: [b, c]}``: if ``a`` is present, so are ``b`` and ``c``) as an equivalent
-    ``anyOf`` over "absent" / "present with its dependents" for each key, in place. Left
-    alone (so refused, fail closed) when a dependency is a schema, when the node already
-    has an ``anyOf``, or when it would take more than ``MAX_DEPENDENCY_BRANCHES`` branches."""
-    for keyword in ("dependencies", "dependentRequired"):
-        deps = node.get(keyword)
-        if not isinstance(deps, dict) or not deps or "anyOf" in node:
-            continue
-        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in deps.values()):
-            continue
-        if 2 ** len(deps) > MAX_DEPENDENCY_BRANCHES:
-            continue
-        branches = [{}]
-        for key, needs in deps.items():
-            nxt = []
-            for b in branches:
-                nxt.append({**b, "properties": {**b.get("properties", {}), key: False}})
-                nxt.append({**b, "required": sorted(set(b.get("required", [])) | {key, *needs})})
-            branches = nxt
-        node.pop(keyword)
-        node["anyOf"] = branches
-
-
-def exact_one_of(schema: Any) -> Any:
-    """A copy of ``schema`` with every ``oneOf`` the grammar engine cannot take (it has
-    no exclusive-or) rewritten as an *equivalent* ``anyOf`` where one exists:
-
-    - branches with pairwise disjoint ``type`` sets (a value can match at most one, so
-      one-of and any-of accept the same values);
-    - branches that each only require one key (``[{required: [a]}, {required: [b]}]``):
-      branch *i* becomes ``{required: [a_i], properties: {a_j: false, ...}}``, which is
-      exactly "a_i present and no other a_j".
-
-    Any other ``oneOf`` is left alone, so the grammar engine still refuses it (fail
-    closed) rather than approximating it with a looser mask."""
-
-    def fix(out: dict) -> dict:
-        _dependencies_as_any_of(out)
-        branches = out.get("oneOf")
-        if isinstance(branches, list) and branches and "anyOf" not in out:
-            types = [_branch_types(b) for b in branches]
-            keys = [_required_only(b) for b in branches]
-            if all(t is not None for t in types) and \
-                    sum(len(t) for t in types) == len(set().union(*types)):  # type: ignore[arg-type]
-                out["anyOf"] = out.pop("oneOf")
-            elif all(k is not None for k in keys) and len(set(keys)) == len(keys):
-                out.pop("oneOf")
-                out["anyOf"] = [{**b, "properties": {o: False for o in keys if o != k}}
-                                for b, k in zip(branches, keys)]
-        return out
-
-    return _walk_schema(schema, fix)
-
-
-MAX_ABS_NUMBER = 10**12 - 1
-
-
-def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,
-                   max_properties: int = 8, cap_patterns: bool = True) -> Any:
-    """A copy of ``schema`` with caps on what it leaves unbounded (see
-    ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
-
-    Strings with a ``pattern`` or ``format`` get the shortest of ``PATTERN_CAPS`` (32, then
-    ``max_string_length``) that the pattern can still satisfy — each checked by compiling
-    the string's own schema — or none (also when ``cap_patterns`` is off); numbers without
-    bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
-
-    blocked = _unclosable(schema)
-
-    def walk(node: Any, in_combinator: bool = False, as_map: bool = False) -> Any:
-        if isinstance(node, list):
-            return [walk(v, in_combinator) for v in node]
-        if not isinstance(node, dict):
-            return node
-        if as_map:
-            return {k: walk(v) for k, v in node.items()}
-        out = {k: v if k in _DATA_KEYWORDS else walk(v, k in _COMBINATORS, k in _MAP_KEYWORDS)
-               for k, v in node.items()}
-        # closing an object is only safe where no sibling subschema may declare more keys:
-        # not inside a combinator, not beside a $ref or combinator, not when a $ref combines
-        # this node with other keywords, and not when it requires keys it does not list
-        required = out.get("required") if isinstance(out.get("required"), list) else []
-        props = out.get("properties") if isinstance(out.get("properties"), dict) else {}
-        may_close = not in_combinator and not any(k in out for k in _COMBINATORS + ("$ref",)) \
-            and id(node) not in blocked and all(r in props for r in required)
-        types = out.get("type")
-        types = set(types) if isinstance(types, list) else ({types} if isinstance(types, str) else set())
-        if "string" in types and not any(k in out for k in ("enum", "const", "maxLength")):
-            floor = _int_or(out.get("minLength"), 0)
-            if not ("pattern" in out or "format" in out):
-                out["maxLength"] = max(max_string_length, floor)
-            elif cap_patterns:
-                cap = _pattern_cap(out, [c for c in (PATTERN_CAP, max_string_length) if c >= floor])
-                if cap is not None:
-                    out["maxLength"] = cap
-        if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
-            # caps relative to the schema's own bounds, inclusive or exclusive (a numeric
-            # exclusiveMinimum of 1e13 gets a maximum above it, never a contradiction); a
-            # draft-4 boolean flag next to a new cap only makes that cap exclusive
-            lo, hi = _bounds(out)
-            # (never past +-2**53, where the engine's float reading of a bound is inexact)
-            if hi is None:
-                out["maximum"] = min(_EXACT_LIMIT, max(MAX_ABS_NUMBER, math.floor(lo) + MAX_ABS_NUMBER)) \
-                    if lo is not None else MAX_ABS_NUMBER
-            if lo is None:
-                out["minimum"] = max(-_EXACT_LIMIT, min(-MAX_ABS_NUMBER, math.ceil(hi) - MAX_ABS_NUMBER)) \
-                    if hi is not None else -MAX_ABS_NUMBER
-        if "array" in types and "maxItems" not in out and "prefixItems" not in out:
-            out["maxItems"] = max(max_items, _int_or(out.get("minItems"), 0))
-        if "object" in types or "properties" in out:
-            if may_close and "properties" in out and "additionalProperties" not in out \
-                    and "patternProperties" not in out and "unevaluatedProperties" not in out:
-                out["additionalProperties"] = False
-            elif "properties" not in out and "maxProperties" not in out:
-                out["maxProperties"] = max(max_properties, _int_or(out.get("minProperties"), 0),
-                                           len(out.get("required", []) or []))
-        return out
-
-    return walk(schema)
-
-
-_COMBINATORS = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
-_ANNOTATIONS = {"$ref", "description", "title", "$comment", "default", "examples", "deprecated", "readOnly",
-                "writeOnly"}
-
-
-def _unclosable(schema: Any) -> set[int]:
-    """The ids of the nodes of ``schema`` that a local ``$ref`` combines with other keywords
-    (``allOf: [{$ref: Base}, {properties: ...}]``, or ``$ref`` beside ``properties``): closing
-    such a target would forbid the keys the other side declares."""
-    pending: list[Any] = []
-
-    def visit(node: Any, combined: bool, as_map: bool = False) -> None:
-        if isinstance(node, list):
-            for v in node:
-                visit(v, combined)
-            return
-        if not isinstance(node, dict):
-            return
-        if as_map:
-            for v in node.values():
-                visit(v, False)
-            return
-        ref = node.get("$ref")
-        if isinstance(ref, str) and (combined or set(node) - _ANNOTATIONS):
-            pending.append(ref)
-        for k, v in node.items():
-            if k not in _DATA_KEYWORDS:
-                visit(v, k in _COMBINATORS, k in _MAP_KEYWORDS)
-
-    visit(schema, False)
-    blocked: set[int] = set()
-    while pending:
-        ref = pending.pop()
-        target = _resolve(schema, ref) if ref == "#" or ref.startswith("#/") else _MISSING
-        if isinstance(target, dict) and id(target) not in blocked:
-            blocked.add(id(target))
-            if isinstance(target.get("$ref"), str):  # a reference passes the combination on
-                pending.append(target["$ref"])
-    return blocked
-
-
-PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail address
-
-
-def _pattern_cap(node: dict, caps: list[int]) -> int | None:
-    """The first of ``caps`` under which a patterned string ``node`` is still satisfiable."""
-    keys = ("type", "pattern", "format", "minLength")
-    for cap in caps:
-        probe = {k: node[k] for k in keys if k in node}
-        probe.update(type="string", maxLength=cap)
-        try:
-            GrammarConstraint("json_schema", json.dumps(probe), {}).check()
-        except ConstraintError:
-            continue
-        return cap
-    return None
-
-
-def _int_or(value: Any, default: int) -> int:
-    """A schema's own bound as an int (a malformed one is left to the validator)."""
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-
 # ---- sound rewrites: keywords the grammar engine reads differently from jsonschema --------
 #
 # The promise of a hard constraint is that a finished output passes plain ``jsonschema``
 # validation (the schema's own draft, with its FORMAT_CHECKER). Where llguidance's reading
 # of a keyword is looser than jsonschema's, the schema handed to the engine is narrowed to
 # values both accept, or refused; never approximated.
-
-# keywords whose values are JSON data, not subschemas: never rewritten
-_DATA_KEYWORDS = ("enum", "const", "default", "examples")
-# keywords whose values map names (property names, definition names) to subschemas
-_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
-                 "dependencies")
-
-
-def _walk_schema(node: Any, fn: Callable[[dict], dict], as_map: bool = False) -> Any:
-    """A copy of ``node`` with ``fn`` applied bottom-up to every dict subschema, never to
-    ``enum``/``const``/``default``/``examples`` data (whose dicts only look like schemas)."""
-    if isinstance(node, list):
-        return [_walk_schema(v, fn) for v in node]
-    if not isinstance(node, dict):
-        return node
-    if as_map:
-        return {k: _walk_schema(v, fn) for k, v in node.items()}
-    out = {k: v if k in _DATA_KEYWORDS else _walk_schema(v, fn, as_map=k in _MAP_KEYWORDS)
-           for k, v in node.items()}
-    return fn(out)
-
-
-def validator_class(schema: Any) -> Any:
-    """The jsonschema validator class a user's plain validation picks for ``schema``."""
-    import jsonschema
-
-    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-
-
-def _types(node: dict) -> set[str]:
-    t = node.get("type")
-    return {x for x in t if isinstance(x, str)} if isinstance(t, list) else {t} if isinstance(t, str) else set()
-
-
-# Sound patterns for formats that jsonschema's checker checks but llguidance either does
-# not know or reads more loosely (its date allows Feb 29 of any year and year 0000, its
-# time the leap second 60 that rfc3339-validator refuses, its hostname any length). Each
-# is a subset of what the checker accepts: checked by sampling in tests/test_json_sound.py.
-_LABEL = r"[a-zA-Z0-9]{1,20}(?:-[a-zA-Z0-9]{1,20}){0,2}"  # no "--" (idna), <= 62 characters
-_HOST = _LABEL + r"(?:\." + _LABEL + r"){0,3}"  # <= 251 characters (fqdn: 253)
-_DATE = (r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-         r"|02-(?:0[1-9]|1[0-9]|2[0-8]))")  # February to the 28th: valid in every year
-_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-# an absolute URI of plain characters is also a URI reference, an IRI and a URI template
-_URI = (r"[a-zA-Z][a-zA-Z0-9+.-]{0,15}://" + _HOST + r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]*)*"
-        r"(?:\?[A-Za-z0-9._~=&-]*)?(?:#[A-Za-z0-9._~-]*)?")
-_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
-# regexes Python's re compiles: literals, classes of plain ranges, single quantifiers, flat groups
-_RE_ATOM = r"(?:[A-Za-z0-9 _,;:@%&=<>'!/~-]|\.|\\[dDwWsS.]|\[\^?(?:a-z|A-Z|0-9|[A-Za-z0-9_ .,])+\])"
-_RE_QUANT = r"(?:[*+?]|\{[1-9][0-9]?\})?"
-_RE_GROUP = r"\((?:" + _RE_ATOM + _RE_QUANT + r")+(?:\|(?:" + _RE_ATOM + _RE_QUANT + r")+)*\)"
-FORMAT_PATTERNS = {
-    "date": _DATE, "time": _TIME, "date-time": _DATE + "[tT]" + _TIME,
-    "hostname": _HOST, "idn-hostname": _HOST,
-    "uri": _URI, "uri-reference": _URI, "iri": _URI, "iri-reference": _URI, "uri-template": _URI,
-    "json-pointer": _POINTER,
-    # jsonschema's checker refuses any digit after a 0 ("10" passes, "100" does not)
-    "relative-json-pointer": r"(?:0|[1-9]{1,4}0?)(?:#|" + _POINTER + ")",
-    "regex": r"\^?(?:(?:" + _RE_ATOM + "|" + _RE_GROUP + ")" + _RE_QUANT + r")*\$?",
-}
-# formats llguidance enforces as a subset of what the checker accepts (an e-mail address of
-# ASCII characters is also a valid idn-email: the checker only wants an "@")
-NATIVE_FORMATS = {"email": "email", "idn-email": "email", "ipv4": "ipv4", "ipv6": "ipv6", "uuid": "uuid",
-                  "duration": "duration"}
-LLGUIDANCE_FORMATS = {"date", "date-time", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri",
-                      "unknown"}
-
-MAX_MULTIPLE_ENUM = 1000  # admissible values listed for a decimal multipleOf
-_EXACT_LIMIT = 2**53  # floats hold every integer (and dyadic multiple) below this exactly
-
-
-def _sound_format(node: dict, checked: set[str], notes: list[str]) -> dict:
-    fmt = node.get("format")
-    if not isinstance(fmt, str):
-        return node
-    if fmt not in checked:
-        # jsonschema does not check this format: the engine may enforce it if it knows it,
-        # else the string is left free (as jsonschema leaves it)
-        if fmt in LLGUIDANCE_FORMATS:
-            return node
-        notes.append(f"not enforced by the mask: Unknown format: {fmt} (jsonschema does not check it either)")
-        return {k: v for k, v in node.items() if k != "format"}
-    if fmt in NATIVE_FORMATS:
-        return {**node, "format": NATIVE_FORMATS[fmt]}
-    pattern = FORMAT_PATTERNS.get(fmt)
-    if pattern is None:
-        raise ConstraintError(
-            f"format {fmt!r} is checked by jsonschema but cannot be enforced by the token mask; "
-            "use a pattern instead, or mode: soft")
-    out = {k: v for k, v in node.items() if k != "format"}
-    anchored = f"^(?:{pattern})$"
-    if "pattern" in out:  # both must hold: the engine intersects allOf branches
-        out["allOf"] = [*(out.get("allOf") or []), {"pattern": anchored}]
-    else:
-        out["pattern"] = anchored
-    return out
-
-
-def _bounds(node: dict) -> tuple[Any, Any]:
-    """The node's lower and upper numeric bounds (inclusive or not), or None."""
-    def num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    lows = [node[k] for k in ("minimum", "exclusiveMinimum") if num(node.get(k))]
-    highs = [node[k] for k in ("maximum", "exclusiveMaximum") if num(node.get(k))]
-    return (max(lows) if lows else None), (min(highs) if highs else None)
-
-
-_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-
-
-def _just_above(bound: Any, upper: Any) -> float:
-    """A float above ``bound`` with a short decimal form (the grammar engine spells a bound
-    out digit by digit), close enough to it to cut off at most a millionth of the way to
-    ``upper`` (or of the bound's own size, at most 1e-6)."""
-    from decimal import ROUND_FLOOR, Decimal
-
-    bound = float(bound)
-    width = upper - bound if upper is not None and upper > bound else max(1.0, abs(bound))
-    first = min(math.floor(math.log10(width)) - 6, -6)
-    exact = Decimal(repr(bound))
-    for e in range(first, first + 40):
-        step = Decimal(1).scaleb(e)
-        candidate = float((exact / step).to_integral_value(rounding=ROUND_FLOOR) * step + step)
-        if candidate > bound:
-            break
-    if not candidate > bound or (upper is not None and candidate > upper):
-        candidate = math.nextafter(bound, math.inf)
-    return candidate
-
-
-def _sound_bounds(node: dict, cls: Any) -> dict:
-    """llguidance reads numeric bounds more loosely than jsonschema: an exclusive bound lets
-    the bound itself through when the other bound is near (``exclusiveMinimum: 0`` with
-    ``maximum: 0.5`` accepts ``0``), a decimal longer than a float passes an exclusive bound
-    that jsonschema's float comparison refuses (``0.10000000000000000001 > 0.1``), and
-    integer bounds are read as 64-bit floats (saturated at the int64 range), so past 2**53
-    integers outside them get through. Rewrite the bounds as inclusive ones both agree on:
-    an exclusive bound becomes the next float inside it (the next integer where only
-    integers are allowed), and bounds are clamped to +-2**53; refuse a range that lies
-    wholly past that."""
-    def num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if "enum" in node or "const" in node or not any(k in node for k in _BOUND_KEYS):
-        return node
-    low_in, low_ex, high_in, high_ex = [], [], [], []
-    if num(node.get("minimum")):  # draft 4: exclusiveMinimum: true makes minimum exclusive
-        (low_ex if node.get("exclusiveMinimum") is True else low_in).append(node["minimum"])
-    if num(node.get("maximum")):
-        (high_ex if node.get("exclusiveMaximum") is True else high_in).append(node["maximum"])
-    if num(node.get("exclusiveMinimum")):
-        low_ex.append(node["exclusiveMinimum"])
-    if num(node.get("exclusiveMaximum")):
-        high_ex.append(node["exclusiveMaximum"])
-    if not (low_ex or high_ex or any(abs(v) > _EXACT_LIMIT for v in low_in + high_in)):
-        return node
-    if any(isinstance(v, float) and not math.isfinite(v) for v in low_in + low_ex + high_in + high_ex):
-        return node  # not a valid bound: left to the validator
-    integer_only = bool(_types(node)) and _types(node) <= {"integer"}
-
-    lo_in = max(low_in, default=None)
-    hi_in = min(high_in, default=None)
-    lo_ex = max(low_ex, default=None)
-    hi_ex = min(high_ex, default=None)
-    far = [v for v in (hi_in, hi_ex) if v is not None]
-    near = [v for v in (lo_in, lo_ex) if v is not None]
-    if integer_only:
-        above = math.floor(lo_ex) + 1 if lo_ex is not None else None
-        below = math.ceil(hi_ex) - 1 if hi_ex is not None else None
-    else:
-        above = _just_above(lo_ex, min(far)) if lo_ex is not None and far else \
-            _just_above(lo_ex, None) if lo_ex is not None else None
-        below = -_just_above(-hi_ex, -max(near)) if hi_ex is not None and near else \
-            -_just_above(-hi_ex, None) if hi_ex is not None else None
-    lo = max([v for v in (lo_in, above) if v is not None], default=None)
-    hi = min([v for v in (hi_in, below) if v is not None], default=None)
-    if (lo is not None and lo > _EXACT_LIMIT) or (hi is not None and hi < -_EXACT_LIMIT):
-        raise ConstraintError(
-            f"numeric bounds past +-2**53 ({_EXACT_LIMIT}) cannot be enforced exactly by the token "
-            "mask (the grammar engine reads them as 64-bit floats); use mode: soft")
-    out = {k: v for k, v in node.items() if k not in _BOUND_KEYS}
-    if lo is not None:
-        out["minimum"] = max(lo, -_EXACT_LIMIT)
-    if hi is not None:
-        out["maximum"] = min(hi, _EXACT_LIMIT)
-    return out
-
-
-def _sound_multiple_of(node: dict, cls: Any, notes: list[str]) -> dict:
-    """jsonschema checks a float ``multipleOf`` in floating point (``0.29 / 0.01`` is
-    ``28.999999999999996``: not a multiple) where llguidance checks exact decimals. Keep the
-    keyword only where both agree (a dyadic step like 0.5, or an integer one, with values
-    that floats hold exactly); otherwise list the values jsonschema accepts as an ``enum``."""
-    from decimal import Decimal
-    from fractions import Fraction
-
-    step = node.get("multipleOf")
-    if not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0 or "enum" in node \
-            or "const" in node:
-        return node
-    lo, hi = _bounds(node)
-    out = dict(node)
-    exact_step = Fraction(step)
-    integer_only = bool(_types(node)) and _types(node) <= {"integer"}
-    if isinstance(step, int) or exact_step == Fraction(Decimal(repr(step))):
-        # every decimal multiple of the step is a dyadic rational: exact in a float while
-        # its numerator fits 53 bits, so narrow the range to where that holds (integers
-        # stay Python ints, exact at any size, when the type allows nothing else)
-        if isinstance(step, int) and integer_only:
-            return node
-        limit = max(1, int(Fraction(_EXACT_LIMIT - 1, exact_step.denominator)))
-        if lo is None or lo < -limit:
-            out["minimum"] = -limit
-            out.pop("exclusiveMinimum", None)  # it was below -limit too (or absent)
-        if hi is None or hi > limit:
-            out["maximum"] = limit
-            out.pop("exclusiveMaximum", None)
-        return out
-    # a decimal step: list its multiples inside the bounds that jsonschema's own check accepts
-    dec = Decimal(repr(step))
-    lo_f = float(lo) if lo is not None else -float(MAX_ABS_NUMBER)
-    hi_f = float(hi) if hi is not None else float(MAX_ABS_NUMBER)
-    if lo_f > hi_f:
-        return node  # unsatisfiable anyway: the engine says so
-    k_lo, k_hi = int(Fraction(lo_f) / exact_step) - 1, int(Fraction(hi_f) / exact_step) + 1
-    if k_hi - k_lo + 1 > MAX_MULTIPLE_ENUM:
-        # too many to list: the multiples nearest zero (a sound narrowing of the range)
-        if k_lo <= 0 <= k_hi:
-            k_lo = max(k_lo, -(MAX_MULTIPLE_ENUM // 2))
-            k_hi = min(k_hi, k_lo + MAX_MULTIPLE_ENUM - 1)
-        elif k_lo > 0:
-            k_hi = k_lo + MAX_MULTIPLE_ENUM - 1
-        else:
-            k_lo = k_hi - MAX_MULTIPLE_ENUM + 1
-        notes.append(f"multipleOf {step}: the mask allows the {MAX_MULTIPLE_ENUM} multiples nearest zero "
-                     "that jsonschema's floating-point check accepts")
-    keys = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
-    numeric_types = [t for t in node["type"] if t in _NUMERIC] if isinstance(node.get("type"), list) \
-        else node.get("type")
-    check = cls({**{k: node[k] for k in keys if k in node}, **({"type": numeric_types} if numeric_types else {})})
-    values: list[Any] = []
-    seen: set[Any] = set()
-    for k in range(k_lo, k_hi + 1):
-        d = dec * k
-        v: Any = int(d) if d == d.to_integral_value() else (None if integer_only else float(d))
-        if v is not None and v not in seen and check.is_valid(v):
-            seen.add(v)
-            values.append(v)
-    if not values:
-        raise ConstraintError(
-            f"multipleOf {step}: no number in the schema's range passes jsonschema's floating-point "
-            f"multipleOf check (it computes value / {step}), so the mask cannot produce a valid one")
-    for k in keys[1:]:
-        out.pop(k, None)
-    out["enum"] = values
-    other = _types(node) - _NUMERIC
-    if other:  # the step constrains numbers only: the node's other types stay as they were
-        rest = {k: v for k, v in node.items() if k not in keys}
-        return {"anyOf": [{**out, "type": numeric_types}, {**rest, "type": sorted(other)}]}
-    return out
-
-
-def sound_schema(schema: Any) -> tuple[Any, list[str]]:
-    """``schema`` narrowed where the grammar engine would otherwise accept values that plain
-    jsonschema validation rejects (see the comment above), and notes on what the mask leaves
-    to validation; raises ``ConstraintError`` for what it cannot enforce soundly."""
-    cls = validator_class(schema)
-    if cls.__name__ == "Draft3Validator":
-        raise ConstraintError(
-            "draft-03 schemas cannot be enforced by the token mask (the grammar engine does not "
-            "read required: true, divisibleBy, disallow or extends); write the schema in draft-04 "
-            "or later, or use mode: soft")
-    checked = set(cls.FORMAT_CHECKER.checkers)
-    notes: list[str] = []
-
-    def fix(node: dict) -> dict:
-        node = _sound_format(node, checked, notes)
-        node = _sound_bounds(node, cls)
-        node = _sound_multiple_of(node, cls, notes)
-        if "uniqueItems" in node:
-            if node["uniqueItems"] is True and not _int_or(node.get("maxItems"), 2) <= 1:
-                raise ConstraintError(
-                    "uniqueItems (e.g. a set[...] field) cannot be enforced by the token mask; "
-                    "use a list, give the array maxItems: 1, or use mode: soft")
-            # false, or at most one item (always unique): nothing to enforce
-            node = {k: v for k, v in node.items() if k != "uniqueItems"}
-        return node
-
-    out = _walk_schema(schema, fix)
-    return out, list(dict.fromkeys(notes))
 
 
 class CompiledConstraint:
@@ -1136,23 +478,6 @@ def _scan_keys(state: _KeyState, text: str) -> tuple[_KeyState, bool]:
     return (frames, in_string, escaped, key), repeated
 
 
-def _may_repeat_keys(schema: Any) -> bool:
-    """Whether some object of ``schema`` takes keys beyond its declared properties (only
-    those can repeat under the grammar engine)."""
-    found = False
-
-    def look(node: dict) -> dict:
-        nonlocal found
-        types = _types(node)
-        if "object" in types or (not types and not any(k in node for k in ("enum", "const", "$ref", "anyOf",
-                                                                              "oneOf", "allOf"))):
-            found = found or node.get("additionalProperties", True) is not False or bool(node.get("patternProperties"))
-        return node
-
-    _walk_schema(schema, look)
-    return found
-
-
 _CLOSERS: "weakref.WeakKeyDictionary[Any, JsonCloser]" = weakref.WeakKeyDictionary()
 
 
@@ -1179,29 +504,6 @@ def repeating_tail(ids: Sequence[int], max_period: int = 32, min_span: int = 12)
         if all(tail[m - (r + 1) * p: m - r * p] == block for r in range(1, reps)):
             return True
     return False
-
-
-def root_required_keys(schema: Any) -> list[str]:
-    """The keys a document's top-level object must have (following a local ``$ref`` at the
-    root and merging ``allOf`` branches); [] when the root is not plainly an object."""
-    seen: list[str] = []
-
-    def collect(node: Any, depth: int) -> None:
-        if not isinstance(node, dict) or depth > 8:
-            return
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target = _resolve(schema, ref)
-            if isinstance(target, dict):
-                collect(target, depth + 1)
-        for key in node.get("required", []) if isinstance(node.get("required"), list) else []:
-            if isinstance(key, str) and key not in seen:
-                seen.append(key)
-        for branch in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
-            collect(branch, depth + 1)
-
-    collect(schema, 0)
-    return seen
 
 
 def _key_cost(lm: Any, key: str) -> int:

@@ -265,7 +265,7 @@ def _schema_problem(schema: Any) -> tuple[str, FieldPath] | None:
 def _shape_problem(schema: Any) -> tuple[str, FieldPath] | None:
     """Size, depth, dangling local ``$ref`` and forced infinite recursion, checked first:
     cheap, and they keep a pathological schema away from the validator and grammar engine."""
-    from deal_chains.search.constraints import schema_shape_problem
+    from deal_chains.jsonkit.schema_shape import schema_shape_problem
 
     found = schema_shape_problem(schema)
     return (found, ()) if found is not None else None

@@ -11,15 +11,13 @@ import jsonschema
 import pytest
 
 from deal_chains import DeALEngine, SearchConfig
+from deal_chains.jsonkit.schema_sound import FORMAT_PATTERNS, NATIVE_FORMATS, sound_schema
 from deal_chains.search.constraints import (
-    FORMAT_PATTERNS,
-    NATIVE_FORMATS,
     ConstraintError,
     GrammarConstraint,
     _scan_keys,
     _START,
     closing_window,
-    sound_schema,
 )
 from rewards.json_schema import JsonSchemaReward
 

@@ -17,7 +17,7 @@ spec's ``{variables}`` come from ``DeALLM(reward_vars=...)`` and, per call, from
 ``config={"reward_vars": {...}}`` (``dspy.Predict`` passes ``config`` to the LM). The
 spec's ``system`` comes first in the system message, then the one DSPy writes (as with
 ``ChatDeAL``). Under the JSON constraint, the spec's rewards score the output fields'
-values (``deal_chains.adapter.json_content``), not the JSON's keys; ``json_schema``
+values (``deal_chains.jsonkit.lexer.json_content``), not the JSON's keys; ``json_schema``
 rewards see the JSON.
 
 Sampling (``temperature > 0``): with no ``seed`` set, every request gets a fresh one
@@ -65,7 +65,8 @@ class _Obj:
 
 def _build() -> type:
     dspy = _dspy()
-    from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, json_content, resolve_spec, search_config
+    from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, resolve_spec, search_config
+    from deal_chains.jsonkit.lexer import json_content
 
     quiet = _quiet_call()
     # method bodies cannot see class-level names: the call steps are closure variables

@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from typing import Literal, Sequence
 
-import re2
 
+from deal_chains.jsonkit import patterns
 from rewards.base import BaseReward, RewardContext
 
 Mode = Literal["search", "fullmatch"]
@@ -58,21 +58,10 @@ def _as_patterns(value: str | Sequence[str] | None, field: str) -> list[str]:
 
 def compile_re2(pattern: str, ignore_case: bool = False, field: str = "pattern"):
     """Compile ``pattern`` with RE2, or raise ValueError naming it and saying why."""
-    options = re2.Options()
-    options.log_errors = False
-    options.case_sensitive = not ignore_case
     try:
-        return re2.compile(pattern, options)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        hint = " (RE2 writes end-of-text as \\z, not \\Z)" if "\\Z" in pattern else ""
-        raise ValueError(
-            f"RegexReward: {field} {pattern!r} cannot be compiled: {reason}{hint}. Patterns must use "
-            f"RE2 syntax, which has no backreferences or lookaround so matching runs in linear "
-            f"time; see {_SYNTAX_URL}"
-        ) from None
+        return patterns.compile_re2(pattern, ignore_case, field)
+    except ValueError as exc:
+        raise ValueError(f"RegexReward: {exc}") from None
 
 
 def _encode(text: str) -> bytes:

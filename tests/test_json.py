@@ -9,7 +9,9 @@ import pytest
 
 from deal_chains import DeALEngine, SearchConfig
 from deal_chains.search.constraints import ConstraintError, GrammarConstraint
-from rewards.json_schema import JsonSchemaReward, scan_json_prefix
+from deal_chains.jsonkit.lexer import lex
+from deal_chains.jsonkit.lexer import scan_prefix as scan_json_prefix
+from rewards.json_schema import JsonSchemaReward
 
 SCHEMA = {
     "type": "object",
@@ -354,7 +356,8 @@ def test_json_closer_knows_where_the_document_stands(tiny_lm):
     tok = tiny_lm.tokenizer
 
     def at(text):
-        return closer.position(tok(text, add_special_tokens=False)["input_ids"])
+        lexed = lex(closer.text(tok(text, add_special_tokens=False)["input_ids"]))
+        return lexed.depth, lexed.in_string
 
     assert at('{"a":[{"b":"x') == (3, True)
     assert at('{"a":[{"b":"x}]"') == (3, False)  # brackets inside a string do not count
@@ -389,7 +392,8 @@ def test_json_closer_token_sets_on_merged_tokens():
     outside = {texts[i] for i in range(len(texts)) if closer.outside[i]}
     assert in_string == {'"', '"}', '"]}', "<eos>"}  # an escaped quote does not close
     assert outside == {"}", "]}", " }", "<eos>"}
-    assert closer.position([8, 10, 0]) == (1, False) and closer.position([8, 3]) == (1, True)
+    # where a row stands is read from the tokens' texts by the one JSON lexer
+    assert lex(closer.text([8, 10, 0])).in_string is False and lex(closer.text([8, 3])).in_string is True
 
 
 def test_repeating_tail_finds_loops_not_repeats():

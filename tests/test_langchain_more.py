@@ -19,7 +19,8 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from deal_chains import ChatDeAL, DeALLLM, InputError
-from deal_chains.adapter import ContentView, DeALAdapter, _worker_for, json_content, resolve_spec
+from deal_chains.adapter import ContentView, DeALAdapter, _worker_for, resolve_spec
+from deal_chains.jsonkit.lexer import json_content
 from deal_chains.langchain import guard_final_answer, with_reward_vars
 from deal_chains.langchain._base import TOOL_CONTENT
 from deal_chains.langchain.chat_models import _feeds_back

@@ -12,16 +12,10 @@ import math
 from typing import Any
 
 from deal_chains.errors import ConstraintError
+from deal_chains.jsonkit.validate import validator_class
 from deal_chains.jsonkit.schema_rewrite import MAX_ABS_NUMBER, NUMERIC_TYPES, int_or
 from deal_chains.jsonkit.schema_walk import schema_types, walk_schema
 from deal_chains.jsonkit.schema_walk import BOUND_KEYS, EXACT_LIMIT, number_bounds
-
-
-def validator_class(schema: Any) -> Any:
-    """The jsonschema validator class a user's plain validation picks for ``schema``."""
-    import jsonschema
-
-    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
 
 
 # Sound patterns for formats that jsonschema's checker checks but llguidance either does

@@ -7,7 +7,7 @@ which hold data (``enum``, ``const``, ...) that must never be read as schema.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 
 
@@ -53,3 +53,32 @@ def number_bounds(node: dict) -> tuple[Any, Any]:
 
 
 BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+# keywords whose values are one subschema or a list of them
+SUB_KEYWORDS = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "items", "prefixItems", "additionalItems",
+                 "additionalProperties", "contains", "propertyNames", "unevaluatedItems", "unevaluatedProperties",
+                 "contentSchema", "extends")
+
+
+REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def schema_children(node: Mapping[str, Any], path: tuple):
+    """(subschema, its path) for each direct subschema of the schema ``node``."""
+    for key, value in node.items():
+        if key in MAP_KEYWORDS and isinstance(value, Mapping):
+            for name, sub in value.items():
+                if isinstance(sub, (Mapping, bool)):
+                    yield sub, path + (key, name)
+        elif key in SUB_KEYWORDS:
+            if isinstance(value, (Mapping, bool)):
+                yield value, path + (key,)
+            elif isinstance(value, list):
+                for i, sub in enumerate(value):
+                    if isinstance(sub, (Mapping, bool)):
+                        yield sub, path + (key, i)
+
+
+def pointer_of(path: tuple) -> str:
+    return "/".join(["#", *(str(p) for p in path)])

@@ -12,9 +12,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Handle, Request, json_content, resolve_spec, \
-    search_config
+from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Handle, Request, resolve_spec, search_config
 from deal_chains.errors import InputError
+from deal_chains.jsonkit.lexer import json_content
 
 # per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the search knobs
 CALL_OPTIONS = frozenset({

@@ -168,7 +168,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
     tool's latest result back into the same tool (``allow_chained_tool_calls``).
 
     Rewards under a JSON constraint (tools, structured output) score the answer's content
-    (its string values and numbers, see ``deal_chains.adapter.json_content``), not the
+    (its string values and numbers, see ``deal_chains.jsonkit.lexer.json_content``), not the
     JSON's keys and punctuation; ``json_schema`` rewards still see the JSON.
 
     ``response_metadata``: ``rewards`` (name -> score), ``reward`` (weighted sum),

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from deal_chains.errors import InputError
-from deal_chains.jsonkit.schema_walk import walk_schema
+from deal_chains.jsonkit.lexer import decode_string_prefix
+from deal_chains.jsonkit.schema_walk import schema_children, walk_schema
 
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 _ANSWER_PREFIX = re.compile(r'\{\s*"answer"\s*:\s*"')
@@ -60,26 +61,22 @@ def _check_schema(who: str, what: str, schema: Mapping[str, Any]) -> None:
     ``what="argument schema"``, a response format's ``"schema"``) that the mask cannot
     enforce: unknown types, remote refs, an invalid schema, draft-03."""
 
-    def walk(node: Any, path: tuple) -> None:
-        if isinstance(node, Mapping):
-            t = node.get("type")
-            for value in (t if isinstance(t, list) else [t]):
-                if isinstance(value, str) and value not in _JSON_TYPES:
-                    where = "/".join(map(str, path + ("type",)))
-                    raise InputError(f"{who}: unknown type {value!r} at {where} of its {what} "
-                                     f"(JSON Schema types: {', '.join(sorted(_JSON_TYPES))})")
-            ref = node.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
-                where = "/".join(map(str, path + ("$ref",)))
-                raise InputError(f"{who}: remote $ref {ref!r} at {where} is not supported (local refs only)")
-            for key, value in node.items():
-                if key not in ("enum", "const", "default", "examples"):
-                    walk(value, path + (key,))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, path + (i,))
-
-    walk(schema, ())
+    stack: list[tuple[Any, tuple]] = [(schema, ())]
+    while stack:  # subschemas only: a key named "enum" under properties is a schema, enum data is not
+        node, path = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        t = node.get("type")
+        for value in (t if isinstance(t, list) else [t]):
+            if isinstance(value, str) and value not in _JSON_TYPES:
+                where = "/".join(map(str, path + ("type",)))
+                raise InputError(f"{who}: unknown type {value!r} at {where} of its {what} "
+                                 f"(JSON Schema types: {', '.join(sorted(_JSON_TYPES))})")
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            where = "/".join(map(str, path + ("$ref",)))
+            raise InputError(f"{who}: remote $ref {ref!r} at {where} is not supported (local refs only)")
+        stack.extend(schema_children(node, path))
     from jsonschema import exceptions, validators
 
     try:
@@ -366,7 +363,7 @@ class AnswerStream:
         m = _ANSWER_PREFIX.match(self.buffer)
         if not m:
             return ""
-        text = _json_string_prefix(self.buffer[m.end():])
+        text = decode_string_prefix(self.buffer[m.end():])
         if text is None or not text.startswith(self.sent):
             return ""
         out, self.sent = text[len(self.sent):], text
@@ -379,34 +376,3 @@ class AnswerStream:
         return content[len(self.sent):]
 
 
-def _json_string_prefix(s: str) -> str | None:
-    """The decoded text of the complete characters at the start of a JSON string body."""
-    i, n = 0, len(s)
-    while i < n:
-        c = s[i]
-        if c == '"':
-            break
-        if c == "\\":
-            if i + 1 >= n:
-                break
-            if s[i + 1] == "u":
-                if i + 6 > n:
-                    break
-                try:
-                    code = int(s[i + 2:i + 6], 16)
-                except ValueError:
-                    return None
-                if 0xD800 <= code < 0xDC00:  # a surrogate pair needs its second half
-                    if i + 12 > n:
-                        break
-                    i += 12
-                    continue
-                i += 6
-                continue
-            i += 2
-            continue
-        i += 1
-    try:
-        return json.loads('"' + s[:i] + '"')
-    except json.JSONDecodeError:
-        return None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - torch loads with the engine, not with sp
 
 from deal_chains.errors import ConfigError, ConstraintError
 from deal_chains.jsonkit import schema_rewrite
+from deal_chains.jsonkit.lexer import JsonLexer
 from deal_chains.jsonkit.schema_rewrite import ONE_OF_HINT, exact_one_of
 from deal_chains.jsonkit.schema_shape import may_repeat_keys, root_required_keys, schema_shape_problem
 from deal_chains.jsonkit.schema_sound import sound_schema
@@ -225,14 +226,6 @@ def unsatisfiable_reason(schema: Any) -> str | None:
     return None
 
 
-# ---- sound rewrites: keywords the grammar engine reads differently from jsonschema --------
-#
-# The promise of a hard constraint is that a finished output passes plain ``jsonschema``
-# validation (the schema's own draft, with its FORMAT_CHECKER). Where llguidance's reading
-# of a keyword is looser than jsonschema's, the schema handed to the engine is narrowed to
-# values both accept, or refused; never approximated.
-
-
 class CompiledConstraint:
     """A grammar bound to one tokenizer. States are llguidance matchers, one per beam or
     lookahead row: copied when a row forks, rolled back when a lookahead is not committed."""
@@ -255,36 +248,39 @@ class CompiledConstraint:
         self.required_keys: dict[str, int] = {}
         # JSON only: whether some object may repeat a key (see ``mask_repeated_keys``)
         self.dedupe_keys = False
-        self._key_states: dict[tuple[int, ...], _KeyState] = {}
+        self._lex_states: dict[tuple[int, ...], JsonLexer] = {}
 
-    def key_state(self, ids: Sequence[int]) -> _KeyState:
-        """Where ``ids`` leave the object keys of the document (memoised by prefix: a row
-        grows by one token per call)."""
+    def lex_state(self, ids: Sequence[int]) -> JsonLexer:
+        """Where the JSON text of ``ids`` stands (memoised by prefix: a row grows by one token
+        per call, so each call reads one token's text)."""
         key = tuple(ids)
-        state = self._key_states.get(key)
+        state = self._lex_states.get(key)
         if state is None:
             assert self.closer is not None
-            prev = self._key_states.get(key[:-1]) if key else _START
+            prev = self._lex_states.get(key[:-1]) if key else None
             if prev is None:
-                state, _ = _scan_keys(_START, self.closer.text(ids))
+                state = JsonLexer().feed(self.closer.text(ids))
             else:
-                state, _ = _scan_keys(prev, self.closer.text(ids[-1:]))
-            if len(self._key_states) > 50_000:
-                self._key_states.clear()
-            self._key_states[key] = state
+                state = prev.copy().feed(self.closer.text(ids[-1:]))
+            if len(self._lex_states) > 50_000:
+                self._lex_states.clear()
+            self._lex_states[key] = state
         return state
 
     def mask_repeated_keys(self, allowed: "torch.Tensor", ids: Sequence[int]) -> None:
-        """Clear (in place) the allowed tokens that would close a key its object already has."""
+        """Clear (in place) the allowed tokens that would close a key its object already has.
+
+        ``{"x":1,"x":2}`` parses to one key (json.loads keeps the last), so it fails
+        minProperties and is never what a schema meant; llguidance keeps declared properties
+        unique but not additional / pattern ones."""
         assert self.closer is not None
-        state = self.key_state(ids)
-        frames, in_string, _, key = state
-        if not any(kind == "{" and keys for kind, keys, _ in frames):
+        state = self.lex_state(ids)
+        if not any(kind == "{" and keys for kind, keys in state.frames):
             return
-        quotes = self.closer.one_quote if in_string and key is not None else self.closer.two_quotes
+        quotes = self.closer.one_quote if state.in_key else self.closer.two_quotes
         texts = self.closer.texts
         for t in (allowed & quotes.to(allowed.device)).nonzero().flatten().tolist():
-            if _scan_keys(state, texts[t])[1]:
+            if state.copy().feed(texts[t]).repeated_key:
                 allowed[t] = False
 
     def can_close_after(self, state: Any, tokens: Sequence[int]) -> list[int]:
@@ -300,9 +296,9 @@ class CompiledConstraint:
                 out.append(t)
         return out
 
-    def owed_tokens(self, text: str) -> int:
-        """About how many tokens the required top-level keys not yet in ``text`` need."""
-        return sum(cost for key, cost in self.required_keys.items() if f'"{key}"' not in text)
+    def owed_tokens(self, state: JsonLexer) -> int:
+        """About how many tokens the required top-level keys the document lacks still need."""
+        return sum(cost for key, cost in self.required_keys.items() if key not in state.root_keys)
 
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
@@ -333,26 +329,6 @@ class CompiledConstraint:
             st.unsafe_compute_mask_ptr(bits.data_ptr() + i * stride, stride)
         unpacked = (bits.unsqueeze(-1) >> self._shifts) & 1
         return unpacked.view(len(states), -1)[:, : self.vocab].bool()
-
-
-def _scan_json(text: str, in_string: bool, escaped: bool) -> tuple[int, bool, bool]:
-    """Scan one token's text from a lexer state: (change in open depth, in_string, escaped)."""
-    depth = 0
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-    return depth, in_string, escaped
 
 
 class JsonCloser:
@@ -390,21 +366,6 @@ class JsonCloser:
         quotes = torch.tensor([text.count('"') for text in self.texts])
         self.one_quote = quotes >= 1
         self.two_quotes = quotes >= 2
-        self._memo: dict[tuple[int, bool, bool], tuple[int, bool, bool]] = {}
-
-    def position(self, ids: Sequence[int]) -> tuple[int, bool]:
-        """(open objects + arrays, inside a string) after the tokens ``ids``."""
-        depth, in_string, escaped = 0, False, False
-        memo, texts = self._memo, self.texts
-        for t in ids:
-            key = (t, in_string, escaped)
-            step = memo.get(key)
-            if step is None:
-                text = texts[t] if 0 <= t < len(texts) else ""
-                step = memo[key] = _scan_json(text, in_string, escaped)
-            d, in_string, escaped = step
-            depth = max(0, depth + d)
-        return depth, in_string
 
     def text(self, ids: Sequence[int]) -> str:
         texts = self.texts
@@ -412,70 +373,6 @@ class JsonCloser:
 
     def mask(self, in_string: bool) -> "torch.Tensor":
         return self.in_string if in_string else self.outside
-
-
-# ---- repeated keys: ``{"x":1,"x":2}`` parses to one key (json.loads keeps the last), so it
-# fails minProperties and is never what a schema meant. llguidance keeps declared properties
-# unique but not additional / pattern ones: per row, a token that would close a key the
-# object already has is masked.
-
-# (kind "{" or "[", keys an object has so far, what an object expects: key|colon|value|after)
-_Frame = tuple[str, frozenset, str]
-# (open containers, in a string, after a backslash, the raw text of an open key or None)
-_KeyState = tuple[tuple[_Frame, ...], bool, bool, str | None]
-_START: _KeyState = ((), False, False, None)
-
-
-def _decode_key(raw: str) -> str:
-    try:
-        return json.loads(f'"{raw}"')
-    except json.JSONDecodeError:
-        return raw
-
-
-def _scan_keys(state: _KeyState, text: str) -> tuple[_KeyState, bool]:
-    """Advance ``state`` over ``text``; also whether a key closed that its object had."""
-    frames, in_string, escaped, key = state
-    repeated = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-                if key is not None:
-                    kind, keys, _ = frames[-1]
-                    name = _decode_key(key)
-                    repeated = repeated or name in keys
-                    frames = frames[:-1] + ((kind, keys | {name}, "colon"),)
-                    key = None
-                continue
-            if key is not None:
-                key += ch
-            continue
-        top = frames[-1] if frames else None
-        if ch == '"':
-            in_string = True
-            if top is not None and top[0] == "{" and top[2] == "key":
-                key = ""
-            elif top is not None and top[0] == "{":
-                frames = frames[:-1] + ((top[0], top[1], "after"),)
-        elif ch in "{[":
-            if top is not None and top[0] == "{":
-                frames = frames[:-1] + ((top[0], top[1], "after"),)
-            frames = frames + ((ch, frozenset(), "key"),)
-        elif ch in "}]":
-            frames = frames[:-1]
-        elif top is not None and top[0] == "{":
-            if ch == ":":
-                frames = frames[:-1] + ((top[0], top[1], "value"),)
-            elif ch == ",":
-                frames = frames[:-1] + ((top[0], top[1], "key"),)
-            elif not ch.isspace() and top[2] == "value":
-                frames = frames[:-1] + ((top[0], top[1], "after"),)
-    return (frames, in_string, escaped, key), repeated
 
 
 _CLOSERS: "weakref.WeakKeyDictionary[Any, JsonCloser]" = weakref.WeakKeyDictionary()
@@ -577,10 +474,11 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
                 looping = repeating_tail(ids)
                 if not (near_end or looping):
                     continue
-                depth, in_string = c.closer.position(ids)
+                lexed = c.lex_state(ids)
+                depth, in_string = lexed.depth, lexed.in_string
                 needed = depth + int(in_string)
                 if owed_at_most:
-                    needed += c.owed_tokens(c.closer.text(ids))
+                    needed += c.owed_tokens(lexed)
                 # a row caught in a loop closes now, whatever budget is left
                 bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=needed)
                 if bias:

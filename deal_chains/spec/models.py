@@ -230,7 +230,7 @@ def _remote_ref(node: Any, path: FieldPath = ()) -> FieldPath | None:
     resolve inside the schema (remote, or to nothing), resolved as the validator resolves
     it: a ref to the document's own ``$id`` or an ``#anchor`` is local, and a "$ref" key
     inside ``enum``/``const`` data is data."""
-    from rewards.json_schema import ref_problem
+    from deal_chains.jsonkit.validate import ref_problem
 
     try:
         found = ref_problem(node)
@@ -241,7 +241,7 @@ def _remote_ref(node: Any, path: FieldPath = ()) -> FieldPath | None:
 
 def _schema_problem(schema: Any) -> tuple[str, FieldPath] | None:
     """(message, path inside the schema) when ``schema`` is not a usable JSON Schema."""
-    from rewards.json_schema import make_validator
+    from deal_chains.jsonkit.validate import make_validator
 
     try:
         make_validator(schema)

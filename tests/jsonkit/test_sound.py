@@ -11,12 +11,11 @@ import jsonschema
 import pytest
 
 from deal_chains import DeALEngine, SearchConfig
+from deal_chains.jsonkit.lexer import JsonLexer
 from deal_chains.jsonkit.schema_sound import FORMAT_PATTERNS, NATIVE_FORMATS, sound_schema
 from deal_chains.search.constraints import (
     ConstraintError,
     GrammarConstraint,
-    _scan_keys,
-    _START,
     closing_window,
 )
 from rewards.json_schema import JsonSchemaReward
@@ -123,10 +122,9 @@ def test_repeated_keys_are_invalid_and_masked(engine):
     assert not r.is_valid('{"x": 1, "x": 2}')
     assert r.is_valid('{"x": 1, "y": 2}')
     assert "duplicate key 'x'" in r.text_errors('{"x": 1, "x": 2}')
-    state, repeated = _scan_keys(_START, '{"x": 1, "y": {"x": 2}, ')
-    assert not repeated
-    _, repeated = _scan_keys(state, '"y"')
-    assert repeated
+    state = JsonLexer().feed('{"x": 1, "y": {"x": 2}, ')
+    assert not state.repeated_key
+    assert state.copy().feed('"y"').repeated_key
     # under the mask, free-form objects never repeat a key
     schema = {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3, "maxProperties": 5}
     for res in _sample(engine, schema, n=6, tokens=80):

@@ -416,6 +416,11 @@ def test_bad_tools_fail_at_bind_time(llm):
         "type": "object", "properties": {"x": {"type": "int"}}}}}
     with pytest.raises(InputError, match="tool 'f': unknown type 'int' at properties/x/type"):
         llm.bind_tools([bad_type])
+    # a property named like a data keyword is still a schema, read by structure
+    named_enum = {"type": "function", "function": {"name": "e", "description": "d", "parameters": {
+        "type": "object", "properties": {"enum": {"type": "strng"}}}}}
+    with pytest.raises(InputError, match="tool 'e': unknown type 'strng' at properties/enum/type"):
+        llm.bind_tools([named_enum])
     remote = {"type": "function", "function": {"name": "g", "parameters": {
         "type": "object", "properties": {"x": {"$ref": "https://example.com/s.json"}}}}}
     with pytest.raises(InputError, match="tool 'g': remote \\$ref"):

@@ -23,7 +23,7 @@ SCHEMA = {
     "required": ["a", "b", "c"],
     "additionalProperties": False,
 }
-DATA = Path(__file__).parent / "data" / "schemas"
+DATA = Path(__file__).parents[1] / "data" / "schemas"
 
 
 @pytest.mark.parametrize("text,valid_prefix,complete", [
@@ -328,7 +328,7 @@ def test_soft_mode_keeps_what_only_the_mask_cannot_do():
 
 
 def test_closing_bias_ramps_over_the_end_of_the_budget():
-    from deal_chains.search.constraints import closing_bias
+    from deal_chains.search.closing import closing_bias
 
     assert closing_bias(100, 256) == 0.0 and closing_bias(65, 256) == 0.0
     ramp = [closing_bias(r, 256) for r in (64, 32, 1)]
@@ -341,7 +341,7 @@ def test_closing_bias_ramps_over_the_end_of_the_budget():
 
 
 def test_closing_bias_starts_earlier_for_deeper_documents():
-    from deal_chains.search.constraints import closing_bias
+    from deal_chains.search.closing import closing_bias
 
     # 100 tokens left is far from the end of a 256 budget, unless 40 brackets must close
     assert closing_bias(100, 256) == 0.0 < closing_bias(100, 256, needed=40)
@@ -349,7 +349,7 @@ def test_closing_bias_starts_earlier_for_deeper_documents():
 
 
 def test_json_closer_knows_where_the_document_stands(tiny_lm):
-    from deal_chains.search.constraints import JsonCloser
+    from deal_chains.search.closing import JsonCloser
 
     vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
     closer = JsonCloser(tiny_lm, vocab)
@@ -376,7 +376,7 @@ def test_json_closer_knows_where_the_document_stands(tiny_lm):
 def test_json_closer_token_sets_on_merged_tokens():
     from types import SimpleNamespace
 
-    from deal_chains.search.constraints import JsonCloser
+    from deal_chains.search.closing import JsonCloser
 
     texts = ['"', '"}', '"]}', '\\"', '}', ']}', ' }', '",', '{"', ':', 'ab', "<eos>"]
 
@@ -397,7 +397,7 @@ def test_json_closer_token_sets_on_merged_tokens():
 
 
 def test_repeating_tail_finds_loops_not_repeats():
-    from deal_chains.search.constraints import repeating_tail
+    from deal_chains.search.closing import repeating_tail
 
     assert repeating_tail([5] * 12) and not repeating_tail([5] * 11)
     assert repeating_tail([9, 9] + [1, 2, 3, 4] * 3)  # period 4, three copies

@@ -12,11 +12,11 @@ import pytest
 
 from deal_chains import DeALEngine, SearchConfig
 from deal_chains.jsonkit.lexer import JsonLexer
+from deal_chains.search.closing import closing_window
 from deal_chains.jsonkit.schema_sound import FORMAT_PATTERNS, NATIVE_FORMATS, sound_schema
 from deal_chains.search.constraints import (
     ConstraintError,
     GrammarConstraint,
-    closing_window,
 )
 from rewards.json_schema import JsonSchemaReward
 

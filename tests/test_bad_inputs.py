@@ -161,7 +161,7 @@ def test_bad_input_record(capsys, tmp_path, tiny_model_dir, name):
 @pytest.mark.parametrize("how", REWARD_CASES)
 def test_failing_reward_keeps_finished_records(capsys, tmp_path, tiny_model_dir, monkeypatch, how):
     """The second batch's reward fails: the first batch's records stay on disk."""
-    import deal_chains.spec.models as models
+    import deal_chains.spec.document as models
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD_SPEC, encoding="utf-8")

@@ -116,7 +116,7 @@ def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 def _reward_variables(spec: Any) -> set[str]:
     try:
-        from deal_chains.spec.models import _entry_variables
+        from deal_chains.spec.entries.registry import _entry_variables
     except ImportError:  # pragma: no cover - internal helper moved: the workers still check
         return set()
     names: set[str] = set()

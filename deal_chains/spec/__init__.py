@@ -6,8 +6,9 @@
 ['concepts']
 """
 
+from deal_chains.spec.document import RewardSpec
+from deal_chains.spec.entries.registry import REWARD_TYPES, RewardEntry, RewardType
 from deal_chains.spec.loader import apply_overrides, list_presets, load_spec, preset_path
-from deal_chains.spec.models import REWARD_TYPES, RewardEntry, RewardSpec, RewardType
 from deal_chains.spec.schema import spec_json_schema
 from deal_chains.spec.templates import render_template
 

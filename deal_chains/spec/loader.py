@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from deal_chains.errors import SpecError
 from deal_chains.spec.merge import Doc, apply_shared, merge, resolve_paths
-from deal_chains.spec.models import RewardSpec
+from deal_chains.spec.document import RewardSpec
 from deal_chains.spec.source import FieldPath, SourceMap, dotted, problems_from_validation_error
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_chains.spec.models import REWARD_TYPES
+from deal_chains.spec.entries.registry import REWARD_TYPES
 from deal_chains.spec.source import FieldPath, SourceMap
 
 CONSUMED = ("extends", "preset", "replace_rewards")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deal_chains.spec.models import RewardSpec
+from deal_chains.spec.document import RewardSpec
 
 
 def spec_json_schema() -> dict[str, Any]:

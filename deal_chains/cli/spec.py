@@ -1,4 +1,4 @@
-"""``deal-chains spec``: validate spec files, export the spec language's JSON Schema."""
+"""``deal-chains spec``: validate spec files, export the spec language's JSON Schema and reference."""
 
 from __future__ import annotations
 
@@ -37,6 +37,17 @@ def cmd_spec_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spec_reference(args: argparse.Namespace) -> int:
+    from deal_chains.spec.reference import render_reference
+
+    text = render_reference()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add ``spec`` and its subcommands to the ``deal-chains`` subcommands."""
     s = sub.add_parser("spec", help="reward-spec tools")
@@ -47,3 +58,7 @@ def register(sub: Any) -> None:
     sc = ssub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.add_argument("--out")
     sc.set_defaults(func=cmd_spec_schema)
+    ref = ssub.add_parser("reference", help="print the Markdown reference of every reward type and field "
+                                            "(docs/spec-reference.md)")
+    ref.add_argument("--out")
+    ref.set_defaults(func=cmd_spec_reference)

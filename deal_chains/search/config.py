@@ -70,7 +70,9 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    strategy: Strategy = "deal"
+    strategy: Strategy = Field(
+        "deal", description="greedy, sample, best_of_n, rerank (n samples ranked by the rewards) or deal "
+        "(the lookahead tree search)")
     top_k: Int = Field(6, ge=1, le=256, description="candidate next tokens per beam")
     lookahead: Int = Field(4, ge=0, le=128, description="greedy tokens rolled out after each candidate")
     beam: Int = Field(2, ge=1, le=64, description="live beams kept per prompt")
@@ -80,7 +82,8 @@ class SearchConfig(BaseModel):
         None, ge=1, le=128,
         description="tokens committed per step; default = lookahead (blockwise); 1 = paper-exact",
     )
-    max_new_tokens: Int = Field(48, ge=1, le=8192)
+    max_new_tokens: Int = Field(48, ge=1, le=8192, description="token budget of one answer; an answer it cuts "
+                                "reports finish_reason length")
     temperature: Float = Field(
         0.0, ge=0.0, le=10.0, allow_inf_nan=False,
         description="0 = deterministic; >0 samples; default 0, 1.0 for sample and best_of_n",

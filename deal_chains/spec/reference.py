@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+import types
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,11 +52,32 @@ def example_spec(rtype: str) -> str:
 
 
 def _type_name(info: FieldInfo) -> str:
-    text = repr(info.annotation) if not isinstance(info.annotation, type) else info.annotation.__name__
-    for noise in ("typing.", "deal_chains.spec.document.", "registry.", "deal_chains.spec.entries."):
-        text = text.replace(noise, "")
-    text = text.replace("RewardEntry", "reward entry").replace("RewardSpec", "spec")
-    return text.replace("NoneType", "null").replace("|", "or").replace("'", "")
+    return _describe(info.annotation)
+
+
+def _describe(tp: Any) -> str:
+    """A type annotation as a reader would say it (``str or null``, ``list[number]``, ``one of a, b``)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple, set):
+        return f"list[{', '.join(_describe(a) for a in args if a is not Ellipsis)}]"
+    if origin is dict:
+        return f"map[{_describe(args[0])}, {_describe(args[1])}]" if args else "map"
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, typing.ForwardRef):
+        return _NAMES.get(tp.__forward_arg__, tp.__forward_arg__)
+    name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return _NAMES.get(name, name)
+
+
+_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Any": "any",
+          "RewardEntry": "reward entry", "RewardSpec": "spec", "SearchConfig": "search settings"}
 
 
 def _default(info: FieldInfo) -> str:
@@ -77,7 +100,7 @@ def _fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
     for name, info in model.model_fields.items():
         if name in skip:
             continue
-        rows.append(f"| `{name}` | {_cell(_type_name(info))} | {_default(info)} | {_cell(info.description or '')} |")
+        rows.append(f"| `{info.alias or name}` | {_cell(_type_name(info))} | {_default(info)} | {_cell(info.description or '')} |")
     return "\n".join(rows)
 
 

@@ -25,8 +25,8 @@ def test_every_reward_type_and_field_is_documented():
     assert set(EXAMPLES) == set(REWARD_TYPES)
     for rtype, spec in REWARD_TYPES.items():
         assert f"\n## {rtype}\n" in text
-        for field in spec.params.model_fields:
-            assert f"| `{field}` |" in text, (rtype, field)
+        for field, info in spec.params.model_fields.items():
+            assert f"| `{info.alias or field}` |" in text, (rtype, field)
 
 
 @pytest.mark.parametrize("rtype", sorted(EXAMPLES))

@@ -8,7 +8,7 @@
 
 Install with ``pip install 'deal-chains[dspy]'``; DSPy is imported only when ``DeALLM`` is
 first used, and a missing DSPy is a clear ``ImportError``. The model runs locally through
-the same adapter (``deal_chains.adapter``) as the LangChain integration.
+the same runtime (``deal_chains.runtime``) as the LangChain integration.
 
 ``DeALLM`` advertises ``response_format``: with ``dspy.JSONAdapter`` (or when
 ``ChatAdapter`` falls back to it) the signature's output fields are generated under their
@@ -65,7 +65,7 @@ class _Obj:
 
 def _build() -> type:
     dspy = _dspy()
-    from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, resolve_spec, search_config
+    from deal_chains.runtime import SEARCH_FIELDS, ModelRuntime, resolve_spec, search_config
     from deal_chains.jsonkit.lexer import json_content
 
     quiet = _quiet_call()
@@ -95,7 +95,7 @@ def _build() -> type:
                      reward_vars: dict[str, Any] | None = None, device: str = "auto", dtype: str | None = "auto",
                      temperature: float | None = None, max_tokens: int | None = None, cache: bool = False,
                      trust_remote_code: bool = False, **search: Any):
-            self.adapter = DeALAdapter(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            self.adapter = ModelRuntime(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             self.spec = resolve_spec(spec, step)
             self.reward_vars = dict(reward_vars or {})
             self.search = dict(search)

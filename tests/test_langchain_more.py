@@ -19,7 +19,8 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from deal_chains import ChatDeAL, DeALLLM, InputError
-from deal_chains.adapter import ContentView, DeALAdapter, _worker_for, resolve_spec
+from deal_chains.runtime import ContentView, ModelRuntime, resolve_spec
+from deal_chains.runtime.worker import worker_for as _worker_for
 from deal_chains.jsonkit.lexer import json_content
 from deal_chains.langchain import guard_final_answer, with_reward_vars
 from deal_chains.langchain._base import TOOL_CONTENT
@@ -254,7 +255,7 @@ def test_dspy_n_is_one_batched_search_and_rollouts_differ(lm):
 def test_a_spec_given_as_text_per_call_batches_once(lm):
     chat = ChatDeAL(model=lm)
     text = SPEC.replace('"{topic}"', "e")
-    adapter = DeALAdapter(lm)
+    adapter = ModelRuntime(lm)
     one, two = resolve_spec(text), resolve_spec(text)
     msgs = [{"role": "user", "content": "hi"}]
     assert adapter.request(msgs, spec=one).key == adapter.request(msgs, spec=two).key

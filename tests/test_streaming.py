@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deal_chains import DeALEngine, SearchConfig
-from deal_chains.adapter import TextStream
+from deal_chains.runtime import TextStream
 from search_fixtures import PROMPTS, REWARDS
 
 CONFIGS = [

@@ -5,7 +5,7 @@ from a chain's input, tool calling under a grammar mask, aligned agent tools.
 >>> ChatDeAL(spec="commongen", reward_vars={"concepts": ["dog", "ball"]}).invoke(
 ...     "Write a sentence about a dog and a ball.").content           # doctest: +SKIP
 
-Every module here is a thin shell over ``deal_chains.adapter``, the one place that runs
+Every module here is a thin shell over ``deal_chains.runtime``, the one place that runs
 ``DeALEngine``.
 """
 

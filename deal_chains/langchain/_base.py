@@ -1,5 +1,5 @@
 """Settings shared by ``ChatDeAL`` and ``DeALLLM``, and turning one LangChain call into an
-adapter ``Request`` (``deal_chains.adapter`` is the only module that runs the engine)."""
+adapter ``Request`` (``deal_chains.runtime`` is the only package that runs the engine)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from deal_chains.adapter import SEARCH_FIELDS, DeALAdapter, Handle, Request, resolve_spec, search_config
+from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec, search_config
 from deal_chains.errors import InputError
 from deal_chains.jsonkit.lexer import json_content
 
@@ -31,17 +31,17 @@ _HOSTED_ONLY = ("api_key", "base_url", "timeout", "max_retries")
 # tool's name or the envelope's keys (a module-level object: request keys compare it)
 TOOL_CONTENT = partial(json_content, skip_keys=("name",))
 
-_ADAPTERS: dict[tuple, DeALAdapter] = {}
+_ADAPTERS: dict[tuple, ModelRuntime] = {}
 _ADAPTERS_LOCK = threading.Lock()
 
 
-def adapter_for(model: Any, device: str, dtype: Any, trust_remote_code: bool = False) -> DeALAdapter:
+def adapter_for(model: Any, device: str, dtype: Any, trust_remote_code: bool = False) -> ModelRuntime:
     """One adapter per model name (loaded models are shared by object)."""
     key = (model if isinstance(model, str) else id(model), device, str(dtype), bool(trust_remote_code))
     with _ADAPTERS_LOCK:
         adapter = _ADAPTERS.get(key)
         if adapter is None or (not isinstance(model, str) and adapter.model is not model):
-            adapter = DeALAdapter(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            adapter = ModelRuntime(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             _ADAPTERS[key] = adapter
         return adapter
 
@@ -109,7 +109,7 @@ def submit(owner: Any, call: "Call") -> Handle:
 class Call:
     """One prepared LangChain call."""
 
-    adapter: DeALAdapter
+    adapter: ModelRuntime
     request: Request
     toolset: Any = None  # ToolSet for a tool-calling turn
     structured: bool = False
@@ -175,7 +175,7 @@ class DeALParams(BaseModel):
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _adapter(self) -> DeALAdapter:
+    def _adapter(self) -> ModelRuntime:
         return adapter_for(self.model, self.device, self.dtype, self.trust_remote_code)
 
     @property

@@ -70,7 +70,7 @@ def aligned_tool(name: str, description: str, *, spec: Any = None, prompt: Any =
     """
     from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 
-    from deal_chains.adapter import resolve_spec
+    from deal_chains.runtime import resolve_spec
 
     if not _IDENT.fullmatch(name or ""):
         raise InputError(f"aligned_tool: name {name!r} must be letters, digits and _ (a valid tool name)")
@@ -153,7 +153,7 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
     ``response_metadata["guard"]`` says whether it was ``kept`` or ``regenerated`` and the
     original answer's reward.
     """
-    from deal_chains.adapter import resolve_spec
+    from deal_chains.runtime import resolve_spec
 
     spec_obj = resolve_spec(spec)
     variables = dict(reward_vars or {})
@@ -185,7 +185,7 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
         return {**state, "messages": new} if isinstance(state, Mapping) else new
 
     def current_reward(text: str, history: list[BaseMessage]) -> float:
-        from deal_chains.adapter import score_text
+        from deal_chains.runtime import score_text
 
         adapter = getattr(llm, "_adapter", None)
         return score_text(adapter, spec_obj, variables, text, _prompt_of(history))[0]

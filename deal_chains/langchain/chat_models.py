@@ -29,7 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field
 
-from deal_chains.adapter import Handle, Outcome
+from deal_chains.runtime import Handle, Outcome
 from deal_chains.errors import InputError
 from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, response_schema, submit
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet, answer_text, envelope_text

@@ -18,7 +18,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from deal_chains import ChatDeAL, ConfigError, DeALEngine, DeALLLM, InputError, SearchConfig, SpecError
-from deal_chains.adapter import _worker_for
+from deal_chains.runtime.worker import worker_for as _worker_for
 from deal_chains.langchain import with_reward_vars
 from deal_chains.langchain.chat_models import to_engine_messages
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet
@@ -218,7 +218,7 @@ def _slow_requests(lm, prompts, max_new_tokens=120):
     mid-search."""
     import time
 
-    from deal_chains.adapter import DeALAdapter
+    from deal_chains.runtime import ModelRuntime as DeALAdapter
     from rewards import BaseReward
 
     class Slow(BaseReward):
@@ -257,7 +257,7 @@ async def test_cancelling_an_awaiting_task_ends_its_search_and_spares_the_others
 
 
 async def test_a_request_cancelled_while_queued_is_never_searched(lm):
-    from deal_chains.adapter import CancelledRequest
+    from deal_chains.runtime import CancelledRequest
 
     adapter, reqs = _slow_requests(lm, ["hello world", "abc", "Why?"], max_new_tokens=40)
     first = adapter.submit(reqs[:1])[0]
@@ -328,7 +328,7 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch(lm):
                 raise RuntimeError("boom")
             return [0.5] * len(texts)
 
-    from deal_chains.adapter import DeALAdapter
+    from deal_chains.runtime import ModelRuntime as DeALAdapter
 
     adapter = DeALAdapter(lm)
     cfg = SearchConfig(strategy="deal", top_k=2, beam=1, lookahead=2, max_new_tokens=8)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from deal_chains.errors import InputError
+
 __all__ = ["DeALLM"]
 
 _CLASS: Any = None
@@ -65,7 +67,8 @@ class _Obj:
 
 def _build() -> type:
     dspy = _dspy()
-    from deal_chains.runtime import SEARCH_FIELDS, ModelRuntime, resolve_spec, search_config
+    from deal_chains.runtime import ModelRuntime, resolve_spec, search_config
+    from deal_chains.runtime.options import response_schema, search_overrides, stop_list
     from deal_chains.jsonkit.lexer import json_content
 
     quiet = _quiet_call()
@@ -117,26 +120,22 @@ def _build() -> type:
             merged = {**self.kwargs, **kwargs}
             msgs = messages or [{"role": "user", "content": prompt}]
             msgs = [{"role": m["role"], "content": _content(m.get("content"))} for m in msgs]
-            overrides = dict(self.search)
-            overrides.update(merged.get("search") or {})
-            overrides.update({k: merged[k] for k in SEARCH_FIELDS if merged.get(k) is not None})
-            if merged.get("temperature") is not None:
-                overrides["temperature"] = merged["temperature"]
-            if merged.get("max_tokens") is not None:
-                overrides["max_new_tokens"] = merged["max_tokens"]
+            overrides = search_overrides(self.search, {}, merged)
             spec = resolve_spec(merged["spec"]) if merged.get("spec") is not None else self.spec
             config = search_config(spec, overrides)
             constraint = None
             fmt = merged.get("response_format")
             if fmt is not None:
-                schema = _schema(fmt)
+                try:
+                    schema = response_schema(fmt)
+                except InputError:  # a format DSPy may pass that is no schema: free text
+                    schema = None
                 if schema is not None:
                     constraint = GrammarConstraint.json_schema(schema)
             view = json_content if constraint is not None else None
             variables = {**self.reward_vars, **dict(merged.get("reward_vars") or {})}
             n = int(merged.get("n") or 1)
-            stop = merged.get("stop")
-            stop = [stop] if isinstance(stop, str) else list(stop or [])
+            stop = stop_list(merged.get("stop"), "DeALLM")
             # DSPy writes the system message (its field format); the adapter puts the spec's
             # system prompt (start-state adaptation) before it, as for ChatDeAL
             rollout = merged.get("rollout_id")
@@ -231,21 +230,9 @@ def _content(content: Any) -> str:
             elif isinstance(part, str):
                 parts.append(part)
             else:
-                from deal_chains.errors import InputError
 
                 raise InputError(f"DeALLM runs a text-only local model; got a {part.get('type')!r} content part")
         return "".join(parts)
     return "" if content is None else str(content)
 
 
-def _schema(fmt: Any) -> dict[str, Any] | None:
-    """The JSON schema of a DSPy/OpenAI ``response_format`` (a pydantic class or a dict)."""
-    if isinstance(fmt, type) and hasattr(fmt, "model_json_schema"):
-        return fmt.model_json_schema()
-    if isinstance(fmt, dict):
-        if fmt.get("type") == "json_schema":
-            inner = fmt.get("json_schema") or {}
-            return dict(inner.get("schema") or {"type": "object"})
-        if fmt.get("type") == "json_object":
-            return {"type": "object"}
-    return None

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from deal_chains.runtime.options import response_schema, search_overrides, stop_list
 from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec, search_config
 from deal_chains.errors import InputError
 from deal_chains.jsonkit.lexer import json_content
@@ -44,17 +45,6 @@ def adapter_for(model: Any, device: str, dtype: Any, trust_remote_code: bool = F
             adapter = ModelRuntime(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             _ADAPTERS[key] = adapter
         return adapter
-
-
-def stop_list(stop: Any, where: str) -> list[str]:
-    """Stop sequences as a list (a single string is one sequence, not its characters)."""
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop]
-    if isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
-        return list(stop)
-    raise InputError(f"{where}: stop must be a string or a list of strings, got {stop!r:.80}")
 
 
 # ---------------------------------------------------------------------------- batch plans
@@ -202,21 +192,8 @@ class DeALParams(BaseModel):
         return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        values: dict[str, Any] = dict(self.search)
-        for name in SEARCH_FIELDS:
-            value = getattr(self, name, None) if name in type(self).model_fields else None
-            if value is not None:
-                values[name] = value
-        if self.max_tokens is not None:
-            values["max_new_tokens"] = self.max_tokens
-        per_call = dict(kwargs.get("search") or {})
-        for name in SEARCH_FIELDS:
-            if kwargs.get(name) is not None:
-                per_call[name] = kwargs[name]
-        if kwargs.get("max_tokens") is not None:
-            per_call["max_new_tokens"] = kwargs["max_tokens"]
-        values.update(per_call)
-        return values
+        own = {name: getattr(self, name, None) for name in SEARCH_FIELDS if name in type(self).model_fields}
+        return search_overrides(self.search, {**own, "max_tokens": self.max_tokens}, kwargs)
 
     @staticmethod
     def _check_options(kwargs: Mapping[str, Any], where: str) -> None:
@@ -282,21 +259,6 @@ class DeALParams(BaseModel):
                                   constraint=constraint, stop=stops, instructions=instructions, view=view,
                                   tool_turn=toolset is not None and toolset.active)
         return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
-
-
-def response_schema(response_format: Any) -> dict[str, Any]:
-    """The JSON schema of an OpenAI-style ``response_format``."""
-    if isinstance(response_format, Mapping):
-        kind = response_format.get("type")
-        if kind == "json_schema":
-            inner = response_format.get("json_schema") or {}
-            schema = inner.get("schema") if isinstance(inner, Mapping) else None
-            if isinstance(schema, Mapping):
-                return dict(schema)
-        elif kind == "json_object":
-            return {"type": "object"}
-    raise InputError("response_format must be {'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}} "
-                     f"or {{'type': 'json_object'}}, got {response_format!r:.120}")
 
 
 def _describe(schema: Any) -> Any:

@@ -727,7 +727,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- How to read it: each box is the distribution over prompts of the harmless reward (0 to 1, higher = "
         "judged more harmless) of the answers, dots are prompts and grey lines pair the two answers to one "
         f"prompt. DeAL scored higher than greedy on {harm['deal_higher']} of {harm['n']} prompts, lower on "
-        f"{harm['deal_lower']}. The head is a weak judge (0.61 held-out pairwise accuracy, README).\n",
+        f"{harm['deal_lower']}. The head is a weak judge (0.61 held-out pairwise accuracy, docs/benchmarks.md).\n",
         harmless_table(harm) + "\n",
     ]
     return "\n".join(parts)

@@ -21,7 +21,7 @@ from deal_chains.jsonkit.schema_walk import BOUND_KEYS, EXACT_LIMIT, number_boun
 # Sound patterns for formats that jsonschema's checker checks but llguidance either does
 # not know or reads more loosely (its date allows Feb 29 of any year and year 0000, its
 # time the leap second 60 that rfc3339-validator refuses, its hostname any length). Each
-# is a subset of what the checker accepts: checked by sampling in tests/test_json_sound.py.
+# is a subset of what the checker accepts: checked by sampling in tests/jsonkit/test_schema_sound.py.
 _LABEL = r"[a-zA-Z0-9]{1,20}(?:-[a-zA-Z0-9]{1,20}){0,2}"  # no "--" (idna), <= 62 characters
 
 

@@ -62,7 +62,7 @@ class SearchConfig(BaseModel):
 
     ``commit`` defaults to ``lookahead`` (blockwise commit, the fast setting); ``commit=1``
     is the paper's exact rule (one token committed per lookahead). The defaults were
-    tuned on CommonGen dev with the default model (README, Benchmark): ``lam`` is large
+    tuned on CommonGen dev with the default model (docs/benchmarks.md): ``lam`` is large
     because rewards live in [0, 1] while log-probabilities differ by several nats, and a
     coverage reward gives one word of five only 1/5 of it (with ``lam`` 24, sets of 4-5 words
     were often ended early with a word missing; 48 covers more at the same speed).

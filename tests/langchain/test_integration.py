@@ -1,4 +1,4 @@
-"""The README's LangChain examples, run on the embedded default model."""
+"""The LangChain examples of README.md and docs/integrations.md, run on the embedded default model."""
 
 from __future__ import annotations
 

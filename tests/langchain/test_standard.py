@@ -1,7 +1,7 @@
 """LangChain's standard chat-model test suites (langchain-tests) for ChatDeAL.
 
 Unit suite: the tiny random-weight model (fast). Integration suite: the embedded default
-model (marked integration). Tests skipped here are listed, with the reason, in README
+model (marked integration). Tests skipped here are listed, with the reason, in docs/integrations.md
 ("LangChain and DSPy")."""
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ def test_shipped_head_files():
     feats, tr = info["features"], info["training"]
     assert feats["model"] == "SmolLM2-135M-Instruct" and feats["dim"] == head.input_dim == 576
     assert feats["pooling"] in ("response", "all") and isinstance(feats["layer"], int)
-    # a head that learned something (the held-out figure itself is reported in README;
+    # a head that learned something (the held-out figure itself is reported in docs/benchmarks.md;
     # 160 pairs give it a 95% interval of about +-0.075)
     assert tr["heldout_accuracy"] > 0.55 and tr["n_heldout"] == 160 and tr["n_train"] == 640
     assert len(tr["heldout_indices"]) == 160

@@ -20,19 +20,27 @@ from deal_chains.bench.report import (DEFAULT_PATHS, FIGURES, ReportSettings, ch
     shared_warning)
 
 
+def _strategies(text: str, base: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``--strategies`` (``name:key=value,...``) as (label, SearchConfig) rows; a bad entry is an
+    ``InputError`` naming it."""
+    from deal_chains.bench.runner import parse_strategy
+
+    try:
+        return [parse_strategy(s, base) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def cmd_bench_commongen(args: argparse.Namespace) -> int:
     from deal_chains.bench.commongen import load_commongen
-    from deal_chains.bench.runner import COMMONGEN_COLUMNS, parse_strategy, print_report, run_commongen
+    from deal_chains.bench.runner import COMMONGEN_COLUMNS, print_report, run_commongen
     from deal_chains.search.engine import DeALEngine
     base: dict[str, Any] = {}
     if args.set:
         from deal_chains.spec import apply_overrides
 
         base = apply_overrides({"search": {}}, args.set).get("search", {})
-    try:
-        strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    strategies = _strategies(args.strategies, base)
     items = load_commongen(args.data, args.constraints, n=args.n, offset=args.offset)
     engine = DeALEngine(args.model, device=args.device)
     report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
@@ -76,7 +84,7 @@ def cmd_bench_json(args) -> int:
 
 
 def cmd_bench_harmless(args: argparse.Namespace) -> int:
-    from deal_chains.bench.runner import format_table, parse_strategy, write_json
+    from deal_chains.bench.runner import format_table, write_json
     from deal_chains.search.engine import DeALEngine
     from rewards.harmless import HarmlessReward
 
@@ -117,10 +125,7 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
         if args.set:
             base.update(apply_overrides({"search": {}}, args.set).get("search", {}))
         system = args.system if args.system is not None else spec.system
-        try:
-            strategies = [parse_strategy(s, base) for s in args.strategies.split(",") if s.strip()]
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        strategies = _strategies(args.strategies, base)
         prompts = load_advbench(args.prompts, n=args.n or 50, offset=args.offset)
         report = run_harmless_bench(engine, prompts, strategies, reward, system=system,
                                     batch_size=args.batch_size, progress=not args.quiet)
@@ -176,7 +181,7 @@ def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
     from deal_chains.bench.commongen import load_commongen
-    from deal_chains.bench.runner import parse_strategy, print_report
+    from deal_chains.bench.runner import print_report
     from deal_chains.search.engine import DeALEngine
 
     n = args.n or max(args.batch_sizes)
@@ -184,10 +189,10 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     if len(items) < max(args.batch_sizes):
         raise InputError(f"{len(items)} prompts cannot fill a batch of {max(args.batch_sizes)}; lower "
                          "--batch-sizes or give more data")
-    try:
-        _, deal = parse_strategy(args.deal, {})
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    rows = _strategies(args.deal, {})
+    if len(rows) != 1:
+        raise InputError(f"--deal takes one strategy (e.g. deal:top_k=4), got {args.deal!r}")
+    deal = rows[0][1]
     engine = DeALEngine(args.model, device=args.device)
     report = run_throughput(engine, items, args.batch_sizes, deal, max_new_tokens=args.max_new_tokens,
                             progress=not args.quiet)

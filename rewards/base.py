@@ -6,6 +6,7 @@ in [0, 1] where the reward can manage it (the search combines ``sum(weight_i * R
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -68,3 +69,53 @@ def reward_bounds(reward: Any) -> tuple[float, float]:
 def reward_settled(reward: Any, text: str, context: RewardContext) -> bool:
     fn = getattr(reward, "settled", None)
     return bool(fn(text, context)) if fn is not None else False
+
+
+def reward_name(reward: Any) -> str:
+    """The name a reward reports its score under."""
+    return str(getattr(reward, "name", type(reward).__name__))
+
+
+def weighted_total(rewards: Sequence[Any], scores: Sequence[float]) -> float:
+    """``sum(weight_i * score_i)``: what the search adds to the log-probability, times ``lam``."""
+    return sum(float(getattr(r, "weight", 1.0)) * s for r, s in zip(rewards, scores))
+
+
+class ScoreProblem(ValueError):
+    """A reward's output is not one finite number per text. ``kind``: ``shape`` (not a list),
+    ``count``, ``type`` (not a number) or ``finite``."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+def read_scores(reward: Any, texts: Sequence[str], context: Any) -> list[float]:
+    """``reward.score(texts, context)``, checked: one finite number per text, as floats.
+
+    The one place that decides whether a score is valid (the search, ``on_error`` guards and
+    composite rewards all call it). What the reward raises propagates; a bad output raises
+    ``ScoreProblem``. Any iterable is read once, here (reading a generator runs the reward's
+    code); a string's characters or a mapping's keys are not scores.
+    """
+    returned = reward.score(texts, context)
+    if isinstance(returned, (str, bytes, Mapping)) or not hasattr(returned, "__iter__"):
+        raise ScoreProblem("shape", f"returned {type(returned).__name__} {returned!r:.200}, not a list of scores")
+    values = list(returned)
+    if len(values) != len(texts):
+        raise ScoreProblem("count", f"returned {len(values)} scores for {len(texts)} texts")
+    out = []
+    for i, v in enumerate(values):
+        # numbers only (numpy and torch scalars included): a string that parses is still a bug
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__float__"):
+            raise ScoreProblem("type", f"scores must be numbers: score {i} is {v!r:.80}, not a number")
+        try:
+            number = float(v)
+        except (TypeError, ValueError, OverflowError):  # an int past float range, a broken __float__
+            raise ScoreProblem("type", f"scores must be numbers: score {i} is {v!r:.80}, "
+                                       "not a finite number") from None
+        if not math.isfinite(number):
+            raise ScoreProblem("finite", f"returned a non-finite score: score {i} is {number}, "
+                                         "not a finite number")
+        out.append(number)
+    return out

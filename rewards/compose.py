@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from rewards.base import BaseReward, RewardContext, reward_bounds, reward_settled
+from rewards.base import BaseReward, RewardContext, ScoreProblem, read_scores, reward_bounds, reward_settled
 
 
 def _child_name(child: Any) -> str:
@@ -81,14 +81,12 @@ class _Composite(BaseReward):
         if not texts:
             return []
         owner, name = f"{type(self).__name__} {self.name!r}", _child_name(child)
-        values = child.score(texts, context)
         try:
-            values = [float(v) for v in values]
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{owner}: child {name!r} returned non-numeric scores: {values!r:.120}") from exc
-        if len(values) != len(texts):
-            raise ValueError(f"{owner}: child {name!r} returned {len(values)} scores for {len(texts)} texts")
-        return values
+            return read_scores(child, texts, context)
+        except ScoreProblem as exc:
+            if exc.kind == "type":
+                raise TypeError(f"{owner}: child {name!r} returned non-numeric scores: {exc}") from None
+            raise ValueError(f"{owner}: child {name!r} {exc}") from None
 
     def _columns(self, texts: Sequence[str], context: RewardContext | None) -> tuple[list[str], list[list[float]]]:
         texts = list(texts)

@@ -22,10 +22,9 @@ cause, so a failing reward never goes unnoticed.
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from rewards.base import BaseReward, RewardContext, reward_bounds, reward_settled
+from rewards.base import BaseReward, RewardContext, ScoreProblem, read_scores, reward_bounds, reward_settled
 
 POLICIES = ("fail", "zero", "skip")
 log = logging.getLogger("deal_chains.rewards")
@@ -33,22 +32,6 @@ log = logging.getLogger("deal_chains.rewards")
 
 class RewardFailure(RuntimeError):
     """One failed reward call (raised by ``Guarded`` under ``on_error="fail"``)."""
-
-
-def _bad_scores(values: list[Any], n: int) -> str | None:
-    """Why ``values`` (the materialised scores) is not n finite numbers, or None when it is."""
-    if len(values) != n:
-        return f"returned {len(values)} scores for {n} texts"
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
-            return f"score {i} is {v!r}, not a number"
-        try:
-            number = float(v)
-        except (TypeError, ValueError, OverflowError):  # an int past float range, a broken __float__
-            return f"score {i} is {v!r:.80}, not a finite number"
-        if not math.isfinite(number):
-            return f"score {i} is {number}, not a finite number"
-    return None
 
 
 class Guarded(BaseReward):
@@ -79,21 +62,11 @@ class Guarded(BaseReward):
 
     def _call(self, texts: Sequence[str], context: RewardContext) -> list[float]:
         try:
-            scores = self.reward.score(texts, context)
-            if isinstance(scores, (str, bytes, Mapping)) or not hasattr(scores, "__iter__"):
-                # a string's characters or a dict's keys are not scores
-                raise RewardFailure(f"returned {type(scores).__name__}, not a list of scores")
-            # read once, here: a generator is used up by the first pass over it, and reading
-            # it runs the reward's code (which may raise like the call itself)
-            values = list(scores)
-        except RewardFailure:
-            raise
+            return read_scores(self.reward, texts, context)
+        except ScoreProblem as exc:
+            raise RewardFailure(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - any failure of user code is handled by policy
             raise RewardFailure(f"raised {type(exc).__name__}: {exc}") from exc
-        why = _bad_scores(values, len(texts))
-        if why is not None:
-            raise RewardFailure(why)
-        return [float(s) for s in values]
 
     def score(self, texts: Sequence[str], context: RewardContext) -> list[float]:
         texts = list(texts)

@@ -26,7 +26,9 @@ from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
-from deal_chains.search.tree import Group, Hypothesis, TreeParams, finalize, run_tree_search
+from deal_chains.search.scoring import finalize
+from deal_chains.search.state import Group, Hypothesis, TreeParams
+from deal_chains.search.tree import run_tree_search
 from rewards.base import RewardContext
 
 PromptLike = str | Sequence[dict[str, str]]

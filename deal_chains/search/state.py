@@ -1,0 +1,154 @@
+"""The state of a DeAL tree search: groups (one search tree each), their live rows, and what
+one step passes from proposing to committing.
+
+>>> TreeParams(top_k=4, beam=2, lookahead=4, commit=4, lam=48.0, max_new_tokens=32).prune
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from deal_chains.search.constraints import CompiledConstraint
+from deal_chains.search.kv import KVBatch
+from rewards.base import RewardContext, reward_bounds
+
+
+@dataclass
+class Hypothesis:
+    """One answer (finished) or a live beam cut by the budget (unfinished), with its score."""
+
+    tokens: list[int]  # generated tokens, EOS excluded
+    logprob: float  # includes the EOS token's log-probability when finished
+    finished: bool
+    score: float = float("-inf")
+    rewards: dict[str, float] = field(default_factory=dict)
+    reward: float = 0.0
+
+
+@dataclass
+class Group:
+    """One search tree and its bookkeeping."""
+
+    prompt_row: int  # row of the prefill batch holding this group's prompt
+    rewards: Sequence[Any]
+    context: RewardContext
+    generator: torch.Generator | None = None
+    constraint: CompiledConstraint | None = None  # hard constraint (token mask)
+    finished: list[Hypothesis] = field(default_factory=list)
+    unfinished: list[Hypothesis] = field(default_factory=list)  # cut by the token budget
+    done: bool = False
+    steps: int = 0
+    forward_passes: int = 0
+    candidates_scored: int = 0
+    greedy_steps: int = 0
+    _cache: dict[str, list[float]] = field(default_factory=dict)
+
+    def reward_range(self) -> tuple[float, float]:
+        lo = hi = 0.0
+        for r in self.rewards:
+            a, b = reward_bounds(r)
+            w = float(getattr(r, "weight", 1.0))
+            lo += min(w * a, w * b)
+            hi += max(w * a, w * b)
+        return lo, hi
+
+
+@dataclass
+class TreeParams:
+    """The search settings one tree search runs with (from ``SearchConfig``)."""
+
+    top_k: int
+    beam: int
+    lookahead: int
+    commit: int
+    lam: float
+    max_new_tokens: int
+    temperature: float = 0.0
+    prune: bool = True
+    adaptive: bool = True
+    use_rewards: bool = True  # False: plain beam search by log-probability (rerank's proposals)
+
+
+@dataclass
+class Rows:
+    """The live beams of every group, one row each (parallel lists, row order = cache rows)."""
+
+    group: list[int]
+    tokens: list[list[int]]
+    logprob: list[float]
+    settled: list[bool]
+    states: list[Any] = field(default_factory=list)  # grammar state per row (None: unconstrained)
+
+
+@dataclass
+class Step:
+    """What one step does: tokens to commit (``commit``), forwards to run (``forwards``: the
+    lookahead, or the commit alone when the rewards cannot change the choice), budget left."""
+
+    commit: int
+    forwards: int
+    remaining: int
+
+
+@dataclass
+class Proposals:
+    """First tokens of the candidates: ``parent[i]`` is the row candidate i extends."""
+
+    parent: list[int]
+    token: list[int]
+    logprob: list[float]
+    live_groups: list[int]
+
+
+@dataclass
+class Rollout:
+    """The candidates rolled out greedily together: tokens and their log-probabilities, the
+    logits after the commit window, and (under a hard constraint) each row's grammar state."""
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+    fed: int  # forwards run
+    commit_logits: torch.Tensor | None
+    states: list[Any]
+    constraints: list[Any]
+    consumed: list[int]  # grammar steps taken per row (rolled back past the commit)
+    dead: list[bool]  # a token the grammar refused
+
+
+@dataclass
+class Candidates:
+    """Each candidate's committed tokens and log-probability, whether it finished, and the
+    text (committed + lookahead) its rewards score."""
+
+    by_group: dict[int, list[int]]
+    tokens: list[list[int]]
+    finished: list[bool]
+    logprob: list[float]
+    look: list[list[int]]
+    look_ended: list[bool]
+    scores: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SearchState:
+    """Everything one ``run_tree_search`` call carries from step to step."""
+
+    kv: KVBatch
+    groups: list[Group]
+    params: TreeParams
+    eos_ids: frozenset[int]
+    decode: Callable[[Sequence[int]], str]
+    rows: Rows
+    logits: torch.Tensor
+    ranges: list[tuple[float, float]]
+    any_reward: bool
+    constrained: bool
+    generated: int = 0
+
+    @property
+    def eos_main(self) -> int:
+        return min(self.eos_ids)

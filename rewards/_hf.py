@@ -33,6 +33,8 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from deal_chains.devices import resolve_device, resolve_dtype
+
 __all__ = ["load_sequence_classifier", "clear_cache", "resolve_device", "resolve_dtype", "pad_batch",
            "ScoreCache", "cached_scores", "ensure_padding", "fallback_token_id",
            "model_device"]
@@ -40,41 +42,11 @@ __all__ = ["load_sequence_classifier", "clear_cache", "resolve_device", "resolve
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16", "float64": "float64"}
-
 
 def clear_cache() -> None:
     """Forget every cached model (they are freed once no reward holds them)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-def resolve_device(device: Any = "cpu") -> Any:
-    """A ``torch.device``; ``"auto"`` (or None) picks CUDA when available, else the CPU."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available")
-    return dev
-
-
-def resolve_dtype(dtype: Any, device: Any) -> Any:
-    """A ``torch.dtype``: None/"auto" = float32 on the CPU, bfloat16 (or float16) on CUDA."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if not isinstance(dtype, str) or dtype.lower() not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}, 'auto' or a torch.dtype")
-    return getattr(torch, _DTYPES[dtype.lower()])
 
 
 def model_device(model: Any) -> Any:

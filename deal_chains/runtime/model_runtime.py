@@ -184,18 +184,15 @@ def score_text(adapter: ModelRuntime | None, spec: Any, variables: Mapping[str, 
                prompt: str = "") -> tuple[float, dict[str, float]]:
     """The weighted reward of ``text`` under ``spec`` (and the per-reward breakdown), as the
     search would score a finished answer."""
+    from deal_chains.search.scoring import score_texts
+    from deal_chains.search.state import Group
     from rewards.base import RewardContext
 
     lm = adapter.lm if adapter is not None else None
     rewards = spec.build_rewards(dict(variables), count_tokens=adapter.count_tokens if adapter is not None else None,
                                  lm=lm)
-    context = RewardContext(prompt=prompt, variables=dict(variables))
-    breakdown: dict[str, float] = {}
-    total = 0.0
-    for reward in rewards:
-        value = float(reward.score([text], context)[0])
-        breakdown[getattr(reward, "name", type(reward).__name__)] = value
-        total += float(getattr(reward, "weight", 1.0)) * value
+    group = Group(prompt_row=0, rewards=rewards, context=RewardContext(prompt=prompt, variables=dict(variables)))
+    [(total, breakdown)] = score_texts(group, [text], [True])
     return total, breakdown
 
 

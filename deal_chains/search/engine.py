@@ -137,24 +137,14 @@ class DeALEngine:
         self.limits = limits or SearchLimits()
 
     # ------------------------------------------------------------------ public API
-    def generate(
-        self,
-        prompts: Sequence[PromptLike],
-        rewards: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
-        config: SearchConfig | None = None,
-        *,
-        system: str | Sequence[str | None] | None = None,
-        contexts: Sequence[RewardContext] | None = None,
-        constraints: GrammarConstraint | Sequence[GrammarConstraint | None] | None = None,
-        batch_size: int | None = None,
-        progress: bool = False,
-        on_tokens: OnTokens | None = None,
-    ) -> list[GenerationResult]:
-        """Search every prompt; see ``iter_generate`` for the arguments."""
+    def generate(self, prompts: Sequence[PromptLike], rewards: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
+                 config: SearchConfig | None = None, **options: Any) -> list[GenerationResult]:
+        """Search every prompt; the results in prompt order.
+
+        ``options``: those of ``iter_generate`` (``system``, ``contexts``, ``constraints``,
+        ``batch_size``, ``progress``, ``on_step``, ``on_tokens``)."""
         out: list[GenerationResult | None] = [None] * len(prompts)
-        for i, res in self.iter_generate(prompts, rewards, config, system=system, contexts=contexts,
-                                         constraints=constraints, batch_size=batch_size, progress=progress,
-                                         on_tokens=on_tokens):
+        for i, res in self.iter_generate(prompts, rewards, config, **options):
             out[i] = res
         return out  # type: ignore[return-value]
 

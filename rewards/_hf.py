@@ -36,7 +36,7 @@ from typing import Any, Sequence
 from deal_chains.devices import resolve_device, resolve_dtype
 
 __all__ = ["load_sequence_classifier", "clear_cache", "resolve_device", "resolve_dtype", "pad_batch",
-           "ScoreCache", "cached_scores", "ensure_padding", "fallback_token_id",
+           "ScoreCache", "batched_scores", "cached_scores", "ensure_padding", "fallback_token_id",
            "model_device"]
 
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
@@ -304,3 +304,27 @@ def cached_scores(cache: ScoreCache, keys: Sequence[Any], compute: Any) -> list[
             found[k] = v
             cache.put(k, v)
     return [found[k] for k in keys]
+
+
+def batched_scores(model: Any, tokenizer: Any, rows: Sequence[dict[str, list[int]]], batch_size: int,
+                   head: Any) -> list[float]:
+    """One float per encoded row: rows are sorted by length (less padding), padded into
+    batches of ``batch_size``, run through ``model`` without gradients, and ``head`` maps each
+    batch's float64 logits to one value per row."""
+    import torch
+
+    if not rows:
+        return []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    pad = tokenizer.pad_token_id
+    pad = fallback_token_id(tokenizer) if pad is None else int(pad)
+    device = model_device(model)
+    out = [0.0] * len(rows)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = pad_batch([rows[i] for i in idx], pad, device)
+        with torch.inference_mode():
+            values = head(model(**batch).logits.double())
+        for i, v in zip(idx, values.cpu().tolist()):
+            out[i] = float(v)
+    return out

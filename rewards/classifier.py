@@ -34,11 +34,10 @@ from typing import Any, Literal, Sequence
 
 from rewards._hf import (
     ScoreCache,
+    batched_scores,
     cached_scores,
     fallback_token_id,
     load_sequence_classifier,
-    model_device,
-    pad_batch,
 )
 from rewards.base import BaseReward, RewardContext
 
@@ -202,26 +201,13 @@ class ClassifierReward(BaseReward):
     def _compute(self, keys: Sequence[Any]) -> list[float]:
         import torch
 
-        if not keys:
-            return []
-        rows = self._encode(keys)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-        pad = self.tokenizer.pad_token_id
-        pad = fallback_token_id(self.tokenizer) if pad is None else int(pad)
-        device = model_device(self.model)
-        out = [0.0] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            batch = pad_batch([rows[i] for i in idx], pad, device)
-            with torch.inference_mode():
-                logits = self.model(**batch).logits.double()
-            if self.activation == "softmax":
-                p = torch.softmax(logits, dim=-1)[:, self.label_index]
-            else:
-                p = torch.sigmoid(logits[:, self.label_index])
-            for i, v in zip(idx, p.cpu().tolist()):
-                out[i] = float(v)
-        return out
+        if self.activation == "softmax":
+            def head(logits: Any) -> Any:
+                return torch.softmax(logits, dim=-1)[:, self.label_index]
+        else:
+            def head(logits: Any) -> Any:
+                return torch.sigmoid(logits[:, self.label_index])
+        return batched_scores(self.model, self.tokenizer, self._encode(keys) if keys else [], self.batch_size, head)
 
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -49,11 +49,10 @@ from typing import Any, Literal, Sequence
 
 from rewards._hf import (
     ScoreCache,
+    batched_scores,
     cached_scores,
     fallback_token_id,
     load_sequence_classifier,
-    model_device,
-    pad_batch,
 )
 from rewards.base import BaseReward, RewardContext
 from rewards.classifier import effective_max_length
@@ -158,27 +157,12 @@ class RewardModelReward(BaseReward):
         return self._raw([(prompt, "" if t is None else str(t)) for t in texts])
 
     def _raw(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        import torch
-
-        if not pairs:
-            return []
         rows = [{"input_ids": self.encode(p, t)} for p, t in pairs]
         if "token_type_ids" in self._input_names:
             for r in rows:
                 r["token_type_ids"] = [0] * len(r["input_ids"])
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-        pad = self.tokenizer.pad_token_id
-        pad = fallback_token_id(self.tokenizer) if pad is None else int(pad)
-        device = model_device(self.model)
-        out = [0.0] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            batch = pad_batch([rows[i] for i in idx], pad, device)
-            with torch.inference_mode():
-                logits = self.model(**batch).logits.double()
-            for i, v in zip(idx, logits.reshape(len(idx), -1)[:, 0].cpu().tolist()):
-                out[i] = float(v)
-        return out
+        return batched_scores(self.model, self.tokenizer, rows, self.batch_size,
+                              lambda logits: logits.reshape(logits.shape[0], -1)[:, 0])
 
     def normalized(self, raw: float) -> float:
         """A raw reward mapped as ``normalize`` says."""

@@ -61,7 +61,7 @@ def _unwrap(runnable: Any) -> tuple[Any, dict[str, Any]] | None:
     """(the DeAL model a runnable calls first, the keyword arguments it calls it with), or
     None when it is not a known shape of binding over one."""
     from deal_chains.langchain._base import DeALParams
-    from deal_chains.langchain.chat_models import _RawStructured
+    from deal_chains.langchain.structured import _RawStructured
 
     if isinstance(runnable, DeALParams):
         return runnable, {}

@@ -24,7 +24,7 @@ from deal_chains import ChatDeAL, ConfigError, DeALEngine, DeALLLM, InputError, 
 from deal_chains.jsonkit.lexer import json_content
 from deal_chains.langchain import guard_final_answer, with_reward_vars
 from deal_chains.langchain._base import TOOL_CONTENT
-from deal_chains.langchain.chat_models import _feeds_back, to_engine_messages
+from deal_chains.langchain.messages import _feeds_back, to_engine_messages
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet
 from deal_chains.runtime import ContentView, ModelRuntime, resolve_spec
 from deal_chains.runtime.worker import worker_for as _worker_for

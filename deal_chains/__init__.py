@@ -33,7 +33,7 @@ _LAZY = {
     "ConstraintError": "deal_chains.search.constraints",
     "LoadedModel": "deal_chains.models.loader",
     "load_model": "deal_chains.models.loader",
-    "generate_records": "deal_chains.records",
+    "generate_records": "deal_chains.pipeline",
     "ChatDeAL": "deal_chains.langchain",
     "DeALLLM": "deal_chains.langchain",
 }

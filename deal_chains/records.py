@@ -1,10 +1,9 @@
-"""Records in, records out: the shared core of ``deal-chains generate`` (local and Ray
-engines) and its Python form, ``generate_records``.
+"""Records in and out: JSONL reading (strict, every refusal naming file:line), record checks,
+output records, resume state and output-path checks. The generate pipeline that runs a
+spec over records is ``deal_chains.pipeline``.
 
->>> from deal_chains import generate_records                                   # doctest: +SKIP
->>> spec = "preset: commongen"                                                 # doctest: +SKIP
->>> [out] = generate_records(spec, [{"concepts": ["dog", "frisbee", "catch"]}])  # doctest: +SKIP
->>> out["text"], out["rewards"], out["stats"]["seconds"]                       # doctest: +SKIP
+>>> jsonl_line({"prompt": "hi"})
+'{"prompt": "hi"}\n'
 
 An input record is a dict: ``prompt`` (the user message; else the spec's ``prompt``
 template is filled from the record) plus the spec's template variables. An output record
@@ -31,7 +30,7 @@ import numbers
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from deal_chains.errors import DealChainsError, InputError
 
@@ -367,21 +366,6 @@ def resume_state(out_path: Path, records: list[dict[str, Any]], *, result_field:
     return done
 
 
-def load_generate_spec(spec_source: Any, overrides: Sequence[str] = (), step: str | None = None,
-                       strategy: str | None = None) -> tuple[Any, Any]:
-    """The spec (the chosen step of a multi-step one) and its search config, as ``generate``
-    uses them (shared by the local and the Ray engine)."""
-    from deal_chains.spec import load_spec
-
-    spec = load_spec(spec_source, overrides=list(overrides or []))
-    if step is None and spec.steps:
-        raise InputError(f"{spec_source} has steps ({', '.join(spec.step_names)}); pick one with --step NAME")
-    if step is not None:
-        spec = spec.step(step)
-    config = spec.search_config(**({"strategy": strategy} if strategy else {}))
-    return spec, config
-
-
 def record_prompt(spec: Any, rec: dict[str, Any], where: str) -> str:
     """The user message of one input record: its ``prompt`` field, else the spec's prompt
     template filled from the record. InputError naming ``where`` (file:line) otherwise."""
@@ -400,67 +384,6 @@ def record_prompt(spec: Any, rec: dict[str, Any], where: str) -> str:
 def record_variables(rec: dict[str, Any]) -> dict[str, Any]:
     """The template variables of an input record (every field but the line number)."""
     return {k: v for k, v in rec.items() if k != LINE_KEY}
-
-
-class GenerateInputs:
-    """The per-prompt arguments of ``DeALEngine.iter_generate`` built from input records."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-        self.rewards: list[Any] = []
-        self.systems: list[str | None] = []
-        self.contexts: list[Any] = []
-        self.constraints: list[Any] | None = None
-        self.prompt_lens: list[int] = []  # formatted prompt tokens, for the budget check
-
-
-def prepare_records(spec: Any, records: list[dict[str, Any]], engine: Any, config: Any,
-                    source: Any, locate: Callable[[dict[str, Any]], str] | None = None) -> GenerateInputs:
-    """Prompts, rewards, system messages, reward contexts and hard constraints of
-    ``records`` (from ``read_jsonl``); every problem is an InputError naming
-    ``source:line`` (or ``locate(record)``). Checked for all records before any generation."""
-    from rewards.base import RewardContext
-
-    hard = spec.build_constraint() is not None
-    count_tokens = lambda text: len(engine.lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    out = GenerateInputs()
-    if hard:
-        out.constraints = []
-    for rec in records:
-        where = locate(rec) if locate is not None else f"{source}:{rec[LINE_KEY]}"
-        variables = record_variables(rec)
-        prompt = record_prompt(spec, rec, where)
-        try:
-            out.rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
-            out.systems.append(spec.render_system(variables))
-            prompt_len = len(engine.lm.format_prompt(prompt, system=out.systems[-1]))
-            engine.lm.check_fits(prompt_len, config.max_new_tokens, label="the prompt")
-            if hard:
-                out.constraints.append(spec.build_constraint(variables))
-        except DealChainsError as exc:
-            raise InputError(f"{where}: {exc}") from None
-        out.prompts.append(prompt)
-        out.prompt_lens.append(prompt_len)
-        out.contexts.append(RewardContext(prompt=prompt, variables=variables))
-    return out
-
-
-def check_search_budget(engine: Any, config: Any, prompt_lens: Sequence[int]) -> None:
-    """The engine's budget check (``limits.check_limits``: token budget, hypotheses, KV
-    cache), run now: ``iter_generate`` runs it only once it is iterated, and by then the
-    caller may have opened (truncated) its output. ConfigError listing every limit passed."""
-    limits = getattr(engine, "limits", None)
-    if limits is None:  # an engine-like object without budgets: iter_generate checks what it has
-        return
-    try:
-        from deal_chains.search.engine import _rows_per_prompt, tree_params
-    except ImportError:  # pragma: no cover - engine internals renamed: iter_generate still checks,
-        return  # and the output is opened only once work starts
-    from deal_chains.search.limits import check_limits
-
-    params = tree_params(config)
-    check_limits(limits, engine.lm, rows=_rows_per_prompt(params, config), lookahead=params.lookahead,
-                 max_new_tokens=config.max_new_tokens, prompt_lens=list(prompt_lens))
 
 
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> None:
@@ -504,69 +427,3 @@ def output_record(rec: dict[str, Any], res: Any, *, result_field: str | None = N
     return out
 
 
-def generate_records(spec: Any, records: Iterable[Mapping[str, Any]], *, engine: Any = None,
-                     model: Any = None, device: str = "auto", step: str | None = None,
-                     strategy: str | None = None, search: Mapping[str, Any] | None = None,
-                     overrides: Sequence[str] = (), batch_size: int | None = None,
-                     progress: bool = False, result_field: str | None = None,
-                     trust_remote_code: bool = False) -> list[dict[str, Any]]:
-    """Run a spec over input records, as ``deal-chains generate`` does for a JSONL file.
-
-    ``spec``: a path, YAML text, preset name, mapping or ``RewardSpec``; ``step`` picks one
-    step of a multi-step spec. The search is the spec's, changed by ``strategy``, ``search``
-    (keyword settings, e.g. ``{"top_k": 4, "max_new_tokens": 32}``) and ``overrides``
-    (``"search.top_k=4"`` strings, as ``--set``; spec sources only). ``engine`` (a
-    ``DeALEngine``) is reused when given; else ``model`` (default: the spec's, else
-    ``"default"``) is loaded (``trust_remote_code`` as DeALEngine takes it).
-    ``result_field``: nest the generated fields under this name (else an input field named
-    like one of them, e.g. ``text``, is an InputError). Every record is checked (prompt,
-    template variables, field names, text, rewards, prompt length) and the search budget
-    too before any generation: an ``InputError`` names ``records[i]``. Returns one output
-    record per input record, in order (the inputs are not modified)."""
-    from deal_chains.search.engine import DeALEngine
-    from deal_chains.spec import RewardSpec, load_spec
-
-    if isinstance(spec, RewardSpec):
-        if overrides:
-            raise InputError("overrides need a spec source (path, text or mapping), not a loaded RewardSpec; "
-                             "use search={...}")
-        loaded = spec
-    else:
-        loaded = load_spec(Path(spec) if isinstance(spec, Path) else spec, overrides=list(overrides or []))
-    if step is not None:
-        loaded = loaded.step(step)
-    elif loaded.steps:
-        raise InputError(f"this spec has steps ({', '.join(loaded.step_names)}); pick one with step=NAME")
-    chosen = loaded
-    settings = dict(search or {})
-    if strategy:
-        settings["strategy"] = strategy
-    config = chosen.search_config(**settings)  # ConfigError names a bad setting
-    check_batch_size(batch_size)
-    rows: list[dict[str, Any]] = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise InputError(f"records[{i}]: each record must be a dict, got {type(rec).__name__}")
-        if LINE_KEY in rec:
-            raise InputError(f"records[{i}]: field {LINE_KEY!r} is reserved (deal-chains keeps the record's "
-                             "index there); rename it")
-        check_record_values(rec, f"records[{i}]")
-        rows.append({**rec, LINE_KEY: i})
-    locate = lambda r: f"records[{r[LINE_KEY]}]"  # noqa: E731
-    # no input_line in the returned records: an input field of that name is kept as it is
-    check_field_names(rows, result_field, locate, with_line=False)
-    if not rows:
-        return []
-    if engine is None:
-        # a spec without `model:` runs on the embedded default model, as DeALEngine() does
-        engine = DeALEngine(model or chosen.model or "default", device=device, trust_remote_code=trust_remote_code)
-    inputs = prepare_records(chosen, rows, engine, config, "records", locate=locate)
-    check_search_budget(engine, config, inputs.prompt_lens)
-    fingerprint = settings_fingerprint(chosen, config)
-    results = engine.generate(inputs.prompts, inputs.rewards, config, system=inputs.systems,
-                              contexts=inputs.contexts, constraints=inputs.constraints,
-                              batch_size=batch_size, progress=progress)
-    out = []
-    for rec, res in zip(rows, results):
-        out.append(output_record(rec, res, result_field=result_field, fingerprint=fingerprint, line=False))
-    return out

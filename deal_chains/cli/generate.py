@@ -10,16 +10,13 @@ from typing import Any
 from deal_chains.errors import DealChainsError, InputError
 
 from deal_chains.cli._args import _device_arg, _positive_int
+from deal_chains.pipeline import check_records, load_generate_spec, run_records
 from deal_chains.records import (
     LINE_KEY,
     check_batch_size,
     check_field_names,
     check_output_path,
-    check_search_budget,
     jsonl_line,
-    load_generate_spec,
-    output_record,
-    prepare_records,
     read_jsonl,
     resume_state,
     settings_fingerprint,
@@ -72,7 +69,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     spec, config = load_generate_spec(args.spec, args.set or [], getattr(args, "step", None), args.strategy)
     records = read_jsonl(args.input)
     result_field = getattr(args, "result_field", None)
-    check_field_names(records, result_field, lambda rec: f"{args.input}:{rec[LINE_KEY]}")
+    locate = lambda rec: f"{args.input}:{rec[LINE_KEY]}"  # noqa: E731
+    check_field_names(records, result_field, locate)
+    check_records(spec, records, locate)  # prompts and template variables: before the model loads
     out_path = check_output_path(args.output, [args.input])
     fingerprint = settings_fingerprint(spec, config)
     done = (resume_state(out_path, records, result_field=result_field, fingerprint=fingerprint,
@@ -88,26 +87,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # a spec without `model:` runs on the embedded default model, as DeALEngine() does
     engine = DeALEngine(args.model or spec.model or "default", device=args.device,
                         trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
-    inputs = prepare_records(spec, records, engine, config, args.input)
-    hard = inputs.constraints is not None
-    prompts, rewards, systems, contexts, constraints = (inputs.prompts, inputs.rewards, inputs.systems,
-                                                        inputs.contexts, inputs.constraints)
-
-    def pick(items: list) -> list:
-        return [items[i] for i in todo]
-
-    # the budgets before the output is opened: iter_generate checks them only when iterated
-    check_search_budget(engine, config, pick(inputs.prompt_lens))
     out = _LazyOutput(out_path, append=args.resume)
     written = 0
     try:
-        for j, res in engine.iter_generate(pick(prompts), pick(rewards), config, system=pick(systems),
-                                           contexts=pick(contexts),
-                                           constraints=pick(constraints) if hard else None,
-                                           batch_size=args.batch_size, progress=not args.quiet,
-                                           on_step=out.open):
-            out.write(jsonl_line(output_record(records[todo[j]], res, result_field=result_field,
-                                               fingerprint=fingerprint)))
+        for _, record in run_records(engine, spec, config, [records[i] for i in todo], locate=locate,
+                                     batch_size=args.batch_size, progress=not args.quiet,
+                                     result_field=result_field, fingerprint=fingerprint, on_step=out.open):
+            out.write(jsonl_line(record))
             written += 1
     except DealChainsError as exc:
         if not out.opened:

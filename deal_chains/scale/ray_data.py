@@ -114,37 +114,6 @@ def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     return unique
 
 
-def _reward_variables(spec: Any) -> set[str]:
-    try:
-        from deal_chains.spec.entries.registry import _entry_variables
-    except ImportError:  # pragma: no cover - internal helper moved: the workers still check
-        return set()
-    names: set[str] = set()
-    for entry in spec.rewards:
-        names |= _entry_variables(entry)
-    return names
-
-
-def validate_records(spec: Any, records: list[dict[str, Any]], source: Any) -> None:
-    """The checks of ``generate`` that need no model: the prompt (field or template), the
-    system message and the rewards' template variables of every record."""
-    from deal_chains.records import record_prompt, record_variables
-    from deal_chains.spec.templates import missing_variable_message
-
-    needed = sorted(_reward_variables(spec))
-    for rec in records:
-        where = f"{source}:{rec['__line__']}"
-        variables = record_variables(rec)
-        record_prompt(spec, rec, where)
-        try:
-            spec.render_system(variables)
-        except DealChainsError as exc:
-            raise InputError(f"{where}: {exc}") from None
-        for name in needed:
-            if name not in variables:
-                raise InputError(f"{where}: {missing_variable_message(name, variables)}")
-
-
 class _FilePlan:
     def __init__(self, index: int, path: Path, out: Path, records: list[dict[str, Any]]):
         self.index, self.path, self.out, self.records = index, path, out, records
@@ -197,34 +166,21 @@ class DeALWorker:
         return {"file": files, "line": lines, "output": outputs, "error": [""] * len(files)}
 
     def _generate(self, files: list[int], lines: list[int], texts: list[str]) -> list[str]:
-        from deal_chains.records import jsonl_line, output_record, prepare_records
+        from deal_chains.pipeline import run_records
+        from deal_chains.records import LINE_KEY, jsonl_line
 
-        records = []
-        for text, n in zip(texts, lines):
+        records, where = [], {}
+        for text, n, f in zip(texts, lines, files):
             rec = json.loads(text)
-            rec["__line__"] = n
+            rec[LINE_KEY] = n
             records.append(rec)
-        prompts, rewards, systems, contexts, constraints = [], [], [], [], []
-        hard = False
-        start = 0
-        while start < len(records):  # consecutive records of one file: named by that file
-            end = start
-            while end < len(records) and files[end] == files[start]:
-                end += 1
-            part = prepare_records(self.spec, records[start:end], self.engine, self.config,
-                                   self.sources[files[start]])
-            prompts += part.prompts
-            rewards += part.rewards
-            systems += part.systems
-            contexts += part.contexts
-            if part.constraints is not None:
-                hard = True
-                constraints += part.constraints
-            start = end
-        results = self.engine.generate(prompts, rewards, self.config, system=systems, contexts=contexts,
-                                       constraints=constraints if hard else None, batch_size=self.batch_size)
-        return [jsonl_line(output_record(rec, res, result_field=self.result_field, fingerprint=self.fingerprint))
-                for rec, res in zip(records, results)]
+            where[id(rec)] = f"{self.sources[f]}:{n}"  # records of several files share a batch
+        out: list[str] = [""] * len(records)
+        for j, record in run_records(self.engine, self.spec, self.config, records, locate=lambda r: where[id(r)],
+                                     batch_size=self.batch_size, result_field=self.result_field,
+                                     fingerprint=self.fingerprint):
+            out[j] = jsonl_line(record)
+        return out
 
 
 # ----------------------------------------------------------------------------- driver
@@ -321,8 +277,9 @@ def generate_dataset(
     ``generated``, ``skipped_files``, ``seconds``. A worker's failure raises
     DatasetGenerationError after the finished records are flushed (resume continues).
     """
-    from deal_chains.records import (LINE_KEY, check_field_names, check_output_path, load_generate_spec,
-                                     read_jsonl, resume_state, settings_fingerprint)
+    from deal_chains.pipeline import check_records, load_generate_spec
+    from deal_chains.records import (LINE_KEY, check_field_names, check_output_path, read_jsonl, resume_state,
+                                     settings_fingerprint)
 
     t0 = time.perf_counter()
     if concurrency < 1:
@@ -351,7 +308,7 @@ def generate_dataset(
     plans: list[_FilePlan] = []
     for i, path in enumerate(files):
         records = read_jsonl(path)
-        validate_records(loaded, records, path)
+        check_records(loaded, records, lambda rec, path=path: f"{path}:{rec[LINE_KEY]}")
         check_field_names(records, result_field, lambda rec, path=path: f"{path}:{rec[LINE_KEY]}")
         plans.append(_FilePlan(i, path, out_dir / path.name, records))
     for plan in plans:  # the local path's output checks (same file as an input, unwritable...), per file

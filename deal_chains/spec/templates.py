@@ -116,9 +116,14 @@ def describe_value(value: Any, ok: Callable[[Any], bool] | None = None) -> str:
 
 
 def missing_variable_message(name: str, available: Mapping[str, Any]) -> str:
-    """The message for an unset template variable, listing those that are set."""
+    """The message for an unset template variable, listing those that are set (and the
+    closest one, when a name looks like a typo of it)."""
+    import difflib
+
     names = ", ".join(sorted(map(str, available))) or "none were given"
-    return f"template variable {{{name}}} is not set (available variables: {names})"
+    close = difflib.get_close_matches(name, [str(k) for k in available], n=1, cutoff=0.6)
+    hint = f"; did you mean {{{close[0]}}}?" if close else ""
+    return f"template variable {{{name}}} is not set (available variables: {names}){hint}"
 
 
 def parse_template(text: str, *, regex: bool = False) -> list[str | Placeholder]:

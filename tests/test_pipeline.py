@@ -1,0 +1,77 @@
+"""The one generate pipeline (deal_chains.pipeline) behind ``deal-chains generate``,
+``generate_records`` and the Ray workers: checks before the model loads, batches, output records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deal_chains.cli import main
+from deal_chains.errors import InputError
+from deal_chains.pipeline import check_records, load_generate_spec, run_records
+from deal_chains.records import LINE_KEY
+from deal_chains.spec import load_spec
+
+SPEC = """\
+search: {strategy: deal, top_k: 2, beam: 1, lookahead: 2, max_new_tokens: 6}
+prompt: "Use these words: {concepts}."
+rewards:
+  - keywords: {words: "{concept}"}
+"""
+
+
+def _no_model(monkeypatch):
+    import deal_chains.search.engine as engine_mod
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the records were checked")
+
+    monkeypatch.setattr(engine_mod, "DeALEngine", boom)
+
+
+def test_a_missing_template_variable_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    _no_model(monkeypatch)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC, encoding="utf-8")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"concepts": ["dog", "cat"]}) + "\n", encoding="utf-8")
+    rc = main(["generate", "--spec", str(spec), "--input", str(inp), "--output", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{inp}:1" in err and "{concept} is not set" in err and "did you mean {concepts}" in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+    from deal_chains import generate_records
+
+    with pytest.raises(InputError, match=r"records\[0\]: template variable \{concept\}.*did you mean"):
+        generate_records(SPEC, [{"concepts": ["dog"]}])
+
+
+def test_load_generate_spec_takes_every_spec_form_and_search_settings():
+    spec, config = load_generate_spec(SPEC.replace("{concept}", "{concepts}"), ["search.top_k=3"],
+                                      strategy="greedy", search={"max_new_tokens": 5})
+    assert (config.top_k, config.strategy, config.max_new_tokens) == (3, "greedy", 5)
+    same, _ = load_generate_spec(spec)
+    assert same is spec
+    with pytest.raises(InputError, match="overrides need a spec source"):
+        load_generate_spec(spec, ["search.top_k=3"])
+
+
+def test_run_records_yields_output_records_for_every_input(tiny_lm):
+    from deal_chains import DeALEngine
+
+    spec, config = load_generate_spec(SPEC.replace("{concept}", "{concepts}"))
+    records = [{"concepts": ["a", "b"], LINE_KEY: 1}, {"prompt": "hello", "concepts": ["x"], LINE_KEY: 2}]
+    check_records(spec, records, lambda r: f"in:{r[LINE_KEY]}")
+    steps: list[int] = []
+    out = dict(run_records(DeALEngine(tiny_lm), spec, config, records, locate=lambda r: f"in:{r[LINE_KEY]}",
+                           batch_size=1, on_step=lambda: steps.append(1)))
+    assert sorted(out) == [0, 1] and steps
+    assert out[1]["prompt"] == "hello" and out[1]["input_line"] == 2
+    assert set(out[0]["rewards"]) == {"keywords"} and out[0]["stats"]["fingerprint"]
+
+
+def test_a_bad_prompt_is_named_with_its_place(tiny_lm):
+    spec = load_spec("rewards: [{length: {max_words: 5}}]")
+    with pytest.raises(InputError, match="in:7: field 'prompt' must be a non-empty string"):
+        check_records(spec, [{"prompt": "  ", LINE_KEY: 7}], lambda r: f"in:{r[LINE_KEY]}")

@@ -7,9 +7,8 @@
 ...                 SearchConfig(strategy="deal"))[0].text   # doctest: +SKIP
 """
 
-from importlib import import_module
-from typing import Any
 
+from deal_chains._lazy import lazy_exports
 from deal_chains.errors import (
     ConfigError,
     DealChainsError,
@@ -39,10 +38,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deal_chains' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

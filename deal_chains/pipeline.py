@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from deal_chains.errors import DealChainsError, InputError
-from deal_chains.records import (LINE_KEY, check_batch_size, check_field_names, check_record_values,
+from deal_chains.records import (LINE_KEY, admit_record, check_batch_size, check_field_names,
                                  output_record, record_prompt, record_variables, settings_fingerprint)
 
 
@@ -135,15 +135,7 @@ def generate_records(spec: Any, records: Iterable[Mapping[str, Any]], *, engine:
 
     chosen, config = load_generate_spec(spec, overrides, step, strategy, search)
     check_batch_size(batch_size)
-    rows: list[dict[str, Any]] = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise InputError(f"records[{i}]: each record must be a dict, got {type(rec).__name__}")
-        if LINE_KEY in rec:
-            raise InputError(f"records[{i}]: field {LINE_KEY!r} is reserved (deal-chains keeps the record's "
-                             "index there); rename it")
-        check_record_values(rec, f"records[{i}]")
-        rows.append({**rec, LINE_KEY: i})
+    rows = [admit_record(rec, f"records[{i}]", i) for i, rec in enumerate(records)]
     locate = lambda r: f"records[{r[LINE_KEY]}]"  # noqa: E731
     # no input_line in the returned records: an input field of that name is kept as it is
     check_field_names(rows, result_field, locate, with_line=False)

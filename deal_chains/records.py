@@ -148,6 +148,19 @@ def check_field_names(records: Sequence[Mapping[str, Any]], result_field: str | 
                          "Python) to nest the generated fields under NAME, or rename the input field(s)")
 
 
+def admit_record(rec: Any, where: str, position: int) -> dict[str, Any]:
+    """A copy of an input record with its position (line number, or index) under
+    ``LINE_KEY``; an InputError naming ``where`` for a record that is not a JSON object,
+    already uses that key, or holds a value JSON cannot carry (see ``check_record_values``)."""
+    if not isinstance(rec, Mapping):
+        raise InputError(f"{where}: each record must be a dict (a JSON object), got {type(rec).__name__}")
+    if LINE_KEY in rec:
+        raise InputError(f"{where}: field {LINE_KEY!r} is reserved (deal-chains keeps the record's position "
+                         "there); rename it")
+    check_record_values(rec, where)
+    return {**rec, LINE_KEY: position}
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a JSONL file, validated before any work starts (so a bad line 900
     does not waste the first 899 generations). A UTF-8 byte-order mark at the start is
@@ -182,14 +195,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(f"{p}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         except ValueError as exc:
             raise InputError(f"{p}:{lineno}: {exc}") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"{p}:{lineno}: each line must be a JSON object, got {type(rec).__name__}")
-        if LINE_KEY in rec:
-            raise InputError(f"{p}:{lineno}: field {LINE_KEY!r} is reserved (deal-chains keeps the line "
-                             "number there); rename it")
-        check_record_values(rec, f"{p}:{lineno}")
-        rec[LINE_KEY] = lineno
-        records.append(rec)
+        records.append(admit_record(rec, f"{p}:{lineno}", lineno))
     if not records:
         raise InputError(f"{p}: no input records")
     return records

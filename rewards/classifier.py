@@ -32,13 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-from rewards._hf import (
-    ScoreCache,
-    batched_scores,
-    cached_scores,
-    fallback_token_id,
-    load_sequence_classifier,
-)
+from rewards._hf import ScoreCache, batched_scores, cached_scores, fallback_token_id, load_sequence_classifier
 from rewards.base import BaseReward, RewardContext
 
 GOALS = ("maximize", "minimize")

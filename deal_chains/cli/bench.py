@@ -20,6 +20,13 @@ from deal_chains.bench.report import (DEFAULT_PATHS, FIGURES, ReportSettings, ch
     shared_warning)
 
 
+def _machine(report: dict[str, Any], threads: bool = True) -> str:
+    """``model M on DEVICE (N cores[, T torch threads])`` for a benchmark's footer."""
+    m = report["machine"]
+    cores = f"{m['cpu_count']} cores" + (f", {m['torch_threads']} torch threads" if threads else "")
+    return f"model {m['model']} on {m['device']} ({cores})"
+
+
 def _strategies(text: str, base: dict[str, Any]) -> list[tuple[str, Any]]:
     """``--strategies`` (``name:key=value,...``) as (label, SearchConfig) rows; a bad entry is an
     ``InputError`` naming it."""
@@ -45,10 +52,8 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     engine = DeALEngine(args.model, device=args.device)
     report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
                            progress=not args.quiet)
-    m = report["machine"]
-    print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, model {m['model']} on "
-                 f"{m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads); ratio = strategy "
-                 "wall time / greedy wall time, same run", args.out)
+    print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, {_machine(report)}; ratio = "
+                 "strategy wall time / greedy wall time, same run", args.out)
     return 0
 
 
@@ -75,8 +80,7 @@ def cmd_bench_json(args) -> int:
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     report = run_json_bench(engine, cases, rows, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, progress=not args.quiet)
-    m = report["machine"]
-    footer = [f"\n{report['n_schemas']} schemas, model {m['model']} on {m['device']}; ratio = seconds per "
+    footer = [f"\n{report['n_schemas']} schemas, {_machine(report, threads=False)}; ratio = seconds per "
               "prompt / unconstrained greedy's, same run"]
     footer += [f"refused {name}: {why}" for name, why in report["refused"].items()]
     print_report(report, JSON_COLUMNS, "json", "\n".join(footer), args.out)
@@ -132,10 +136,9 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
         report["command"] = command
         report["spec"] = args.spec
         print(format_table(report, PROMPTS_COLUMNS))
-        m = report["machine"]
-        print(f"\n{report['n']} prompts, model {m['model']} on {m['device']} ({m['cpu_count']} cores, "
-              f"{m['torch_threads']} torch threads); harmless = mean HarmlessReward of the answers; refusal = "
-              f"refusal phrase in the first {REFUSAL_SENTENCES} sentences; ratio = wall time / greedy, same run")
+        print(f"\n{report['n']} prompts, {_machine(report)}; harmless = mean HarmlessReward of the answers; "
+              f"refusal = refusal phrase in the first {REFUSAL_SENTENCES} sentences; ratio = wall time / greedy, "
+              "same run")
     if args.out:
         write_json(report, args.out)
         print(f"wrote {args.out}")
@@ -196,10 +199,9 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     engine = DeALEngine(args.model, device=args.device)
     report = run_throughput(engine, items, args.batch_sizes, deal, max_new_tokens=args.max_new_tokens,
                             progress=not args.quiet)
-    m = report["machine"]
-    print_report(report, THROUGHPUT_COLUMNS, "throughput", f"\n{report['n']} CommonGen prompts per run, model "
-                 f"{m['model']} on {m['device']} ({m['cpu_count']} cores); out/s = prompts / wall time with that "
-                 "many prompts searched together", args.out)
+    print_report(report, THROUGHPUT_COLUMNS, "throughput", f"\n{report['n']} CommonGen prompts per run, "
+                 f"{_machine(report, threads=False)}; out/s = prompts / wall time with that many prompts searched "
+                 "together", args.out)
     return 0
 
 

@@ -4,9 +4,8 @@ Submodules: ``config`` (SearchConfig), ``kv`` (model calls over a forked cache),
 (the DeAL search), ``constraints`` (grammar masks), ``engine`` (DeALEngine), ``result``.
 """
 
-from importlib import import_module
-from typing import Any
 
+from deal_chains._lazy import lazy_exports
 from deal_chains.search.config import STRATEGIES, SearchConfig
 
 _LAZY = {
@@ -17,10 +16,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deal_chains.search' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["STRATEGIES", "DeALEngine", "GenerationResult", "GrammarConstraint", "SearchConfig", "SearchStats"]

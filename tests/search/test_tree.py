@@ -1,0 +1,109 @@
+"""The tree search's named steps (plan, propose, roll out, evaluate, score, select, commit) on the
+tiny random-weight Llama: each step's contract, and that run_tree_search is those steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deal_chains.errors import RewardError
+from deal_chains.search import tree
+from deal_chains.search.kv import KVBatch
+from deal_chains.search.state import Group, TreeParams
+from rewards import BaseReward, RewardContext
+from search_fixtures import CharShare
+
+
+def _state(lm, params, rewards=(), prompts=("hello world", "abc")):
+    kv = KVBatch(lm.model)
+    ids = [lm.format_prompt(p) for p in prompts]
+    logits = kv.prefill(ids, lm.pad_token_id)
+    groups = [Group(prompt_row=i, rewards=list(rewards), context=RewardContext(prompt=p))
+              for i, p in enumerate(prompts)]
+    return tree.start(kv, logits, groups, params, lm.eos_token_ids, lm.decode)
+
+
+def _params(**kw):
+    base = dict(top_k=3, beam=2, lookahead=2, commit=2, lam=4.0, max_new_tokens=8)
+    return TreeParams(**{**base, **kw})
+
+
+def test_plan_commits_the_block_and_skips_the_lookahead_without_rewards(tiny_lm):
+    with_rewards = _state(tiny_lm, _params(lookahead=3), rewards=[CharShare("e")])
+    step = tree.plan(with_rewards)
+    assert (step.commit, step.forwards, step.remaining) == (2, 3, 8)
+    without = _state(tiny_lm, _params(lookahead=3))
+    assert tree.plan(without).forwards == 2  # no reward can change the choice: commit only
+    with_rewards.generated = 7
+    assert tree.plan(with_rewards).commit == 1  # the budget's last token
+
+
+def test_propose_gives_top_k_candidates_per_row_in_order(tiny_lm):
+    state = _state(tiny_lm, _params(prune=False), rewards=[CharShare("e")])
+    step = tree.plan(state)
+    proposals = tree.propose(state, step)
+    assert proposals.parent == [0, 0, 0, 1, 1, 1] and proposals.live_groups == [0, 1]
+    logp = torch.log_softmax(state.logits, dim=-1)
+    for row in (0, 1):
+        top = logp[row].topk(3)
+        mine = [i for i, p in enumerate(proposals.parent) if p == row]
+        assert [proposals.token[i] for i in mine] == top.indices.tolist()
+        assert [proposals.logprob[i] for i in mine] == pytest.approx(top.values.tolist())
+
+
+def test_a_settled_row_proposes_one_token(tiny_lm):
+    state = _state(tiny_lm, _params(prune=False), rewards=[CharShare("e")])
+    state.rows.settled = [True, False]
+    proposals = tree.propose(state, tree.plan(state))
+    assert proposals.parent.count(0) == 1 and proposals.parent.count(1) == 3
+
+
+def test_roll_out_evaluate_score_select_keep_beam_rows_per_group(tiny_lm):
+    params = _params(prune=False)
+    state = _state(tiny_lm, params, rewards=[CharShare("e")])
+    step = tree.plan(state)
+    proposals = tree.propose(state, step)
+    rollout = tree.roll_out(state, step, proposals)
+    assert len(rollout.tokens) == 6 and all(len(t) == len(rollout.tokens[0]) <= step.forwards + 1
+                                            for t in rollout.tokens)
+    cands = tree.evaluate(state, step, proposals, rollout)
+    assert all(len(t) == step.commit for t, f in zip(cands.tokens, cands.finished) if not f)
+    tree.score(state, cands)
+    chosen, rows = tree.select(state, step, cands, rollout)
+    for gi in (0, 1):
+        best = sorted(cands.by_group[gi], key=lambda i: (-cands.scores[i], i))[:params.beam]
+        live = [i for i in best if not cands.finished[i]]
+        assert sorted(c for c, g in zip(chosen, rows.group) if g == gi) == sorted(live)
+
+
+def test_a_failing_reward_is_named_by_the_scorer(tiny_lm):
+    class Broken(BaseReward):
+        name, weight, terminal = "broken", 1.0, False
+
+        def score(self, texts, context):
+            raise KeyError("boom")
+
+    state = _state(tiny_lm, _params(prune=False), rewards=[Broken()])
+    step = tree.plan(state)
+    proposals = tree.propose(state, step)
+    cands = tree.evaluate(state, step, proposals, tree.roll_out(state, step, proposals))
+    with pytest.raises(RewardError, match="reward 'broken' failed: KeyError"):
+        tree.score(state, cands)
+
+
+def test_run_tree_search_is_the_steps_in_order(tiny_lm, monkeypatch):
+    seen: list[str] = []
+    for name in ("plan", "propose", "roll_out", "evaluate", "score", "select", "commit"):
+        real = getattr(tree, name)
+
+        def spy(*a, real=real, name=name, **k):
+            seen.append(name)
+            return real(*a, **k)
+
+        monkeypatch.setattr(tree, name, spy)
+    params = _params()
+    state = _state(tiny_lm, params, rewards=[CharShare("e")], prompts=("hello world",))
+    tree.run_tree_search(state.kv, state.logits, state.groups, params, tiny_lm.eos_token_ids, tiny_lm.decode)
+    assert seen[:7] == ["plan", "propose", "roll_out", "evaluate", "score", "select", "commit"]
+    g = state.groups[0]
+    assert g.finished or g.unfinished

@@ -75,3 +75,18 @@ def test_a_bad_prompt_is_named_with_its_place(tiny_lm):
     spec = load_spec("rewards: [{length: {max_words: 5}}]")
     with pytest.raises(InputError, match="in:7: field 'prompt' must be a non-empty string"):
         check_records(spec, [{"prompt": "  ", LINE_KEY: 7}], lambda r: f"in:{r[LINE_KEY]}")
+
+
+def test_spec_validate_checks_input_records_without_a_model(tmp_path, capsys, monkeypatch):
+    _no_model(monkeypatch)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC, encoding="utf-8")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"prompt": "hi", "concepts": ["cat"]}) + "\n", encoding="utf-8")
+    assert main(["spec", "validate", str(spec), "--input", str(inp)]) == 1
+    err = capsys.readouterr().err
+    assert f"{inp}:1" in err and "{concept} is not set" in err and "did you mean {concepts}" in err
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"concept": "dog", "concepts": ["dog"]}) + "\n", encoding="utf-8")
+    assert main(["spec", "validate", str(spec), "--input", str(good)]) == 0
+    assert "1 input records fit its templates" in capsys.readouterr().out

@@ -31,8 +31,9 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
-from deal_chains.bench.report_markdown import (  # noqa: F401 - print_tables, shared_warning: public here too
-    FIGURES, MATCHING_RULE, print_tables, render_markdown, shared_warning)
+from deal_chains.bench.report_markdown import (  # noqa: F401 - the tables: public here too (cookbook 07)
+    FIGURES, MATCHING_RULE, harmless_table, json_table, matched_table, md_table, pareto_table, print_tables,
+    render_markdown, shared_warning)
 from deal_chains.errors import InputError
 
 # torch / numpy / matplotlib are imported inside the functions that need them, so building

@@ -319,6 +319,30 @@ class ChatDeAL(DeALParams, BaseChatModel):
         return AIMessage(content=content, tool_calls=tool_calls, invalid_tool_calls=invalid,
                          usage_metadata=usage, response_metadata=meta)
 
+    @staticmethod
+    def _chat_result(message: AIMessage) -> ChatResult:
+        """The result with ``llm_output`` as the partner chat models fill it (model name and
+        token usage), so ``on_llm_end`` callbacks see them too, not only the message."""
+        usage = message.usage_metadata or {}
+        token_usage = {"prompt_tokens": int(usage.get("input_tokens", 0)),
+                       "completion_tokens": int(usage.get("output_tokens", 0)),
+                       "total_tokens": int(usage.get("total_tokens", 0))}
+        return ChatResult(generations=[ChatGeneration(message=message)],
+                          llm_output={"model_name": message.response_metadata.get("model_name"),
+                                      "token_usage": token_usage})
+
+    def _combine_llm_outputs(self, llm_outputs: list[dict | None]) -> dict:
+        """One ``llm_output`` for a batch: the model name and the summed token usage."""
+        total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        name = None
+        for out in llm_outputs:
+            if not out:
+                continue
+            name = name or out.get("model_name")
+            for key, value in (out.get("token_usage") or {}).items():
+                total[key] = total.get(key, 0) + int(value)
+        return {"model_name": name, "token_usage": total}
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = self._call(messages, stop, kwargs)
@@ -326,7 +350,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
         if self._repeats(call, message):
             again = self._answer_call(call)
             message = self._message(again, again.adapter.submit([again.request])[0].result(), repeated=message)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return self._chat_result(message)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
@@ -335,7 +359,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
         if self._repeats(call, message):
             again = await asyncio.to_thread(self._answer_call, call)
             message = self._message(again, await again.adapter.submit([again.request])[0].aresult(), repeated=message)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return self._chat_result(message)
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:

@@ -1009,3 +1009,23 @@ def test_a_tool_argument_named_like_a_data_keyword_keeps_its_refs(lm):
     jsonschema.validate({"name": "nest", "arguments": {"default": {"default": None}}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "nest", "arguments": {"default": {"name": "nest", "arguments": {}}}}, schema)
+
+
+def test_llm_output_carries_model_name_and_token_usage_to_callbacks(lm):
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    ends = []
+
+    class Seen(BaseCallbackHandler):
+        def on_llm_end(self, response, **kwargs):
+            ends.append(response.llm_output)
+
+    llm = ChatDeAL(model=lm, max_tokens=6, strategy="greedy")
+    msg = llm.invoke("hello", config={"callbacks": [Seen()]})
+    [out] = ends
+    assert out["model_name"] == msg.response_metadata["model_name"]
+    assert out["token_usage"]["completion_tokens"] == msg.usage_metadata["output_tokens"] > 0
+    assert out["token_usage"]["total_tokens"] == msg.usage_metadata["total_tokens"]
+    both = llm.generate([[HumanMessage("hello")], [HumanMessage("abc")]])
+    assert both.llm_output["token_usage"]["completion_tokens"] == sum(
+        g[0].message.usage_metadata["output_tokens"] for g in both.generations)

@@ -147,6 +147,15 @@ class DeALParams(BaseModel):
     def _drop_hosted_settings(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(k in data for k in _HOSTED_ONLY):
             data = {k: v for k, v in data.items() if k not in _HOSTED_ONLY}
+        if isinstance(data, dict) and "model_name" in data:
+            # the partner packages' name for the model: the same field here
+            if "model" in data and data["model"] != data["model_name"]:
+                raise ValueError(f"model={data['model']!r} and model_name={data['model_name']!r} disagree; give one")
+            data = {**{k: v for k, v in data.items() if k != "model_name"}, "model": data["model_name"]}
+        if isinstance(data, dict) and "model_kwargs" in data:
+            raise ValueError("model_kwargs is not used by deal-chains (the model is loaded locally): pass device=, "
+                             "dtype= or trust_remote_code= for loading, and search settings (top_k=, lam=, "
+                             "temperature=, max_tokens=, ...) or search={...} for decoding")
         return data
 
     def _setup(self) -> None:

@@ -1029,3 +1029,14 @@ def test_llm_output_carries_model_name_and_token_usage_to_callbacks(lm):
     both = llm.generate([[HumanMessage("hello")], [HumanMessage("abc")]])
     assert both.llm_output["token_usage"]["completion_tokens"] == sum(
         g[0].message.usage_metadata["output_tokens"] for g in both.generations)
+
+
+def test_model_name_is_an_alias_and_model_kwargs_is_refused_with_what_to_use(lm):
+    from pydantic import ValidationError
+
+    assert ChatDeAL(model_name=lm).model is lm
+    assert DeALLLM(model_name=lm).model is lm
+    with pytest.raises(ValidationError, match="model_kwargs is not used by deal-chains.*device=.*top_k="):
+        ChatDeAL(model=lm, model_kwargs={"temperature": 0.5})
+    with pytest.raises(ValidationError, match="disagree"):
+        ChatDeAL(model="default", model_name="other/model")

@@ -162,7 +162,7 @@ class DeALParams(BaseModel):
         """Load and check the spec and the search settings (raises ``SpecError`` /
         ``ConfigError`` directly, not wrapped by pydantic)."""
         self._spec_obj = resolve_spec(self.spec, self.step)
-        self._config = search_config(self._spec_obj, self._overrides({}))
+        self._config = _checked_config(self._spec_obj, self._overrides({}))
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy; with ``update``, the spec and search settings are loaded and checked
@@ -235,7 +235,7 @@ class DeALParams(BaseModel):
             kwargs.pop("step", None)
         else:
             spec = self._spec_obj
-        search_config(spec, self._overrides(kwargs))
+        _checked_config(spec, self._overrides(kwargs))
         return kwargs
 
     def _prepare(self, messages: list[dict[str, str]], stop: Sequence[str] | None, kwargs: Mapping[str, Any],
@@ -243,7 +243,7 @@ class DeALParams(BaseModel):
         """A ``Call`` for engine-format ``messages`` and the call's keyword arguments."""
         self._check_options(kwargs, type(self).__name__)
         spec = self._resolve_call_spec(kwargs)
-        config = search_config(spec, self._overrides(kwargs))
+        config = _checked_config(spec, self._overrides(kwargs))
         variables = {**self.reward_vars, **dict(kwargs.get("reward_vars") or {})}
         model = kwargs.get("model")
         adapter = adapter_for(model, self.device, self.dtype, self.trust_remote_code) if model is not None \
@@ -277,3 +277,17 @@ def _describe(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_describe(v) for v in schema]
     return schema
+
+
+def _checked_config(spec: Any, overrides: Mapping[str, Any]) -> Any:
+    """The call's search config; ``n`` > 1 is refused where it cannot mean what LangChain
+    means by it (several generations per prompt, not supported yet): only best_of_n (n
+    samples, the best returned) and rerank (n hypotheses) read it."""
+    config = search_config(spec, overrides)
+    n = overrides.get("n")
+    if n is not None and n > 1 and config.strategy not in ("best_of_n", "rerank"):
+        raise InputError(f"n={n}: one generation per prompt is returned (several generations are not supported "
+                         f"yet); n only sets how many samples best_of_n draws or rerank keeps, and the "
+                         f"strategy here is {config.strategy!r}. Use strategy='best_of_n' with n, or call "
+                         "batch() with the prompt repeated")
+    return config

@@ -76,7 +76,7 @@ class ThresholdParams(BaseModel):
 
     model_config = _STRICT
 
-    reward: "RewardEntry"  # type: ignore[name-defined]
+    reward: "RewardEntry" = Field(description="the reward entry to test")  # type: ignore[name-defined]
     min: float = Field(allow_inf_nan=False, description="the score to reach")
     soft: bool = Field(False, description="partial credit below min (needs min > 0)")
 
@@ -94,8 +94,10 @@ class GatedParams(BaseModel):
 
     model_config = _STRICT
 
-    gate: "RewardEntry"  # type: ignore[name-defined]
-    reward: "RewardEntry"  # type: ignore[name-defined]
+    gate: "RewardEntry" = Field(  # type: ignore[name-defined]
+        description="the reward entry that must pass first")
+    reward: "RewardEntry" = Field(  # type: ignore[name-defined]
+        description="the reward entry scored once the gate opens")
     threshold: float = Field(1.0, allow_inf_nan=False, description="the gate score that opens the gate")
 
     @model_validator(mode="after")
@@ -109,9 +111,9 @@ class NormalizeParams(BaseModel):
 
     model_config = _STRICT
 
-    reward: "RewardEntry"  # type: ignore[name-defined]
-    lo: float = Field(allow_inf_nan=False)
-    hi: float = Field(allow_inf_nan=False)
+    reward: "RewardEntry" = Field(description="the reward entry to rescale")  # type: ignore[name-defined]
+    lo: float = Field(allow_inf_nan=False, description="the nested score that maps to 0")
+    hi: float = Field(allow_inf_nan=False, description="the nested score that maps to 1 (must exceed lo)")
     clip: bool = Field(True, description="clip the result to [0, 1]")
 
     @model_validator(mode="after")

@@ -137,7 +137,8 @@ class ClassifierParams(BaseModel):
     model: ModelName = Field(description=_MODEL_HELP)
     label: Annotated[str | int, BeforeValidator(_check_label)] = Field(
         description="the label's name (from the model's config) or its index")
-    goal: Literal["maximize", "minimize"] = "maximize"
+    goal: Literal["maximize", "minimize"] = Field(
+        "maximize", description="maximize rewards a high probability of label, minimize a low one")
     include_prompt: bool = Field(False, description="classify the prompt and the text as a pair")
     batch_size: int = Field(32, ge=1, le=4096, description="texts classified per forward pass")
 

@@ -81,10 +81,12 @@ class LengthParams(BaseModel):
 
     model_config = _STRICT
 
-    min_words: int | None = Field(None, ge=0)
-    max_words: int | None = Field(None, ge=0)
-    min_tokens: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
+    min_words: int | None = Field(None, ge=0, description="fewest words for a full score (words: letters and "
+                                  "digits, joined by ' or -)")
+    max_words: int | None = Field(None, ge=0, description="most words for a full score; beyond it the "
+                                  "score falls smoothly (0.5 at 20% over)")
+    min_tokens: int | None = Field(None, ge=0, description="fewest tokens of the spec's model for a full score")
+    max_tokens: int | None = Field(None, ge=0, description="most tokens of the spec's model for a full score")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> "LengthParams":

@@ -26,7 +26,7 @@ from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
-from deal_chains.search.scoring import finalize
+from deal_chains.search.scoring import best_first, finalize
 from deal_chains.search.state import Group, Hypothesis, TreeParams
 from deal_chains.search.tree import run_tree_search
 from rewards.base import RewardContext
@@ -300,7 +300,7 @@ class DeALEngine:
             hyps: list[Hypothesis] = []
             for g in mine:
                 hyps.extend(finalize(g, self.lm.decode, config.lam))
-            best = sorted(hyps, key=lambda h: (not h.finished, -h.score))[0]
+            best = best_first(hyps)[0]
             ended = streamer is not None and row in streamer.ended
             if streamer is not None:
                 streamer.flush(row, best.tokens)

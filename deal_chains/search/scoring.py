@@ -103,4 +103,10 @@ def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float) -
         h.reward = tot
         h.rewards = dict(br)
         h.score = h.logprob + lam * tot
+    return best_first(hyps)
+
+
+def best_first(hyps: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """The answer order: finished hypotheses before unfinished ones, each by score (ties keep
+    their order); the first is the answer."""
     return sorted(hyps, key=lambda h: (not h.finished, -h.score))

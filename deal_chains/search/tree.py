@@ -13,13 +13,13 @@ beams are rows of a shared ``KVBatch``. One step, for all groups together, in na
 5. ``select``: per group the best ``beam`` of (candidates + finished hypotheses) survive;
 6. ``commit``: the survivors keep their cache rows, the uncommitted lookahead is cropped.
 
-The prompt is prefilled once; no prefix is ever run twice. ``plan`` (the commit rule) and
-``score`` (the scorer) are the places a new rule plugs in.
+The prompt is prefilled once; no prefix is ever run twice. The commit rule (``plan``) and the
+scorer (``score``) are replaceable: ``run_tree_search`` takes any ``CommitRule`` / ``Scorer``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -33,34 +33,46 @@ from rewards.base import reward_settled
 OnCommit = Callable[[dict[int, list[list[int]]]], "set[int] | None"]
 
 
+class CommitRule(Protocol):
+    """Decides, before each step, how many tokens it commits and how far it looks ahead."""
+
+    def __call__(self, state: SearchState) -> Step: ...
+
+
+class Scorer(Protocol):
+    """Fills ``cands.scores`` (one per candidate; higher is better) for ``select`` to rank."""
+
+    def __call__(self, state: SearchState, cands: Candidates) -> None: ...
+
+
 def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group], params: TreeParams,
                     eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str],
-                    on_step: Callable[[], None] | None = None, on_commit: OnCommit | None = None) -> None:
+                    on_step: Callable[[], None] | None = None, on_commit: OnCommit | None = None,
+                    commit_rule: CommitRule | None = None, scorer: Scorer | None = None) -> None:
     """Search every group to completion; fills ``group.finished`` / ``group.unfinished``.
 
     ``kv`` holds the prefilled prompts (one row per distinct prompt) and ``prompt_logits``
     their next-token logits. ``on_commit`` is called after every step with each group's
     live beams (group index -> committed token lists; done groups are absent) and may
     return group indices to end now: their live beams become unfinished hypotheses.
+    ``commit_rule`` and ``scorer`` replace ``plan`` and ``score`` (the defaults).
     """
+    # looked up per call, not bound as defaults, so the module's steps stay the ones used
+    commit_rule = commit_rule or plan
+    scorer = scorer or score
     state = start(kv, prompt_logits, groups, params, eos_ids, decode)
     while state.rows.group:
-        step = plan(state)
+        step = commit_rule(state)
         proposals = propose(state, step)
         if not proposals.parent:
             break
         rollout = roll_out(state, step, proposals)
         candidates = evaluate(state, step, proposals, rollout)
-        score(state, candidates)
+        scorer(state, candidates)
         chosen, rows = select(state, step, candidates, rollout)
         state.generated += step.commit
         if on_commit is not None and chosen:
-            live: dict[int, list[list[int]]] = {}
-            for gi, tokens in zip(rows.group, rows.tokens):
-                live.setdefault(gi, []).append(tokens)
-            ended = on_commit(live)
-            if ended:
-                chosen, rows = _end_groups(groups, ended, chosen, rows, candidates.scores)
+            chosen, rows = _report_commit(on_commit, groups, chosen, rows, candidates.scores)
         if on_step is not None:
             on_step()
         if not chosen:
@@ -286,6 +298,18 @@ def commit(state: SearchState, step: Step, rollout: Rollout, chosen: list[int], 
     else:
         rows.settled = [False] * len(rows.group)
     state.rows = rows
+
+
+def _report_commit(on_commit: OnCommit, groups: list[Group], parent: list[int], rows: Rows,
+                   scores: list[float]) -> tuple[list[int], Rows]:
+    """Show ``on_commit`` each group's live beams; the groups it returns stop searching."""
+    live: dict[int, list[list[int]]] = {}
+    for gi, tokens in zip(rows.group, rows.tokens):
+        live.setdefault(gi, []).append(tokens)
+    ended = on_commit(live)
+    if not ended:
+        return parent, rows
+    return _end_groups(groups, ended, parent, rows, scores)
 
 
 def _end_groups(groups: list[Group], ended: set[int], parent: list[int], rows: Rows,

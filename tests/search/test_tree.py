@@ -107,3 +107,46 @@ def test_run_tree_search_is_the_steps_in_order(tiny_lm, monkeypatch):
     assert seen[:7] == ["plan", "propose", "roll_out", "evaluate", "score", "select", "commit"]
     g = state.groups[0]
     assert g.finished or g.unfinished
+
+
+def _answers(state):
+    return [[(h.tokens, h.finished, h.score) for h in g.finished + g.unfinished] for g in state.groups]
+
+
+def test_a_commit_rule_replaces_plan(tiny_lm):
+    """A rule committing one token a step searches exactly as ``commit=1`` does with ``plan``."""
+    calls: list[int] = []
+
+    def one_token(state):
+        calls.append(state.generated)
+        step = tree.plan(state)
+        return tree.Step(commit=1, forwards=max(step.forwards, 1), remaining=step.remaining)
+
+    searched = []
+    for params, rule in ((_params(commit=1), None), (_params(commit=2), one_token)):
+        state = _state(tiny_lm, params, rewards=[CharShare("e")])
+        tree.run_tree_search(state.kv, state.logits, state.groups, params, tiny_lm.eos_token_ids,
+                             tiny_lm.decode, commit_rule=rule)
+        searched.append(_answers(state))
+    assert calls[:3] == [0, 1, 2]  # consulted every step, the budget advancing one token each
+    assert searched[0] == searched[1]
+
+
+def test_a_scorer_replaces_score(tiny_lm):
+    """A scorer preferring the least likely candidate makes a one-beam search take the prompt's
+    k-th most likely first token."""
+    params = _params(top_k=3, beam=1, commit=1, lookahead=0, max_new_tokens=3)
+    state = _state(tiny_lm, params, prompts=("hello world",))
+    third = state.logits[0].topk(3).indices[2].item()
+
+    def least_likely(state, cands):
+        cands.scores = [-lp for lp in cands.logprob]
+
+    tree.run_tree_search(state.kv, state.logits, state.groups, params, tiny_lm.eos_token_ids, tiny_lm.decode,
+                         scorer=least_likely)
+    (answer,) = state.groups[0].finished + state.groups[0].unfinished
+    assert answer.tokens[0] == third
+    default = _state(tiny_lm, params, prompts=("hello world",))
+    tree.run_tree_search(default.kv, default.logits, default.groups, params, tiny_lm.eos_token_ids,
+                         tiny_lm.decode)
+    assert (default.groups[0].finished + default.groups[0].unfinished)[0].tokens[0] != third

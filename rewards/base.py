@@ -81,6 +81,23 @@ def weighted_total(rewards: Sequence[Any], scores: Sequence[float]) -> float:
     return sum(float(getattr(r, "weight", 1.0)) * s for r, s in zip(rewards, scores))
 
 
+def weighted_range(rewards: Sequence[Any]) -> tuple[float, float]:
+    """(min, max) that ``weighted_total`` can take, from each reward's bounds and weight.
+
+    >>> from rewards import LengthReward
+    >>> weighted_range([LengthReward(max_words=3, weight=2), LengthReward(max_words=3, weight=-1)])
+    (-1.0, 2.0)
+    """
+    lo = hi = 0.0
+    for reward in rewards:
+        w = float(getattr(reward, "weight", 1.0))
+        if w:  # a weight-0 reward adds nothing, even with infinite bounds (0 * inf is NaN)
+            a, b = reward_bounds(reward)
+            lo += min(w * a, w * b)
+            hi += max(w * a, w * b)
+    return lo, hi
+
+
 class ScoreProblem(ValueError):
     """A reward's output is not one finite number per text. ``kind``: ``shape`` (not a list),
     ``count``, ``type`` (not a number) or ``finite``."""

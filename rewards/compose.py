@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from rewards.base import BaseReward, RewardContext, ScoreProblem, read_scores, reward_bounds, reward_settled
+from rewards.base import (BaseReward, RewardContext, ScoreProblem, read_scores, reward_bounds, reward_settled,
+                          weighted_range)
 
 
 def _child_name(child: Any) -> str:
@@ -138,12 +139,7 @@ class WeightedSum(_Composite):
 
     @property
     def bounds(self) -> tuple[float, float]:  # type: ignore[override]
-        lo = hi = 0.0
-        for child, w in zip(self.children, self._weights()):
-            a, b = reward_bounds(child)
-            if w:
-                lo += min(w * a, w * b)
-                hi += max(w * a, w * b)
+        lo, hi = weighted_range(self.children)
         total = self._total()
         return lo / total, hi / total
 

@@ -14,7 +14,7 @@ import torch
 
 from deal_chains.search.constraints import CompiledConstraint
 from deal_chains.search.kv import KVBatch
-from rewards.base import RewardContext, reward_bounds
+from rewards.base import RewardContext, weighted_range
 
 
 @dataclass
@@ -48,13 +48,8 @@ class Group:
     _cache: dict[str, list[float]] = field(default_factory=dict)
 
     def reward_range(self) -> tuple[float, float]:
-        lo = hi = 0.0
-        for r in self.rewards:
-            a, b = reward_bounds(r)
-            w = float(getattr(r, "weight", 1.0))
-            lo += min(w * a, w * b)
-            hi += max(w * a, w * b)
-        return lo, hi
+        """(min, max) of the weighted reward total this group's texts can score."""
+        return weighted_range(self.rewards)
 
 
 @dataclass

@@ -29,6 +29,8 @@ _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _LITERALS = ("true", "false", "null")
 _SIMPLE_ESCAPES = frozenset('"\\/bfnrt')
 _HEX = frozenset("0123456789abcdefABCDEF")
+# a run of string characters that need no decision (no quote, backslash or control character)
+_PLAIN_RUN = re.compile(r'[^"\\\x00-\x1f]+')
 # what the lexer expects next, outside a string and a scalar
 VALUE, KEY_OR_END, KEY, COLON, COMMA_OR_END, VALUE_OR_END, DONE = (
     "value", "key_or_end", "key", "colon", "comma_or_end", "value_or_end", "done")
@@ -54,18 +56,23 @@ class JsonLexer:
     the text stopped being the start of a JSON document (nothing more is read after it).
     ``repeated_key`` says whether the last ``feed`` closed a key its object already had.
     With ``collect=True``, ``values`` gathers ``(top-level key or None, depth, text)`` for
-    every string and number value, in order (literals and keys left out).
+    every string and number value, in order (literals and keys left out), and
+    ``partial_string()`` reads the string being written; without it only keys are decoded,
+    so the per-token mask path pays O(new characters), however long a string value grows.
     """
 
-    __slots__ = ("frames", "expect", "in_string", "in_key", "escape", "raw", "scalar", "pos", "error",
-                 "value_end", "cut", "cut_kinds", "repeated_key", "root_keys", "top_key", "values")
+    __slots__ = ("frames", "expect", "in_string", "in_key", "escape", "high_surrogate", "raw", "scalar", "pos",
+                 "error", "value_end", "cut", "cut_kinds", "repeated_key", "root_keys", "top_key", "values")
 
     def __init__(self, collect: bool = False):
         self.frames: list[tuple[str, frozenset]] = []
         self.expect = VALUE
         self.in_string = self.in_key = False
         self.escape = 0  # 0 none, 1 after a backslash, 2-5: hex digits of a \u escape read + 2
-        self.raw = ""  # the raw text of the string being read
+        # the last complete character of the string is a \u escape of a high surrogate (its
+        # low half may still follow, so a partial read leaves it out)
+        self.high_surrogate = False
+        self.raw = ""  # the raw text of the string being read (keys, or everything with collect)
         self.scalar = ""  # a number or literal being read
         self.pos = 0
         self.error: tuple[int, str] | None = None
@@ -113,65 +120,96 @@ class JsonLexer:
         return new
 
     def partial_string(self) -> str:
-        """The complete characters of the string being read (``""`` outside one)."""
-        return (decode_string_prefix(self.raw) or "") if self.in_string else ""
+        """The complete characters of the string being read (``""`` outside one; needs
+        ``collect=True``): an unfinished escape is left out, and so is a high surrogate
+        whose low half may still come."""
+        if not self.in_string:
+            return ""
+        cut = self.escape + (6 if self.high_surrogate else 0)
+        return json.loads('"' + self.raw[:len(self.raw) - cut] + '"')
+
+    def string_so_far(self) -> str | None:
+        """For a lexer fed a top-level string from its opening quote (and perhaps text after
+        it, which is not read as part of it): the string's complete characters so far, the
+        whole string once closed, None if it is broken (``collect=True`` lexers only)."""
+        if self.complete:
+            return self.values[0][2] if self.values else ""
+        return self.partial_string() if self.ok else None
 
     # ---- reading
 
     def feed(self, text: str) -> "JsonLexer":
         """Read ``text`` (the next characters); returns ``self``."""
         self.repeated_key = False
-        for ch in text:
-            if self.error is not None:
-                break
+        start, i, n = self.pos, 0, len(text)
+        while i < n and self.error is None:
+            self.pos = start + i
+            ch = text[i]
             if self.in_string:
+                if self.escape == 0 and (run := _PLAIN_RUN.match(text, i)) is not None:
+                    # ordinary characters: taken as one run (kept only where someone reads them)
+                    if self._keeps_text():
+                        self.raw += run.group()
+                    self.high_surrogate = False
+                    i = run.end()
+                    continue
                 self._string_char(ch)
+            elif self.scalar and (ch in _NUMBER_CHARS or ch.isalpha()):
+                self._scalar_char(ch)
             else:
                 if self.scalar:
-                    if ch in _NUMBER_CHARS or ch.isalpha():
-                        self._scalar_char(ch)
-                        self.pos += 1
-                        continue
                     self._end_scalar()
                     if self.error is not None:
                         break
                 self._structural(ch)
-            self.pos += 1
+            i += 1
+        if self.error is None:
+            self.pos = start + n
         return self
 
     def _fail(self, reason: str) -> None:
         self.error = (self.pos, reason)
 
+    def _keeps_text(self) -> bool:
+        """Whether the string being read is kept: a key (for ``repeated_key``), or any
+        string when collecting."""
+        return self.in_key or self.values is not None
+
     def _string_char(self, ch: str) -> None:
+        """A quote, a backslash, a control character or a character of an escape."""
         esc = self.escape
         if esc == 0:
             if ch == '"':
                 self._end_string()
-            elif ch == "\\":
+                return
+            if ch == "\\":
                 self.escape = 1
-                self.raw += ch
-            elif ord(ch) < 0x20:
-                self._fail("a control character inside a string")
             else:
-                self.raw += ch
+                self._fail("a control character inside a string")
+                return
         elif esc == 1:
             if ch in _SIMPLE_ESCAPES:
-                self.escape = 0
+                self.escape, self.high_surrogate = 0, False
             elif ch == "u":
                 self.escape = 2
             else:
                 self._fail(f"an invalid escape \\{ch}")
                 return
-            self.raw += ch
-        elif ch in _HEX:
-            self.escape = 0 if esc == 5 else esc + 1
-            self.raw += ch
-        else:
+        elif ch not in _HEX:
             self._fail("an invalid \\u escape")
+            return
+        elif esc < 5:
+            self.escape = esc + 1
+        else:
+            self.escape = 0
+        if self._keeps_text():
+            self.raw += ch
+            if esc == 5:  # raw ends with a whole \\uXXXX escape
+                self.high_surrogate = 0xD800 <= int(self.raw[-4:], 16) < 0xDC00
 
     def _end_string(self) -> None:
-        self.in_string = False
-        text = json.loads('"' + self.raw + '"')
+        self.in_string = self.high_surrogate = False
+        text = json.loads('"' + self.raw + '"') if self._keeps_text() else ""
         self.raw = ""
         if self.in_key:
             self.in_key = False
@@ -339,7 +377,8 @@ def _well_formed(text: str) -> str:
 
 def decode_string_prefix(body: str) -> str | None:
     """The decoded text of the complete characters at the start of a JSON string body (the
-    text after its opening quote), up to its closing quote; None if an escape is invalid.
+    text after its opening quote), up to its closing quote; None if the string is broken (an
+    invalid escape, a control character).
 
     >>> decode_string_prefix('It is sun')
     'It is sun'
@@ -348,35 +387,7 @@ def decode_string_prefix(body: str) -> str | None:
     >>> decode_string_prefix('half an escape \\\\u00')
     'half an escape '
     """
-    i, n = 0, len(body)
-    while i < n:
-        c = body[i]
-        if c == '"':
-            break
-        if c != "\\":
-            i += 1
-            continue
-        if i + 1 >= n:
-            break
-        if body[i + 1] != "u":
-            i += 2
-            continue
-        if i + 6 > n:
-            break
-        hex4 = body[i + 2:i + 6]
-        if not all(h in _HEX for h in hex4):
-            return None
-        if 0xD800 <= int(hex4, 16) < 0xDC00 and body[i + 6:i + 8] in ("\\u", "\\", ""):
-            # a high surrogate waits for its low half
-            if i + 12 > n:
-                break
-            i += 12
-            continue
-        i += 6
-    try:
-        return json.loads('"' + body[:i] + '"')
-    except json.JSONDecodeError:
-        return None
+    return JsonLexer(collect=True).feed('"' + body).string_so_far()
 
 
 def loads_with_repeats(text: str) -> tuple[Any, list[str]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from deal_chains.errors import InputError
-from deal_chains.jsonkit.lexer import decode_string_prefix
+from deal_chains.jsonkit.lexer import JsonLexer
 from deal_chains.jsonkit.schema_walk import schema_children, walk_schema
 
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
@@ -123,11 +123,9 @@ def _embedded(schema: Any, key: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _untitled(schema: Any) -> Any:
-    if isinstance(schema, Mapping):
-        return {k: _untitled(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
-    if isinstance(schema, list):
-        return [_untitled(v) for v in schema]
-    return schema
+    """``schema`` without its subschemas' ``title`` annotations (a property named ``title``
+    and ``title`` keys in enum/const data are kept)."""
+    return walk_schema(schema, lambda node: {k: v for k, v in node.items() if not (k == "title" and isinstance(v, str))})
 
 
 def _arguments_summary(params: Mapping[str, Any]) -> str:
@@ -355,15 +353,20 @@ class AnswerStream:
     tool call, which is sent whole once complete)."""
 
     def __init__(self) -> None:
-        self.buffer = ""
+        self.head = ""  # the envelope until its answer string opens
+        self.answer: JsonLexer | None = None  # reads the answer string, one delta at a time
         self.sent = ""
 
     def feed(self, delta: str) -> str:
-        self.buffer += delta
-        m = _ANSWER_PREFIX.match(self.buffer)
-        if not m:
-            return ""
-        text = decode_string_prefix(self.buffer[m.end():])
+        if self.answer is None:
+            self.head += delta
+            m = _ANSWER_PREFIX.match(self.head)
+            if not m:
+                return ""
+            self.answer = JsonLexer(collect=True).feed(self.head[m.end() - 1:])  # from its opening quote
+        else:
+            self.answer.feed(delta)
+        text = self.answer.string_so_far()
         if text is None or not text.startswith(self.sent):
             return ""
         out, self.sent = text[len(self.sent):], text

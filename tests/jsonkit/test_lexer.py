@@ -126,3 +126,26 @@ def test_decode_string_prefix_stops_before_an_unfinished_escape():
     assert decode_string_prefix('\\ud83d') == ""  # waits for the low surrogate
     assert decode_string_prefix('\\ud83d\\ude00!') == "\U0001F600!"
     assert decode_string_prefix('\\uzzzz') is None
+    assert decode_string_prefix('\\uz') is None  # broken as soon as a non-hex digit comes
+    assert decode_string_prefix('a\\"b", "next": 1') == 'a"b'  # stops at the closing quote
+    assert decode_string_prefix('\\ud83d\\ud83d') == "\ud83d"  # the second high half may still be paired
+
+
+@settings(max_examples=200, deadline=None)
+@given(_text, st.booleans())
+def test_every_prefix_of_a_string_body_decodes_to_a_prefix_of_the_string(value, ascii_only):
+    body = json.dumps(value, ensure_ascii=ascii_only)[1:]
+    decoded = [decode_string_prefix(body[:cut]) for cut in range(len(body) + 1)]
+    # complete characters only (never half a surrogate pair), growing, whole once closed
+    assert all(d is not None and value.startswith(d) for d in decoded), decoded
+    assert decoded[-1] == value and decoded[-2] == value
+
+
+def test_only_a_collecting_lexer_keeps_string_values():
+    # the mask path lexes every row per token: a long string value costs nothing to carry
+    lx = lex('{"key": "' + "x" * 10_000)
+    assert lx.in_string and lx.raw == "" and lx.root_keys == {"key"}
+    assert lex('{"key": "ab\\u00e9', collect=True).partial_string() == "ab\u00e9"
+    assert lex('"ab\\u00', collect=True).string_so_far() == "ab"
+    assert lex('"ab" tail', collect=True).string_so_far() == "ab"
+    assert lex('"a\\q', collect=True).string_so_far() is None

@@ -500,6 +500,19 @@ def test_answer_stream_unescapes_incrementally():
     assert "".join(out) + stream.rest(final["answer"]) == final["answer"]
     assert AnswerStream().feed('{"name":"echo","arguments":{}}') == ""
 
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]  # deltas that split escapes and the pair
+    stream = AnswerStream()
+    assert "".join(stream.feed(p) for p in pieces) == final["answer"]
+
+
+def test_answer_schema_shown_without_titles_but_with_its_data():
+    schema = {"type": "object", "title": "Reply", "properties": {
+        "title": {"type": "string", "title": "Title"},
+        "kind": {"enum": [{"title": "kept"}], "title": "Kind"}}}
+    shown = ToolSet.build([echo]).with_answer_schema(schema).instructions()
+    assert '"properties":{"title":{"type":"string"},"kind":{"enum":[{"title":"kept"}]}}' in shown
+    assert "Reply" not in shown and "Title" not in shown and "Kind" not in shown
+
 
 class Pet(BaseModel):
     """A pet."""

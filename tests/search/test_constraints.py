@@ -516,3 +516,55 @@ def test_required_keys_still_owed_bring_the_closing_window_forward(tiny_lm):
     first = '{"key0":"abc'
     last = "{" + ",".join(f'"{k}":"x"' for k in keys[:-1]) + ',"key7":"abc'
     assert bias_on_quote(first, 120) > 0 and bias_on_quote(last, 120) == 0
+
+
+def _advanced(c, tok, text):
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    state = c.new_state()
+    assert all(c.advance(state, t) for t in ids), text
+    return state, ids
+
+
+def test_a_key_its_object_already_has_cannot_be_closed(tiny_lm):
+    import torch
+
+    from deal_chains.search.constraints import apply_masks
+
+    c = GrammarConstraint.json_schema({"type": "object", "additionalProperties": {}}).compile(tiny_lm)
+    assert c.dedupe_keys
+    tok = tiny_lm.tokenizer
+    vocab = int(tiny_lm.model.get_output_embeddings().weight.shape[0])
+    quote = tok.convert_tokens_to_ids('"')
+
+    def quote_allowed(text):
+        state, ids = _advanced(c, tok, text)
+        out = apply_masks(torch.zeros(1, vocab, dtype=torch.float64), [state], [c], min(tiny_lm.eos_token_ids),
+                          row_tokens=lambda i: ids)
+        return bool(out[0, quote] > float("-inf"))
+
+    assert quote_allowed('{"x":1,"y') and not quote_allowed('{"x":1,"x')
+    assert quote_allowed('{"x":{"x')  # a nested object has keys of its own
+    assert not quote_allowed('{"x":{"a":1,"a')
+    # the lexer state is memoised per prefix and grows by one token per call
+    _, ids = _advanced(c, tok, '{"x":1,"x')
+    assert c.lex_state(ids).in_key and c.lex_state(ids[:-1]).root_keys == {"x"}
+    # declared properties are kept unique by the grammar itself: no key mask needed
+    closed = GrammarConstraint.json_schema({"type": "object", "properties": {"a": {"type": "integer"}},
+                                            "additionalProperties": False}).compile(tiny_lm)
+    assert not closed.dedupe_keys
+
+
+def test_a_forked_state_rolls_back_to_where_it_forked(tiny_lm):
+    c = GrammarConstraint.json_schema({"type": "object", "properties": {"a": {"type": "integer"}},
+                                       "required": ["a"], "additionalProperties": False}).compile(tiny_lm)
+    tok = tiny_lm.tokenizer
+    state, _ = _advanced(c, tok, '{"a":1')
+    before = c.allowed([state])[0].clone()
+    fork = c.copy(state)
+    for t in tok('2}', add_special_tokens=False)["input_ids"]:
+        assert c.advance(fork, t)
+    assert not c.advance(c.copy(state), tok.convert_tokens_to_ids("x"))  # the grammar refuses a letter
+    assert bool((c.allowed([fork])[0] != before).any())
+    c.rollback(fork, 2)
+    assert bool((c.allowed([fork])[0] == before).all())
+    assert bool((c.allowed([state])[0] == before).all())  # the original never moved

@@ -11,7 +11,7 @@
 >>> from deal_chains.runtime import ModelRuntime   # doctest: +SKIP
 """
 
-from deal_chains.runtime.model_runtime import DeALAdapter, ModelRuntime, score_text
+from deal_chains.runtime.model_runtime import ModelRuntime, score_text
 from deal_chains.runtime.requests import (
     SEARCH_FIELDS,
     CancelledRequest,
@@ -23,5 +23,5 @@ from deal_chains.runtime.requests import (
 from deal_chains.runtime.streaming import Handle, TextStream
 from deal_chains.runtime.views import ContentView, content_view
 
-__all__ = ["SEARCH_FIELDS", "CancelledRequest", "ContentView", "DeALAdapter", "Handle", "ModelRuntime", "Outcome",
+__all__ = ["SEARCH_FIELDS", "CancelledRequest", "ContentView", "Handle", "ModelRuntime", "Outcome",
            "Request", "TextStream", "content_view", "resolve_spec", "score_text", "search_config"]

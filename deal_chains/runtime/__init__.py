@@ -1,7 +1,8 @@
 """The runtime: the one place the LangChain, DSPy (and server) shells run the engine.
 
 - ``requests``: ``Request`` (one prepared generation) and ``Outcome``; spec resolution;
-- ``options``: call options (stop, max tokens, n, temperature, seed, spec overrides) to a request;
+- ``options``: ``read_call_options``, the one reading of a shell's call options (stop, max tokens,
+  n, temperature, seed, spec, reward variables, response format, tools) as ``CallOptions``;
 - ``scheduler``: which waiting requests share one batched search;
 - ``worker``: one thread per loaded model running those searches;
 - ``streaming``: ``Handle`` (committed text as it comes, then the outcome) and ``TextStream``;

@@ -28,7 +28,6 @@ derived from it, so they differ and stay reproducible.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from deal_chains.errors import InputError
@@ -68,7 +67,7 @@ class _Obj:
 def _build() -> type:
     dspy = _dspy()
     from deal_chains.runtime import ModelRuntime, resolve_spec, search_config
-    from deal_chains.runtime.options import response_schema, search_overrides, stop_list
+    from deal_chains.runtime.options import DSPY_RULES, ModelDefaults, read_call_options
     from deal_chains.jsonkit.lexer import json_content
 
     quiet = _quiet_call()
@@ -120,37 +119,17 @@ def _build() -> type:
             merged = {**self.kwargs, **kwargs}
             msgs = messages or [{"role": "user", "content": prompt}]
             msgs = [{"role": m["role"], "content": _content(m.get("content"))} for m in msgs]
-            overrides = search_overrides(self.search, {}, merged)
-            spec = resolve_spec(merged["spec"]) if merged.get("spec") is not None else self.spec
-            config = search_config(spec, overrides)
+            defaults = ModelDefaults(loaded_spec=self.spec, search=self.search, reward_vars=self.reward_vars)
+            options = read_call_options(defaults, merged, DSPY_RULES)
             constraint = None
-            fmt = merged.get("response_format")
-            if fmt is not None:
-                try:
-                    schema = response_schema(fmt)
-                except InputError:  # a format DSPy may pass that is no schema: free text
-                    schema = None
-                if schema is not None:
-                    constraint = GrammarConstraint.json_schema(schema)
+            if options.response_schema is not None:
+                constraint = GrammarConstraint.json_schema(options.response_schema)
             view = json_content if constraint is not None else None
-            variables = {**self.reward_vars, **dict(merged.get("reward_vars") or {})}
-            n = int(merged.get("n") or 1)
-            stop = stop_list(merged.get("stop"), "DeALLM")
             # DSPy writes the system message (its field format); the adapter puts the spec's
             # system prompt (start-state adaptation) before it, as for ChatDeAL
-            rollout = merged.get("rollout_id")
-            sampled = config.temperature > 0 or config.strategy in ("sample", "best_of_n")
-            requests = []
-            for i in range(n):
-                # a fixed seed: one per (rollout, completion), so rollouts and the n
-                # completions differ; no seed: each request draws a fresh one, and the n
-                # identical requests stay one batched search
-                cfg = config
-                if sampled and config.seed is not None and (i or rollout is not None):
-                    cfg = config.updated(seed=_derived_seed(config.seed, rollout, i))
-                requests.append(self.adapter.request(msgs, spec=spec, reward_vars=variables, config=cfg,
-                                                     constraint=constraint, stop=stop, view=view))
-            return requests
+            return [self.adapter.request(msgs, spec=options.spec, reward_vars=options.reward_vars, config=config,
+                                         constraint=constraint, stop=options.stop, view=view)
+                    for config in options.completion_configs()]
 
         def _response(self, outcomes: list[Any]) -> _Obj:
             usage = {"prompt_tokens": outcomes[0].prompt_tokens,
@@ -211,12 +190,6 @@ def _quiet_call() -> tuple | None:
     if not hasattr(base_lm, "warn_legacy_lm"):
         return None
     return prepare, execute, aexecute, finalize, warn_openai_messages, with_callbacks
-
-
-def _derived_seed(seed: int, rollout_id: Any, index: int) -> int:
-    """A seed for completion ``index`` of rollout ``rollout_id`` under a fixed ``seed``."""
-    h = hashlib.sha256(f"{seed}|{rollout_id!r}|{index}".encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFF_FFFF
 
 
 def _content(content: Any) -> str:

@@ -12,18 +12,18 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from deal_chains.runtime.options import response_schema, search_overrides, stop_list
-from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec, search_config
-from deal_chains.errors import InputError
 from deal_chains.jsonkit.lexer import json_content
+from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec
+from deal_chains.runtime.options import (
+    CallRules,
+    ModelDefaults,
+    call_config,
+    call_spec,
+    check_call_options,
+    read_call_options,
+    search_overrides,
+)
 
-# per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the search knobs
-CALL_OPTIONS = frozenset({
-    "reward_vars", "spec", "step", "search", "model", "max_tokens", "temperature", "stop",
-    "tools", "tool_choice", "parallel_tool_calls", "response_format",
-    # passed by LangChain itself
-    "stream", "ls_structured_output_format", "structured_output_format",
-})
 # settings of hosted chat models that mean nothing for a local one; accepted (and ignored)
 # so code written for those runs unchanged
 _HOSTED_ONLY = ("api_key", "base_url", "timeout", "max_retries")
@@ -162,7 +162,7 @@ class DeALParams(BaseModel):
         """Load and check the spec and the search settings (raises ``SpecError`` /
         ``ConfigError`` directly, not wrapped by pydantic)."""
         self._spec_obj = resolve_spec(self.spec, self.step)
-        self._config = _checked_config(self._spec_obj, self._overrides({}))
+        self._config = call_config(self._spec_obj, self._overrides({}), CallRules(type(self).__name__))
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy; with ``update``, the spec and search settings are loaded and checked
@@ -200,56 +200,40 @@ class DeALParams(BaseModel):
         fetch GPT-2's from the network)."""
         return list(self._adapter.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _defaults(self) -> ModelDefaults:
+        """The model's own settings, as every call falls back to them."""
         own = {name: getattr(self, name, None) for name in SEARCH_FIELDS if name in type(self).model_fields}
-        return search_overrides(self.search, {**own, "max_tokens": self.max_tokens}, kwargs)
+        return ModelDefaults(spec=self.spec, step=self.step, loaded_spec=self._spec_obj, search=self.search,
+                             fields={**own, "max_tokens": self.max_tokens}, reward_vars=self.reward_vars,
+                             stop=self.stop)
 
-    @staticmethod
-    def _check_options(kwargs: Mapping[str, Any], where: str) -> None:
-        unknown = sorted(set(kwargs) - CALL_OPTIONS - set(SEARCH_FIELDS))
-        if unknown:
-            raise InputError(f"{where}: unknown argument(s) {', '.join(unknown)}; known: reward_vars, spec, step, "
-                             f"search, model, max_tokens, stop, tools, tool_choice, response_format, "
-                             f"{', '.join(SEARCH_FIELDS)}")
-        if "stop" in kwargs:
-            stop_list(kwargs["stop"], where)
-        if "search" in kwargs and not isinstance(kwargs["search"], Mapping):
-            raise InputError(f"{where}: search must be a mapping of search settings, got {kwargs['search']!r}")
-        if "reward_vars" in kwargs and not isinstance(kwargs["reward_vars"], Mapping):
-            raise InputError(f"{where}: reward_vars must be a mapping of spec variables, got {kwargs['reward_vars']!r}")
+    def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        defaults = self._defaults()
+        return search_overrides(defaults.search, defaults.fields, kwargs)
 
     def _resolve_call_spec(self, kwargs: Mapping[str, Any]) -> Any:
-        if "spec" in kwargs and "step" not in kwargs and not getattr(kwargs["spec"], "steps", True):
-            return kwargs["spec"]  # loaded at bind time (its step already chosen)
-        if "spec" in kwargs or "step" in kwargs:
-            return resolve_spec(kwargs.get("spec", self.spec), kwargs.get("step", self.step))
-        return self._spec_obj
+        return call_spec(self._defaults(), kwargs, CallRules(type(self).__name__))
 
     def _validate_binding(self, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
         """Check per-call options now (``.bind``): a bad spec or search setting fails at
         bind time. A spec given as text is replaced by the loaded spec."""
-        self._check_options(kwargs, where)
+        rules = CallRules(where)
+        check_call_options(kwargs, rules)
+        spec = call_spec(self._defaults(), kwargs, rules)
         if "spec" in kwargs or "step" in kwargs:
-            spec = self._resolve_call_spec(kwargs)
             kwargs = {**kwargs, "spec": spec}
             kwargs.pop("step", None)
-        else:
-            spec = self._spec_obj
-        _checked_config(spec, self._overrides(kwargs))
+        call_config(spec, self._overrides(kwargs), rules)
         return kwargs
 
     def _prepare(self, messages: list[dict[str, str]], stop: Sequence[str] | None, kwargs: Mapping[str, Any],
                  toolset: Any = None) -> Call:
         """A ``Call`` for engine-format ``messages`` and the call's keyword arguments."""
-        self._check_options(kwargs, type(self).__name__)
-        spec = self._resolve_call_spec(kwargs)
-        config = _checked_config(spec, self._overrides(kwargs))
-        variables = {**self.reward_vars, **dict(kwargs.get("reward_vars") or {})}
-        model = kwargs.get("model")
-        adapter = adapter_for(model, self.device, self.dtype, self.trust_remote_code) if model is not None \
-            else self._adapter
+        options = read_call_options(self._defaults(), kwargs, CallRules(type(self).__name__), stop=stop)
+        adapter = adapter_for(options.model, self.device, self.dtype, self.trust_remote_code) \
+            if options.model is not None else self._adapter
         constraint, instructions, structured, view = None, None, False, None
-        schema = response_schema(kwargs["response_format"]) if kwargs.get("response_format") is not None else None
+        schema = options.response_schema
         if toolset is not None and toolset.active:
             if schema is not None:
                 # tools and a response format (create_agent's ProviderStrategy): a reply
@@ -263,9 +247,9 @@ class DeALParams(BaseModel):
             instructions = ("Reply with only a JSON object that matches this JSON schema: "
                             + json.dumps(_describe(schema), ensure_ascii=False, separators=(",", ":")))
             structured, view = True, json_content
-        stops = stop_list(stop, type(self).__name__) if stop else stop_list(self.stop, type(self).__name__)
-        request = adapter.request(messages, spec=spec, reward_vars=variables, config=config,
-                                  constraint=constraint, stop=stops, instructions=instructions, view=view,
+        request = adapter.request(messages, spec=options.spec, reward_vars=options.reward_vars,
+                                  config=options.config, constraint=constraint, stop=options.stop,
+                                  instructions=instructions, view=view,
                                   tool_turn=toolset is not None and toolset.active)
         return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
 
@@ -277,17 +261,3 @@ def _describe(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_describe(v) for v in schema]
     return schema
-
-
-def _checked_config(spec: Any, overrides: Mapping[str, Any]) -> Any:
-    """The call's search config; ``n`` > 1 is refused where it cannot mean what LangChain
-    means by it (several generations per prompt, not supported yet): only best_of_n (n
-    samples, the best returned) and rerank (n hypotheses) read it."""
-    config = search_config(spec, overrides)
-    n = overrides.get("n")
-    if n is not None and n > 1 and config.strategy not in ("best_of_n", "rerank"):
-        raise InputError(f"n={n}: one generation per prompt is returned (several generations are not supported "
-                         f"yet); n only sets how many samples best_of_n draws or rerank keeps, and the "
-                         f"strategy here is {config.strategy!r}. Use strategy='best_of_n' with n, or call "
-                         "batch() with the prompt repeated")
-    return config

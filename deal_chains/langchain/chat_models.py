@@ -27,8 +27,9 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field
 
 from deal_chains.runtime import Handle, Outcome
+from deal_chains.runtime.options import response_schema
 from deal_chains.errors import InputError
-from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, response_schema, submit
+from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, submit
 from deal_chains.langchain.messages import _call_key, _feeds_back, to_engine_messages
 from deal_chains.langchain.structured import _RawStructured
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet

@@ -195,5 +195,3 @@ def score_text(adapter: ModelRuntime | None, spec: Any, variables: Mapping[str, 
     [(total, breakdown)] = score_texts(group, [text], [True])
     return total, breakdown
 
-
-DeALAdapter = ModelRuntime  # the name before the runtime package (still imported by user code)

@@ -1,22 +1,173 @@
-"""The one place that maps a shell's call options (LangChain, DSPy, the server) onto a request's
-search settings, stop sequences and answer schema, with one precedence.
+"""The one place that maps a shell's call options (LangChain, DSPy) onto what a request needs:
+the spec, the search config, the reward variables, stop sequences, the answer schema and how
+many completions.
 
->>> search_overrides({"top_k": 4}, {"max_tokens": 32, "beam": None},
-...                  {"search": {"lam": 8.0}, "max_tokens": 16})
-{'top_k': 4, 'max_new_tokens': 16, 'lam': 8.0}
+>>> opts = read_call_options(ModelDefaults(fields={"top_k": 4}), {"max_tokens": 16, "stop": "###"},
+...                          CallRules(where="example"))
+>>> opts.config.top_k, opts.config.max_new_tokens, opts.stop, opts.completions
+(4, 16, ['###'], 1)
 
-Precedence, lowest first: the model's ``search`` mapping, its search fields (``top_k``...,
-``temperature``), its ``max_tokens``; then per call, in the same order. ``max_tokens`` is
-the public name of the token budget and wins over ``max_new_tokens`` at the same level.
-None means "not given".
+Precedence of search settings, lowest first: the model's ``search`` mapping, its search
+fields (``top_k``..., ``temperature``), its ``max_tokens``; then per call, in the same order.
+``max_tokens`` is the public name of the token budget and wins over ``max_new_tokens`` at
+the same level. None means "not given".
+
+Where the shells read an option differently today, the difference is a field of
+``CallRules`` (so one place shows it and one place changes it): what ``n`` means, whether
+unknown options are refused, how a per-call ``spec`` and ``response_format`` are read.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
 
 from deal_chains.errors import InputError
-from deal_chains.runtime.requests import SEARCH_FIELDS
+from deal_chains.runtime.requests import SEARCH_FIELDS, is_spec, resolve_spec, search_config
+from deal_chains.search.config import SearchConfig
+
+# LangChain's per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the
+# search knobs
+LANGCHAIN_CALL_OPTIONS = frozenset({
+    "reward_vars", "spec", "step", "search", "model", "max_tokens", "temperature", "stop",
+    "tools", "tool_choice", "parallel_tool_calls", "response_format",
+    # passed by LangChain itself
+    "stream", "ls_structured_output_format", "structured_output_format",
+})
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """A model's own settings: what each call falls back to."""
+
+    spec: Any = None  # as the model was given it (path, YAML text, preset, mapping, RewardSpec)
+    step: str | None = None
+    loaded_spec: Any = None  # ``spec`` loaded with ``step``: used when a call names neither
+    search: Mapping[str, Any] = field(default_factory=dict)  # the model's ``search`` mapping
+    fields: Mapping[str, Any] = field(default_factory=dict)  # its search fields and ``max_tokens``
+    reward_vars: Mapping[str, Any] = field(default_factory=dict)
+    stop: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class CallRules:
+    """How one shell reads its options (the LangChain models: the defaults; DSPy: ``DSPY_RULES``)."""
+
+    where: str  # names the caller in error messages
+    # accepted per-call options besides the search fields; None: others are ignored
+    known: frozenset[str] | None = LANGCHAIN_CALL_OPTIONS
+    # "search": n is SearchConfig.n (best_of_n samples, rerank hypotheses), refused above 1 for
+    # a strategy that ignores it; "completions": also n requests, each its own answer
+    n: Literal["search", "completions"] = "search"
+    # True: a per-call ``spec`` (even None) and ``step`` replace the model's; False: only a
+    # spec that is not None does, and ``step`` is not read per call
+    spec_per_call_replaces: bool = True
+    # True: a response_format that is no JSON schema is an error; False: free text
+    strict_response_format: bool = True
+
+
+DSPY_RULES = CallRules(where="DeALLM", known=None, n="completions", spec_per_call_replaces=False,
+                       strict_response_format=False)
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """One call's options, read and checked: everything ``ModelRuntime.request`` needs from them."""
+
+    spec: Any
+    config: SearchConfig
+    reward_vars: dict[str, Any]
+    stop: list[str]
+    response_schema: dict[str, Any] | None = None
+    completions: int = 1
+    rollout_id: Any = None
+    model: Any = None  # a per-call model (LangChain ``model=``); None: the shell's own
+    tools: Any = None
+    tool_choice: Any = None
+
+    def completion_configs(self) -> list[SearchConfig]:
+        """One search config per completion. A sampled search with a fixed seed gives each
+        (rollout, completion) its own seed derived from it, so they differ and stay
+        reproducible; without a seed each request draws a fresh one, and identical requests
+        stay one batched search."""
+        config = self.config
+        sampled = config.temperature > 0 or config.strategy in ("sample", "best_of_n")
+        configs = []
+        for i in range(self.completions):
+            if sampled and config.seed is not None and (i or self.rollout_id is not None):
+                configs.append(config.updated(seed=derived_seed(config.seed, self.rollout_id, i)))
+            else:
+                configs.append(config)
+        return configs
+
+
+def read_call_options(defaults: ModelDefaults, call: Mapping[str, Any], rules: CallRules,
+                      stop: Sequence[str] | str | None = None) -> CallOptions:
+    """``call``'s options over the model's ``defaults``, read as ``rules`` say; ``stop``: a stop
+    argument given apart from the options (LangChain's), used before ``call["stop"]``.
+    Raises ``InputError``, ``SpecError`` or ``ConfigError`` for what the caller got wrong."""
+    check_call_options(call, rules)
+    spec = call_spec(defaults, call, rules)
+    config = call_config(spec, search_overrides(defaults.search, defaults.fields, call), rules)
+    variables = {**defaults.reward_vars, **dict(call.get("reward_vars") or {})}
+    schema = None
+    if call.get("response_format") is not None:
+        try:
+            schema = response_schema(call["response_format"])
+        except InputError:
+            if rules.strict_response_format:
+                raise
+    stop = stop if stop else call.get("stop")
+    stops = stop_list(stop, rules.where) if stop else stop_list(defaults.stop, rules.where)
+    completions = int(call.get("n") or 1) if rules.n == "completions" else 1
+    return CallOptions(spec=spec, config=config, reward_vars=variables, stop=stops, response_schema=schema,
+                       completions=completions, rollout_id=call.get("rollout_id"), model=call.get("model"),
+                       tools=call.get("tools"), tool_choice=call.get("tool_choice"))
+
+
+def check_call_options(call: Mapping[str, Any], rules: CallRules) -> None:
+    """Refuse an unknown option and a badly typed ``stop``, ``search`` or ``reward_vars``
+    (only where ``rules.known`` lists the options: DSPy passes options of its own, ignored)."""
+    if rules.known is None:
+        return
+    where = rules.where
+    unknown = sorted(set(call) - rules.known - set(SEARCH_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: unknown argument(s) {', '.join(unknown)}; known: reward_vars, spec, step, "
+                         f"search, model, max_tokens, stop, tools, tool_choice, response_format, "
+                         f"{', '.join(SEARCH_FIELDS)}")
+    if "stop" in call:
+        stop_list(call["stop"], where)
+    if "search" in call and not isinstance(call["search"], Mapping):
+        raise InputError(f"{where}: search must be a mapping of search settings, got {call['search']!r}")
+    if "reward_vars" in call and not isinstance(call["reward_vars"], Mapping):
+        raise InputError(f"{where}: reward_vars must be a mapping of spec variables, got {call['reward_vars']!r}")
+
+
+def call_spec(defaults: ModelDefaults, call: Mapping[str, Any], rules: CallRules) -> Any:
+    """The spec in force for ``call`` (loaded; None: log-probability alone)."""
+    if not rules.spec_per_call_replaces:
+        return resolve_spec(call["spec"]) if call.get("spec") is not None else defaults.loaded_spec
+    if "spec" in call and "step" not in call and is_spec(call["spec"]) and not call["spec"].steps:
+        return call["spec"]  # loaded at bind time (its step already chosen)
+    if "spec" in call or "step" in call:
+        return resolve_spec(call.get("spec", defaults.spec), call.get("step", defaults.step))
+    return defaults.loaded_spec
+
+
+def call_config(spec: Any, overrides: Mapping[str, Any], rules: CallRules) -> SearchConfig:
+    """The call's search config. Under ``n="search"``, ``n`` > 1 is refused where it cannot mean
+    what LangChain means by it (several generations per prompt, not supported yet): only
+    best_of_n (n samples, the best returned) and rerank (n hypotheses) read it."""
+    config = search_config(spec, overrides)
+    n = overrides.get("n")
+    if rules.n == "search" and n is not None and n > 1 and config.strategy not in ("best_of_n", "rerank"):
+        raise InputError(f"n={n}: one generation per prompt is returned (several generations are not supported "
+                         f"yet); n only sets how many samples best_of_n draws or rerank keeps, and the "
+                         f"strategy here is {config.strategy!r}. Use strategy='best_of_n' with n, or call "
+                         "batch() with the prompt repeated")
+    return config
 
 
 def _layer(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,7 +182,12 @@ def _layer(fields: Mapping[str, Any]) -> dict[str, Any]:
 def search_overrides(base_search: Mapping[str, Any], model_fields: Mapping[str, Any],
                      call: Mapping[str, Any]) -> dict[str, Any]:
     """The search overrides of one call: the model's settings (``base_search`` and its
-    ``model_fields``), then the call's own (see the module docstring for the order)."""
+    ``model_fields``), then the call's own (see the module docstring for the order).
+
+    >>> search_overrides({"top_k": 4}, {"max_tokens": 32, "beam": None},
+    ...                  {"search": {"lam": 8.0}, "max_tokens": 16})
+    {'top_k': 4, 'max_new_tokens': 16, 'lam': 8.0}
+    """
     values = _layer({"search": base_search, **{k: v for k, v in model_fields.items() if k != "search"}})
     values.update(_layer(call))
     return values
@@ -64,3 +220,9 @@ def response_schema(response_format: Any) -> dict[str, Any]:
             return {"type": "object"}
     raise InputError("response_format must be {'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}} "
                      f"or {{'type': 'json_object'}}, got {response_format!r:.120}")
+
+
+def derived_seed(seed: int, rollout_id: Any, index: int) -> int:
+    """A seed for completion ``index`` of rollout ``rollout_id`` under a fixed ``seed``."""
+    h = hashlib.sha256(f"{seed}|{rollout_id!r}|{index}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFF_FFFF

@@ -20,7 +20,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from tiny import build_tiny_model
 
-from deal_chains import ChatDeAL, ConfigError, DeALEngine, DeALLLM, InputError, SearchConfig, SpecError
+from deal_chains import ChatDeAL, ConfigError, DeALEngine, DeALLLM, InputError, SpecError
 from deal_chains.jsonkit.lexer import json_content
 from deal_chains.langchain import guard_final_answer, with_reward_vars
 from deal_chains.langchain._base import TOOL_CONTENT
@@ -218,68 +218,6 @@ async def _collect(llm, prompt):
     return "".join([c.content async for c in llm.astream(prompt)])
 
 
-def _slow_requests(lm, prompts, max_new_tokens=120):
-    """Requests whose search takes a while (a reward that sleeps), so a test can cancel one
-    mid-search."""
-    import time
-
-    from deal_chains.runtime import ModelRuntime as DeALAdapter
-    from rewards import BaseReward
-
-    class Slow(BaseReward):
-        name = "slow"
-
-        def score(self, texts, context):
-            time.sleep(0.005)
-            return [float("e" in t) for t in texts]
-
-    adapter = DeALAdapter(lm)
-    cfg = SearchConfig(strategy="deal", top_k=2, beam=1, lookahead=2, max_new_tokens=max_new_tokens)
-    reqs = [adapter.request([{"role": "user", "content": p}], config=cfg) for p in prompts]
-    for r in reqs:
-        r.rewards = [Slow()]
-    return adapter, reqs
-
-
-async def test_cancelling_an_awaiting_task_ends_its_search_and_spares_the_others(lm):
-    adapter, reqs = _slow_requests(lm, ["hello world", "abc"])
-    [full_a, full_b] = adapter.generate(reqs)
-    assert len(full_a.result.token_ids) > 20  # long enough to be cut
-    a, b = adapter.submit(reqs)  # searched together in one batch
-    task = asyncio.create_task(a.aresult())
-    async for _ in a.atexts():  # its search is running: tokens are being committed
-        break
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    cut = await asyncio.to_thread(a.result)
-    # the cancelled request stopped at a commit soon after (its slot in the batch freed);
-    # the other request in the same batch finished exactly as when searched alone
-    assert cut.finish_reason == "cancelled"
-    assert len(cut.result.token_ids) < len(full_a.result.token_ids)
-    assert full_a.result.token_ids[:len(cut.result.token_ids)] == cut.result.token_ids
-    assert (await b.aresult()).text == full_b.text
-
-
-async def test_a_request_cancelled_while_queued_is_never_searched(lm):
-    from deal_chains.runtime import CancelledRequest
-
-    adapter, reqs = _slow_requests(lm, ["hello world", "abc", "Why?"], max_new_tokens=40)
-    first = adapter.submit(reqs[:1])[0]
-    async for _ in first.atexts():  # the worker is busy with it: later requests wait
-        break
-    queued = adapter.submit(reqs[1:])
-    task = asyncio.create_task(queued[0].aresult())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    with pytest.raises(CancelledRequest):
-        await asyncio.to_thread(queued[0].result)
-    assert (await queued[1].aresult()).finish_reason in ("stop", "length")
-    assert (await first.aresult()).finish_reason in ("stop", "length")
-
-
 async def test_cancelled_ainvoke_frees_the_worker_for_the_next_call(lm, monkeypatch):
     handles = []
     submit = ChatDeAL._submit
@@ -320,31 +258,6 @@ async def test_cancelled_ainvoke_frees_the_worker_for_the_next_call(lm, monkeypa
     assert cut.finish_reason == "cancelled" and len(cut.result.token_ids) < lengths[prompt]
     # the next call on the same instance completes with its usual answer
     assert (await asyncio.wait_for(llm.ainvoke("abc"), timeout=60)).content == expected
-
-
-def test_a_failing_request_does_not_fail_the_others_in_its_batch(lm):
-    from rewards import BaseReward
-
-    class Fails(BaseReward):
-        name = "fails"
-
-        def score(self, texts, context):
-            if "boom" in context.prompt:
-                raise RuntimeError("boom")
-            return [0.5] * len(texts)
-
-    from deal_chains.runtime import ModelRuntime as DeALAdapter
-
-    adapter = DeALAdapter(lm)
-    cfg = SearchConfig(strategy="deal", top_k=2, beam=1, lookahead=2, max_new_tokens=8)
-    reqs = [adapter.request([{"role": "user", "content": p}], config=cfg) for p in ("ok", "boom", "fine")]
-    for r in reqs:
-        r.rewards = [Fails()]
-    good, bad, fine = adapter.submit(reqs)
-    assert good.result().text == adapter.generate([reqs[0]])[0].text
-    assert fine.result().result.rewards == {"fails": 0.5}
-    with pytest.raises(Exception, match="boom"):
-        bad.result()
 
 
 # ------------------------------------------------------------------ reward variables, overrides

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from queue import SimpleQueue
 
+from deal_chains.runtime import ModelRuntime
 from deal_chains.runtime.requests import Request
 from deal_chains.runtime.scheduler import Job, compatible_groups, take_waiting
+from deal_chains.runtime.worker import Worker
 from deal_chains.search.config import SearchConfig
 
 
@@ -27,15 +29,20 @@ def test_jobs_with_the_same_search_config_share_one_group_in_arrival_order():
     assert groups == [[a, c], [b], [d]]
 
 
-def test_the_old_adapter_module_warns_and_keeps_its_names():
-    import importlib
-    import sys
-
-    import pytest
-
-    sys.modules.pop("deal_chains.adapter", None)
-    with pytest.warns(DeprecationWarning, match="deal_chains.runtime"):
-        adapter = importlib.import_module("deal_chains.adapter")
-    from deal_chains.runtime import ModelRuntime
-
-    assert adapter.DeALAdapter is ModelRuntime
+def test_compatible_requests_share_one_engine_call_and_incompatible_ones_do_not(tiny_lm):
+    runtime = ModelRuntime(tiny_lm)
+    short, longer = SearchConfig(strategy="greedy", max_new_tokens=4), SearchConfig(strategy="greedy", max_new_tokens=5)
+    # different prompts and stop sequences, one search config: one batched search
+    same = [runtime.request([{"role": "user", "content": p}], config=short, stop=stop)
+            for p, stop in (("hello world", ()), ("abc", ("x",)), ("Why?", ()))]
+    worker = Worker(tiny_lm)
+    jobs = [Job(r) for r in same]
+    worker.submit(jobs)
+    batched = [j.handle.result() for j in jobs]
+    assert worker.engine_calls == 1
+    # each answer is the one its request gets alone
+    assert [o.text for o in batched] == [runtime.generate([r])[0].text for r in same]
+    mixed = [Job(same[0]), Job(runtime.request([{"role": "user", "content": "abc"}], config=longer)), Job(same[2])]
+    worker.submit(mixed)
+    [j.handle.result() for j in mixed]
+    assert worker.engine_calls == 1 + 2  # two search configs: two engine calls

@@ -74,13 +74,16 @@ def test_text_stream_never_splits_a_multibyte_character(tiny_lm):
 
 @pytest.mark.parametrize("stops,expected", [(["wör"], "héllo 你好 "), (["xyz", "好 w"], "héllo 你"),
                                             (["!"], "héllo 你好 wörld 🙂"), (["zzz"], "héllo 你好 wörld 🙂!")])
-def test_text_stream_cuts_at_the_first_stop_sequence(tiny_lm, stops, expected):
+@pytest.mark.parametrize("chunk", [1, 3, 5], ids=lambda n: f"{n}-token commits")
+def test_text_stream_cuts_at_the_first_stop_sequence(tiny_lm, stops, expected, chunk):
+    # one token per byte, fed a commit of ``chunk`` tokens at a time: stop sequences and
+    # characters are split across tokens and across commits
     text = "héllo 你好 wörld 🙂!"
     ids = tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     stream = TextStream(tiny_lm.decode, stops)
     pieces, stopped = [], False
-    for t in ids:
-        delta, stopped = stream.feed([t])
+    for start in range(0, len(ids), chunk):
+        delta, stopped = stream.feed(ids[start:start + chunk])
         pieces.append(delta)
         # text that could be the start of a stop sequence is held back, never sent and retracted
         assert not any(s in "".join(pieces) for s in stops)

@@ -8,6 +8,7 @@ engine's workers.
 
 The steps, in order: ``load_generate_spec`` (spec, step, overrides, search settings);
 ``check_records`` (every record's prompt and template variables, before a model loads);
+``records_to_generate`` (with resume: the records not yet in the output file);
 ``search_inputs`` (prompts, rewards, system messages, constraints, lengths, with the
 model's tokenizer); ``run_records`` (the search in batches, output records as each batch
 finishes). Record I/O (JSONL reading and writing, resume, output records) is
@@ -21,7 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from deal_chains.errors import DealChainsError, InputError
 from deal_chains.records import (LINE_KEY, admit_record, check_batch_size, check_field_names,
-                                 output_record, record_prompt, record_variables, settings_fingerprint)
+                                 output_record, record_prompt, record_variables, resume_state,
+                                 settings_fingerprint)
 
 
 def load_generate_spec(spec_source: Any, overrides: Sequence[str] = (), step: str | None = None,
@@ -180,6 +182,17 @@ def check_records(spec: Any, records: list[dict[str, Any]], locate: Callable[[di
         for name in needed:
             if name not in variables:
                 raise InputError(f"{where}: {missing_variable_message(name, variables)}")
+
+
+def records_to_generate(out_path: Path, records: list[dict[str, Any]], *, resume: bool,
+                        result_field: str | None, fingerprint: Mapping[str, str], strategy: str) -> list[dict[str, Any]]:
+    """The records still to generate into ``out_path``: all of them, or with ``resume`` those
+    not already there (``resume_state``: it also drops a last line a crash cut short, and
+    refuses an output of another input, layout or settings)."""
+    if not resume:
+        return list(records)
+    done = resume_state(out_path, records, result_field=result_field, fingerprint=fingerprint, strategy=strategy)
+    return [rec for rec in records if rec[LINE_KEY] not in done]
 
 
 def run_records(engine: Any, spec: Any, config: Any, records: list[dict[str, Any]], *,

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from deal_chains.cli import main
-from deal_chains.errors import InputError
-from deal_chains.pipeline import check_records, load_generate_spec, run_records
-from deal_chains.records import LINE_KEY
+from deal_chains.errors import ConfigError, InputError
+from deal_chains.pipeline import check_records, load_generate_spec, records_to_generate, run_records
+from deal_chains.records import LINE_KEY, jsonl_line
 from deal_chains.spec import load_spec
 
 SPEC = """\
@@ -90,3 +90,57 @@ def test_spec_validate_checks_input_records_without_a_model(tmp_path, capsys, mo
     good.write_text(json.dumps({"concept": "dog", "concepts": ["dog"]}) + "\n", encoding="utf-8")
     assert main(["spec", "validate", str(spec), "--input", str(good)]) == 0
     assert "1 input records fit its templates" in capsys.readouterr().out
+
+
+def _two_records():
+    spec, config = load_generate_spec(SPEC.replace("{concept}", "{concepts}"))
+    return spec, config, [{"concepts": ["a", "b"], LINE_KEY: 1}, {"concepts": ["c"], LINE_KEY: 2}]
+
+
+def _locate(rec):
+    return f"in:{rec[LINE_KEY]}"
+
+
+def test_resume_generates_only_the_records_not_yet_written(tiny_lm, tmp_path):
+    from deal_chains import DeALEngine
+
+    spec, config, records = _two_records()
+    out = tmp_path / "out.jsonl"
+    [(_, first)] = list(run_records(DeALEngine(tiny_lm), spec, config, records[:1], locate=_locate))
+    # the first record finished, the second was cut short by a crash mid-line
+    out.write_text(jsonl_line(first) + '{"concepts": ["c"], "te', encoding="utf-8")
+    fingerprint = first["stats"]["fingerprint"]
+    kw = dict(result_field=None, fingerprint=fingerprint, strategy=config.strategy)
+    todo = records_to_generate(out, records, resume=True, **kw)
+    assert todo == records[1:]
+    assert out.read_text(encoding="utf-8") == jsonl_line(first)  # the cut line is gone
+    assert records_to_generate(out, records, resume=False, **kw) == records
+    other = dict(kw, fingerprint={**fingerprint, "search": "0" * len(fingerprint["search"])})
+    with pytest.raises(InputError, match="written with"):
+        records_to_generate(out, records, resume=True, **other)
+
+
+def test_progress_bar_only_when_asked(tiny_lm, capsys):
+    from deal_chains import DeALEngine
+
+    spec, config, records = _two_records()
+    engine = DeALEngine(tiny_lm)
+    list(run_records(engine, spec, config, records, locate=_locate, batch_size=1))
+    assert capsys.readouterr().err == ""
+    list(run_records(engine, spec, config, records, locate=_locate, batch_size=1, progress=True))
+    err = capsys.readouterr().err
+    assert "deal" in err and "prompt" in err
+
+
+def test_the_search_budget_is_checked_for_every_record_before_the_first_step(tiny_lm):
+    from deal_chains import DeALEngine
+    from deal_chains.search.limits import SearchLimits
+
+    spec, config, records = _two_records()
+    records[1]["concepts"] = ["word"] * 8  # only the second batch's prompt is too long
+    engine = DeALEngine(tiny_lm, limits=SearchLimits(max_prompt_tokens=60))
+    steps: list[int] = []
+    with pytest.raises(ConfigError, match="over the limit 60"):
+        next(run_records(engine, spec, config, records, locate=_locate, batch_size=1,
+                         on_step=lambda: steps.append(1)))
+    assert steps == []  # no search step ran: a caller's output was never opened

@@ -10,7 +10,7 @@ from typing import Any
 from deal_chains.errors import DealChainsError, InputError
 
 from deal_chains.cli._args import _device_arg, _positive_int
-from deal_chains.pipeline import check_records, load_generate_spec, run_records
+from deal_chains.pipeline import check_records, load_generate_spec, records_to_generate, run_records
 from deal_chains.records import (
     LINE_KEY,
     check_batch_size,
@@ -18,7 +18,6 @@ from deal_chains.records import (
     check_output_path,
     jsonl_line,
     read_jsonl,
-    resume_state,
     settings_fingerprint,
 )
 
@@ -74,11 +73,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_records(spec, records, locate)  # prompts and template variables: before the model loads
     out_path = check_output_path(args.output, [args.input])
     fingerprint = settings_fingerprint(spec, config)
-    done = (resume_state(out_path, records, result_field=result_field, fingerprint=fingerprint,
-                         strategy=config.strategy) if args.resume else set())
-    todo = [i for i, rec in enumerate(records) if rec[LINE_KEY] not in done]
+    todo = records_to_generate(out_path, records, resume=args.resume, result_field=result_field,
+                               fingerprint=fingerprint, strategy=config.strategy)
     if args.resume and not args.quiet:
-        print(f"resuming {out_path}: {len(done)} records already there, {len(todo)} to generate", file=sys.stderr)
+        print(f"resuming {out_path}: {len(records) - len(todo)} records already there, {len(todo)} to generate",
+              file=sys.stderr)
     if not todo:  # a finished file: nothing to load the model for
         if not args.quiet:
             print(f"wrote 0 records to {out_path}", file=sys.stderr)
@@ -90,7 +89,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = _LazyOutput(out_path, append=args.resume)
     written = 0
     try:
-        for _, record in run_records(engine, spec, config, [records[i] for i in todo], locate=locate,
+        for _, record in run_records(engine, spec, config, todo, locate=locate,
                                      batch_size=args.batch_size, progress=not args.quiet,
                                      result_field=result_field, fingerprint=fingerprint, on_step=out.open):
             out.write(jsonl_line(record))

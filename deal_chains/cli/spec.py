@@ -51,20 +51,19 @@ def _check_input(spec: Any, records: list[dict[str, Any]], source: str, step: st
 def cmd_spec_schema(args: argparse.Namespace) -> int:
     from deal_chains.spec.schema import spec_json_schema
 
-    text = json.dumps(spec_json_schema(), indent=2) + "\n"
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _write_out(json.dumps(spec_json_schema(), indent=2) + "\n", args.out)
 
 
 def cmd_spec_reference(args: argparse.Namespace) -> int:
     from deal_chains.spec.reference import render_reference
 
-    text = render_reference()
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    return _write_out(render_reference(), args.out)
+
+
+def _write_out(text: str, out: str | None) -> int:
+    """``text`` into the file ``out`` (``--out``), else onto stdout."""
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0

@@ -277,9 +277,8 @@ def generate_dataset(
     ``generated``, ``skipped_files``, ``seconds``. A worker's failure raises
     DatasetGenerationError after the finished records are flushed (resume continues).
     """
-    from deal_chains.pipeline import check_records, load_generate_spec
-    from deal_chains.records import (LINE_KEY, check_field_names, check_output_path, read_jsonl, resume_state,
-                                     settings_fingerprint)
+    from deal_chains.pipeline import check_records, load_generate_spec, records_to_generate
+    from deal_chains.records import LINE_KEY, check_field_names, check_output_path, read_jsonl, settings_fingerprint
 
     t0 = time.perf_counter()
     if concurrency < 1:
@@ -315,12 +314,10 @@ def generate_dataset(
         if plan.out.exists() and any(plan.out.resolve() == f.resolve() for f in files):
             raise InputError(f"output {plan.out} would overwrite an input: pick another output directory")
         check_output_path(plan.out, files)
-    if resume:
-        for plan in plans:
-            done = resume_state(plan.out, plan.records, result_field=result_field, fingerprint=fingerprint,
-                                strategy=config.strategy)
-            plan.done_before = len(done)
-            plan.todo = [r for r in plan.records if r["__line__"] not in done]
+    for plan in plans:
+        plan.todo = records_to_generate(plan.out, plan.records, resume=resume, result_field=result_field,
+                                        fingerprint=fingerprint, strategy=config.strategy)
+        plan.done_before = len(plan.records) - len(plan.todo)
 
     summary: dict[str, Any] = {"files": [], "generated": 0, "skipped_files": [], "seconds": 0.0}
     for plan in plans:

@@ -26,6 +26,7 @@ from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
+from deal_chains.search.budget_cut import closed_by_limit
 from deal_chains.search.scoring import best_first, finalize
 from deal_chains.search.state import Group, Hypothesis, TreeParams
 from deal_chains.search.tree import run_tree_search
@@ -302,6 +303,10 @@ class DeALEngine:
                 hyps.extend(finalize(g, self.lm.decode, config.lam))
             best = best_first(hyps)[0]
             ended = streamer is not None and row in streamer.ended
+            # a JSON value a limit closed (the budget's closing pressure, the mask's string
+            # cap) is cut, not whole, even when it parses
+            cut = closed_by_limit(self.lm, req.constraint, req.prompt_ids, best.tokens, params.max_new_tokens) \
+                if best.finished and req.constraint is not None else None
             if streamer is not None:
                 streamer.flush(row, best.tokens)
             stats = SearchStats(
@@ -315,9 +320,9 @@ class DeALEngine:
             )
             results.append(GenerationResult(
                 text=self.lm.decode(best.tokens), token_ids=list(best.tokens), rewards=best.rewards,
-                reward=best.reward, score=best.score, logprob=best.logprob, finished=best.finished,
-                finish_reason="stop" if best.finished else ("ended" if ended else "length"),
-                strategy=config.strategy, stats=stats,
+                reward=best.reward, score=best.score, logprob=best.logprob, finished=best.finished and not cut,
+                finish_reason="length" if cut else ("stop" if best.finished else ("ended" if ended else "length")),
+                strategy=config.strategy, stats=stats, closed_by=cut,
             ))
         return results
 

@@ -2,7 +2,7 @@
 
 >>> import dspy                                                             # doctest: +SKIP
 >>> from deal_chains.dspy import DeALLM                                     # doctest: +SKIP
->>> dspy.configure(lm=DeALLM(spec="commongen", max_tokens=48), adapter=dspy.JSONAdapter())  # doctest: +SKIP
+>>> dspy.configure(lm=DeALLM(spec="commongen", max_tokens=48))          # doctest: +SKIP
 >>> write = dspy.Predict("concepts: list[str] -> sentence: str")            # doctest: +SKIP
 >>> write(concepts=["dog", "frisbee"], config={"reward_vars": {"concepts": ["dog", "frisbee"]}}).sentence  # doctest: +SKIP
 
@@ -10,15 +10,22 @@ Install with ``pip install 'deal-chains[dspy]'``; DSPy is imported only when ``D
 first used, and a missing DSPy is a clear ``ImportError``. The model runs locally through
 the same runtime (``deal_chains.runtime``) as the LangChain integration.
 
-``DeALLM`` advertises ``response_format``: with ``dspy.JSONAdapter`` (or when
-``ChatAdapter`` falls back to it) the signature's output fields are generated under their
-JSON schema as a hard grammar constraint, so a small model's output always parses. The
+Output formats are enforced, so a small model's output parses on the first call and one
+``Predict`` (or ``ChainOfThought``) is one LM call. ``DeALLM`` advertises
+``response_format``: with ``dspy.JSONAdapter`` the signature's output fields are generated
+under their JSON schema as a hard grammar constraint. With DSPy's default ``ChatAdapter``
+the request is recognised (the called module's signature, checked against the messages
+ChatAdapter's own functions write) and decoded under a grammar of its
+``[[ ## field ## ]]`` ... ``[[ ## completed ## ]]`` format with typed fields
+(``deal_chains.dspy_formats``); ``max_text_chars`` caps its free-text fields. Requests
+not recognised are decoded unconstrained. ``response.deal[i]["format"]`` says which
+format was enforced (``"chat_adapter"``, ``"json"`` or None). The
 spec's ``{variables}`` come from ``DeALLM(reward_vars=...)`` and, per call, from
 ``config={"reward_vars": {...}}`` (``dspy.Predict`` passes ``config`` to the LM). The
 spec's ``system`` comes first in the system message, then the one DSPy writes (as with
-``ChatDeAL``). Under the JSON constraint, the spec's rewards score the output fields'
-values (``deal_chains.jsonkit.lexer.json_content``), not the JSON's keys; ``json_schema``
-rewards see the JSON.
+``ChatDeAL``). Under either format, the spec's rewards score the output fields' values
+(``deal_chains.jsonkit.lexer.json_content`` for JSON, the sections' text for ChatAdapter),
+not the JSON's keys or the markers; ``json_schema`` rewards see the JSON.
 
 Sampling (``temperature > 0``): with no ``seed`` set, every request gets a fresh one
 (reported in ``response.deal[i]["seed"]``); ``n > 1`` completions are one batched search.
@@ -119,7 +126,11 @@ def _build() -> type:
         def supports_response_schema(self) -> bool:
             return True
 
-        def _requests(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[list[Any], str | None]:
+        def _requests(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> list[Any]:
+            return self._plan(prompt, messages, kwargs)[0]
+
+        def _plan(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[list[Any], str | None]:
+            """The call's requests, and the output format they enforce (None: free text)."""
             from deal_chains.search.constraints import GrammarConstraint
 
             merged = {**self.kwargs, **kwargs}
@@ -151,13 +162,13 @@ def _build() -> type:
                         deal=[{**o.metadata(), "format": fmt_name} for o in outcomes])
 
         def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> _Obj:
-            requests, fmt_name = self._requests(prompt, messages, kwargs)
+            requests, fmt_name = self._plan(prompt, messages, kwargs)
             return self._response(self.adapter.generate(requests), fmt_name)
 
         async def aforward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> _Obj:
             import asyncio
 
-            requests, fmt_name = await asyncio.to_thread(self._requests, prompt, messages, kwargs)
+            requests, fmt_name = await asyncio.to_thread(self._plan, prompt, messages, kwargs)
             return self._response(await self.adapter.agenerate(requests), fmt_name)
 
         def dump_state(self) -> dict[str, Any]:
@@ -187,12 +198,13 @@ def _build() -> type:
     def chat_request_format(msgs: list[dict[str, str]], options: Any, max_text_chars: int | None) -> Any:
         """The grammar of ChatAdapter's answer to ``msgs`` (None: not a recognised ChatAdapter
         request, or the spec brings its own hard constraint, which then applies)."""
-        fields = chat_output_fields(msgs)
-        if fields is None:
+        found = chat_output_fields(msgs)
+        if found is None:
             return None
+        fields, input_names = found
         if options.spec is not None and options.spec.build_constraint(options.reward_vars) is not None:
             return None
-        return chat_format(fields, max_text_chars=max_text_chars)
+        return chat_format(fields, max_text_chars=max_text_chars, input_names=input_names)
 
     DeALLM.__module__ = __name__
     return DeALLM

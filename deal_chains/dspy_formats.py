@@ -22,8 +22,11 @@ recognised, and is decoded without a format constraint.
 ``chat_format`` turns the fields into a Lark grammar (llguidance's dialect) whose every
 output parses with ChatAdapter's ``parse`` on the first call:
 
-* ``str``: free text, not empty, no leading or trailing whitespace, never containing the
-  ``[[ ##`` marker, and never a bare template placeholder such as ``{answer}``;
+* ``str``: free text, not empty, no leading or trailing whitespace, not starting with
+  ``{`` (to a small model, the template's ``{answer}`` is the likeliest start), never containing the
+  ``[[ ##`` marker (nor ``[[##``), never a bare placeholder such as ``{x}``, and never a
+  field's placeholder (``{answer``, ``{question``) anywhere: the prompt's template, not a
+  value (a small model copies it); nor just a field's name (``[answer]``);
 * ``int`` / ``float``: a number; ``bool``: ``True`` or ``False``;
 * ``Literal[...]`` / an ``Enum``: exactly one of the options (as ChatAdapter lists them);
 * anything else (``list[str]``, ``dict``, a pydantic model, ``int | None``, ...): one JSON
@@ -88,9 +91,10 @@ class ChatFormat:
 # ---------------------------------------------------------------- recognising the request
 
 
-def chat_output_fields(messages: Sequence[Mapping[str, Any]]) -> list[OutputField] | None:
+def chat_output_fields(messages: Sequence[Mapping[str, Any]]) -> tuple[list[OutputField], list[str]] | None:
     """The output fields of a ChatAdapter request (``messages`` as the LM got them, contents
-    as text), or None when the request is not recognised (see the module docstring)."""
+    as text) and the names of its input fields, or None when the request is not recognised
+    (see the module docstring)."""
     try:
         import dspy
         from dspy.adapters.chat_adapter import ChatAdapter
@@ -120,7 +124,7 @@ def chat_output_fields(messages: Sequence[Mapping[str, Any]]) -> list[OutputFiel
             fields = [field_of(name, info.annotation) for name, info in signature.output_fields.items()]
             if not fields or any(f is None for f in fields):
                 return None
-            return fields  # type: ignore[return-value]
+            return fields, list(signature.input_fields)  # type: ignore[return-value]
     return None
 
 
@@ -181,9 +185,12 @@ def _is_dspy_type(annotation: Any) -> bool:
 # ---------------------------------------------------------------- the grammar
 
 
-def chat_format(fields: Sequence[OutputField], *, max_text_chars: int | None = None) -> ChatFormat:
+def chat_format(fields: Sequence[OutputField], *, max_text_chars: int | None = None,
+                input_names: Sequence[str] = ()) -> ChatFormat:
     """The grammar of ChatAdapter's answer with ``fields``. ``max_text_chars`` caps each
-    free-text field (None: no cap; the token budget still applies). Caps above
+    free-text field (None: no cap; the token budget still applies). ``input_names``: the
+    input fields, whose template placeholders (``{question``) free text never contains
+    either. Caps above
     ``MAX_TEXT_CAP`` are refused: the grammar engine's lexer limits then reject valid text.
 
     >>> fmt = chat_format([OutputField("answer", "text")])
@@ -204,7 +211,7 @@ def chat_format(fields: Sequence[OutputField], *, max_text_chars: int | None = N
             items += [name, "%json " + json.dumps(_json_schema(f.schema), ensure_ascii=False)]
             pending = ""
         else:
-            pending += _value_regex(f, max_text_chars)
+            pending += _value_regex(f, max_text_chars, [*input_names, *(g.name for g in fields)])
     pending += _lit(f"\n\n{COMPLETED}") + r" /\n?/"
     name = f"T{len(terminals)}"
     terminals.append(f"{name}: {pending}")
@@ -226,9 +233,14 @@ def check_text_cap(max_text_chars: Any) -> None:
 
 
 def _lit(text: str) -> str:
-    """``text`` as an exact regex terminal (every character but letters and digits written
-    as ``\\x{..}``, so no regex dialect reads it differently)."""
-    return "/" + "".join(c if c.isascii() and c.isalnum() else "\\x{%x}" % ord(c) for c in text) + "/"
+    """``text`` as an exact regex terminal."""
+    return "/" + _lit_body(text) + "/"
+
+
+def _lit_body(text: str) -> str:
+    """A regex matching exactly ``text`` (every character but ASCII letters and digits
+    written as ``\\x{..}``, so no regex dialect reads it differently)."""
+    return "".join(c if c.isascii() and c.isalnum() else "\\x{%x}" % ord(c) for c in text)
 
 
 _ANY = r"(?s:.)"
@@ -236,18 +248,25 @@ _ANY = r"(?s:.)"
 # parse (str.splitlines) would turn into "\n", so the parsed value is the text as written
 _CHAR = r"[^\r\x{b}\x{c}\x{1c}-\x{1e}\x{85}\x{2028}\x{2029}]"
 _EDGE = r"[^\s\x{1c}-\x{1e}]"  # its first and last character: no whitespace either
+_FIRST = r"[^\s\x{1c}-\x{1e}{]"  # nor "{" first: a small model opens the template's "{answer}"
 
 
-def _value_regex(f: OutputField, max_text_chars: int | None) -> str:
+def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str]) -> str:
     if f.kind == "text":
         if max_text_chars == 1:
-            body = f"/{_EDGE}/"
+            body = f"/{_FIRST}/"
         else:
             middle = f"{_CHAR}*" if max_text_chars is None else f"{_CHAR}{{0,{max_text_chars - 2}}}"
-            body = f"/{_EDGE}({middle}{_EDGE})?/"
-        # never the marker (a line starting with it is a new field to ChatAdapter's parse),
-        # never a bare placeholder like "{answer}" (the prompt's template, not a value)
-        return rf"({body} & ~/{_ANY}*\[\[ ##{_ANY}*/ & ~/\{{[A-Za-z_][A-Za-z0-9_]*\}}/)"
+            body = f"/{_FIRST}({middle}{_EDGE})?/"
+        # never the marker, nor a near miss such as "[[## completed" (a model trying to end
+        # the field: a line starting with the marker is a new field to ChatAdapter's parse);
+        # never the prompt's template: not a bare placeholder such as "{answer}", nor a
+        # field's placeholder anywhere in the text, nor "{" first ("{city}", "{answer, ..."),
+        # nor just a field's name ("answer", "[answer]")
+        placeholders = "|".join(_lit_body("{" + name) for name in names)  # "{answer, completed}" too
+        names_rx = "|".join(_lit_body(name) for name in names)
+        return (rf"({body} & ~/{_ANY}*\[\[ *#{_ANY}*/ & ~/\{{[A-Za-z_][A-Za-z0-9_]*\}}/"
+                rf" & ~/{_ANY}*({placeholders}){_ANY}*/ & ~/[\[(<\"'`*_]*({names_rx})[\])>\"'`*_:.]*/)")
     if f.kind == "int":
         return r"/-?(0|[1-9][0-9]{0,17})/"
     if f.kind == "float":

@@ -197,19 +197,20 @@ def test_chat_output_fields_recognise_chat_adapter_requests_only(dspy_quiet):
     Typed, _ = _typed_signature(dspy)
     predict = dspy.Predict(Typed)
     inputs = {"question": "Why?"}
-    chat = dspy.ChatAdapter().format(Typed, [], inputs)
+    chat = dspy.ChatAdapter().format(signature=Typed, demos=[], inputs=inputs)
     with dspy.context(caller_modules=[predict]):
-        fields = chat_output_fields(chat)
+        fields, input_names = chat_output_fields(chat)
+        assert input_names == ["question"]
         assert [(f.name, f.kind) for f in fields] == [
             ("count", "int"), ("score", "float"), ("flag", "bool"), ("mood", "choice"), ("tags", "json"),
             ("person", "json"), ("answer", "text")]
         assert fields[3].options == ("happy", "sad", "so-so")
         assert fields[5].schema["required"] == ["name", "age"]
         # another adapter's request, an edited system message, a different signature
-        assert chat_output_fields(dspy.XMLAdapter().format(Typed, [], inputs)) is None
+        assert chat_output_fields(dspy.XMLAdapter().format(signature=Typed, demos=[], inputs=inputs)) is None
         edited = [{**chat[0], "content": chat[0]["content"] + " Be brief."}, *chat[1:]]
         assert chat_output_fields(edited) is None
-        other = dspy.ChatAdapter().format(dspy.Signature("question -> answer"), [], inputs)
+        other = dspy.ChatAdapter().format(signature=dspy.Signature("question -> answer"), demos=[], inputs=inputs)
         assert chat_output_fields(other) is None
     assert chat_output_fields(chat) is None  # no DSPy module being called
 
@@ -227,6 +228,12 @@ def test_chat_output_fields_recognise_chat_adapter_requests_only(dspy_quiet):
      "[[ ## answer ## ]]\n see\n\n", False),  # no leading whitespace
     ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
      "[[ ## answer ## ]]\nsee [[ ## x ## ]]\n\n", False),  # no marker inside a value
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\nsee\n\n[[## completed ## ]]\n\n", False),  # nor a near miss
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\n{answer} is\n\n", False),  # nor a field's placeholder
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\nIt is {q, a}\n\n", False),  # an input's either
 ])
 def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):
     from typing import Literal
@@ -235,7 +242,7 @@ def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):
 
     fields = [field_of("n", int), field_of("ok", bool), field_of("mood", Literal["happy", "sad", "so-so"]),
               field_of("tags", list[str]), field_of("answer", str)]
-    compiled = chat_format(fields).constraint().compile(tiny_lm)
+    compiled = chat_format(fields, input_names=["q"]).constraint().compile(tiny_lm)
     state = compiled.new_state()
     ids = tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     consumed = state.try_consume_tokens(ids)
@@ -284,5 +291,22 @@ def test_default_adapter_predict_is_one_call_on_the_default_model(default_lm, ds
         torch.set_num_threads(before)
     assert len(lm.history) == 1
     assert lm.history[0]["response"].deal[0]["format"] == "chat_adapter"
-    assert out.answer and out.answer.strip() not in ("{answer}", "answer") and "[[" not in out.answer
-    assert "paris" in out.answer.lower(), out.answer
+    # the grammar keeps the template out of the answer: it starts with no placeholder and is
+    # not the bare field name (what SmolLM2-135M copies from ChatAdapter's prompt otherwise)
+    answer = out.answer
+    assert answer and answer == answer.strip() and "[[" not in answer, answer
+    assert not answer.startswith("{") and "{answer" not in answer and "{question" not in answer, answer
+    assert answer.strip("[]{}()<>") != "answer", answer
+
+
+def test_async_predict_is_recognised_too(chat_tiny_lm, dspy_quiet):
+    import asyncio
+
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=120)  # an int: up to 18 digits
+    with dspy.context(lm=lm):
+        out = asyncio.run(dspy.Predict("question -> answer: int").acall(question="2 + 2?"))
+    assert len(lm.history) == 1 and lm.history[0]["response"].deal[0]["format"] == "chat_adapter"
+    assert isinstance(out.answer, int)

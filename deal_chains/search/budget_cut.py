@@ -10,7 +10,9 @@ This module reads the answer back. A value counts as cut when its closing token 
 one of those limits *and* the model's own likeliest token there would not have closed it:
 under closing pressure, its likeliest token the grammar allows; at a string cap, its
 likeliest token at all (the grammar allowed nothing but the close). Such an answer is
-reported as cut (``finish_reason "length"``), never as whole.
+reported as cut (``finish_reason "length"``), never as whole. A loop the pressure closed
+early in the budget (``repeating_tail``) is not counted here: the value repeats itself, and
+is reported as the model wrote it up to the close.
 
 >>> from deal_chains.search.budget_cut import closed_by_limit   # doctest: +SKIP
 """
@@ -55,7 +57,7 @@ def limited_closes(constraint: Any, ids: Sequence[int], max_new_tokens: int) -> 
             # past it: a longer string had its own maxLength
             if cap is not None and lexer.in_string and cap <= chars <= cap + 4:
                 out[i] = LimitedClose(lexer.copy(), by_cap=True)
-            elif constraint.closing_pressure(list(ids[:i]), max_new_tokens - i, max_new_tokens)[0] > 0:
+            elif constraint.closing_pressure(list(ids[:i]), max_new_tokens - i, max_new_tokens, loops=False)[0] > 0:
                 out[i] = LimitedClose(lexer.copy(), by_cap=False)
         lexer.feed(text)
         if lexer.in_string:

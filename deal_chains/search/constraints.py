@@ -304,18 +304,19 @@ class CompiledConstraint:
         """About how many tokens the required top-level keys the document lacks still need."""
         return sum(cost for key, cost in self.required_keys.items() if key not in state.root_keys)
 
-    def closing_pressure(self, ids: Sequence[int], remaining: int, max_new_tokens: int) -> tuple[float, bool]:
+    def closing_pressure(self, ids: Sequence[int], remaining: int, max_new_tokens: int,
+                         loops: bool = True) -> tuple[float, bool]:
         """(the closing bias ``apply_masks`` gives a row that generated ``ids`` with
         ``remaining`` tokens of ``max_new_tokens`` left, whether the row is inside a string).
         The one place that says when closing pressure is on: the search applies it, and
-        ``budget_cut`` reads it back to tell a value the model closed from one the
-        budget closed."""
+        ``budget_cut`` reads it back (``loops=False``: the budget's share alone) to tell a
+        value the model closed from one the budget closed."""
         lexed = self.lex_state(ids)
         needed = lexed.depth + int(lexed.in_string)
         if self.required_keys:
             needed += self.owed_tokens(lexed)
         # a row caught in a loop closes now, whatever budget is left
-        bias = 16.0 if repeating_tail(ids) else closing_bias(remaining, max_new_tokens, needed=needed)
+        bias = 16.0 if loops and repeating_tail(ids) else closing_bias(remaining, max_new_tokens, needed=needed)
         return bias, lexed.in_string
 
     def new_state(self) -> Any:

@@ -650,7 +650,7 @@ def test_rewards_score_the_content_of_structured_output_and_tool_calls(lm):
     assert isinstance(kw_reward, ContentView) and not isinstance(schema_reward, ContentView)
     # a tool call is scored on its arguments' values, not the tool's name or the keys
     msg = ChatDeAL(model=lm, spec="rewards: [{keywords: {words: [get_weather, city], inflections: false}}]",
-                   max_tokens=60).bind_tools([ShortWeather], tool_choice="any").invoke("Weather?")
+                   max_tokens=120).bind_tools([ShortWeather], tool_choice="any").invoke("Weather?")
     [tc] = msg.tool_calls
     content = TOOL_CONTENT(json.dumps({"name": tc["name"], "arguments": tc["args"]}))
     assert content == tc["args"]["city"]

@@ -37,6 +37,11 @@ class GenerationResult:
     ``finished`` is False when the token budget ran out before the model ended its answer
     (``finish_reason == "length"``): the text is then cut, and says so here rather than
     passing for a complete answer.
+
+    ``alternatives`` (with ``SearchConfig.returns`` > 1): the next best hypotheses of the same
+    search, best first, each a ``GenerationResult`` of its own (its text, rewards, score,
+    finish reason; no alternatives of its own). Texts are distinct from the answer's and
+    from each other; fewer than ``returns - 1`` when the search found fewer distinct ones.
     """
 
     text: str
@@ -49,6 +54,7 @@ class GenerationResult:
     finish_reason: str  # "stop" | "length" | "ended" (on_tokens asked the search to end)
     strategy: str
     stats: SearchStats = field(default_factory=SearchStats)
+    alternatives: list["GenerationResult"] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float:
@@ -56,7 +62,7 @@ class GenerationResult:
         return self.logprob / max(1, len(self.token_ids))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "text": self.text,
             "rewards": dict(self.rewards),
             "reward": self.reward,
@@ -69,3 +75,6 @@ class GenerationResult:
             "new_tokens": len(self.token_ids),
             "stats": self.stats.as_dict(),
         }
+        if self.alternatives:  # only with returns > 1, so records of one answer keep their shape
+            out["alternatives"] = [a.as_dict() for a in self.alternatives]
+        return out

@@ -424,6 +424,15 @@ def output_record(rec: dict[str, Any], res: Any, *, result_field: str | None = N
         "strategy": res.strategy,
         "stats": stats,
     })
+    alternatives = getattr(res, "alternatives", None)
+    if alternatives:  # search.returns > 1: the next best answers, best first
+        result["alternatives"] = [{
+            "text": alt.text,
+            "rewards": finite_copy(alt.rewards, ("alternatives", i, "rewards"), non_finite),
+            "reward": finite_copy(alt.reward, ("alternatives", i, "reward"), non_finite),
+            "score": finite_copy(alt.score, ("alternatives", i, "score"), non_finite),
+            "finished": alt.finished, "finish_reason": alt.finish_reason,
+        } for i, alt in enumerate(alternatives)]
     if non_finite:  # written as null: say which, so a null is not read as "no score"
         stats["non_finite"] = non_finite
     if result_field is not None:

@@ -109,6 +109,19 @@ def test_output_record_nulls_non_finite_scores_and_says_so():
     assert "non_finite" not in clean["stats"] and clean["input_line"] == 4
 
 
+def test_output_record_lists_the_alternatives_of_search_returns():
+    rec = {"prompt": "p", "__line__": 1}
+    alt = fake_result(text="other", score=-float("inf"), finished=False, finish_reason="length")
+    out = output_record(rec, fake_result(alternatives=[alt]))
+    assert out["text"] == "hello"
+    assert out["alternatives"] == [{"text": "other", "rewards": {"keywords": 0.5}, "reward": 0.5, "score": None,
+                                    "finished": False, "finish_reason": "length"}]
+    assert out["stats"]["non_finite"] == ["alternatives[0].score"]
+    strict_loads(jsonl_line(out))
+    assert "alternatives" not in output_record(rec, fake_result(alternatives=[]))
+    assert "alternatives" not in output_record(rec, fake_result())
+
+
 def test_output_record_nests_under_result_field():
     rec = {"text": "the source", "rewards": "kept", "__line__": 2}
     fp = {"spec": "s" * 16, "search": "t" * 16}

@@ -248,7 +248,16 @@ def settings_fingerprint(spec: Any, config: Any) -> dict[str, str]:
         spec_data = spec.model_dump(mode="json", exclude=exclude)
     except Exception:  # a spec built in Python may hold values JSON cannot: digest their text
         spec_data = spec.model_dump(exclude=exclude)
-    return {"spec": _digest(spec_data), "search": _digest(config.model_dump(mode="json"))}
+    search = config.model_dump(mode="json")
+    for name, default in _SEARCH_FIELDS_ADDED.items():
+        if name in search and search[name] == default:
+            del search[name]
+    return {"spec": _digest(spec_data), "search": _digest(search)}
+
+
+# search settings added after fingerprints were first written, with their defaults: left out of
+# the digest at the default, so records written before them still resume
+_SEARCH_FIELDS_ADDED = {"returns": 1}
 
 
 def check_output_path(out_path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:

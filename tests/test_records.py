@@ -282,6 +282,13 @@ def test_settings_fingerprint_tracks_spec_and_search():
     # the model is not part of it (--model overrides it; paths differ between machines)
     with_model = load_spec("model: default\n" + base)
     assert settings_fingerprint(with_model, with_model.search_config()) == fp
+    # search.returns (added later) at its default leaves the digest as it was before it existed,
+    # so earlier outputs still resume; another value is other settings
+    from deal_chains.records import _digest
+
+    before = {k: v for k, v in spec.search_config().model_dump(mode="json").items() if k != "returns"}
+    assert fp["search"] == _digest(before)
+    assert settings_fingerprint(spec, spec.search_config(returns=2))["search"] != fp["search"]
 
 
 def test_a_directory_as_input_says_so(tmp_path):

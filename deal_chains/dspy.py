@@ -2,7 +2,7 @@
 
 >>> import dspy                                                             # doctest: +SKIP
 >>> from deal_chains.dspy import DeALLM                                     # doctest: +SKIP
->>> dspy.configure(lm=DeALLM(spec="commongen", max_tokens=48), adapter=dspy.JSONAdapter())  # doctest: +SKIP
+>>> dspy.configure(lm=DeALLM(spec="commongen", max_tokens=48))          # doctest: +SKIP
 >>> write = dspy.Predict("concepts: list[str] -> sentence: str")            # doctest: +SKIP
 >>> write(concepts=["dog", "frisbee"], config={"reward_vars": {"concepts": ["dog", "frisbee"]}}).sentence  # doctest: +SKIP
 
@@ -10,15 +10,22 @@ Install with ``pip install 'deal-chains[dspy]'``; DSPy is imported only when ``D
 first used, and a missing DSPy is a clear ``ImportError``. The model runs locally through
 the same runtime (``deal_chains.runtime``) as the LangChain integration.
 
-``DeALLM`` advertises ``response_format``: with ``dspy.JSONAdapter`` (or when
-``ChatAdapter`` falls back to it) the signature's output fields are generated under their
-JSON schema as a hard grammar constraint, so a small model's output always parses. The
+Output formats are enforced, so a small model's output parses on the first call and one
+``Predict`` (or ``ChainOfThought``) is one LM call. ``DeALLM`` advertises
+``response_format``: with ``dspy.JSONAdapter`` the signature's output fields are generated
+under their JSON schema as a hard grammar constraint. With DSPy's default ``ChatAdapter``
+the request is recognised (the called module's signature, checked against the messages
+ChatAdapter's own functions write) and decoded under a grammar of its
+``[[ ## field ## ]]`` ... ``[[ ## completed ## ]]`` format with typed fields
+(``deal_chains.dspy_formats``); ``max_text_chars`` caps its free-text fields. Requests
+not recognised are decoded unconstrained. ``response.deal[i]["format"]`` says which
+format was enforced (``"chat_adapter"``, ``"json"`` or None). The
 spec's ``{variables}`` come from ``DeALLM(reward_vars=...)`` and, per call, from
 ``config={"reward_vars": {...}}`` (``dspy.Predict`` passes ``config`` to the LM). The
 spec's ``system`` comes first in the system message, then the one DSPy writes (as with
-``ChatDeAL``). Under the JSON constraint, the spec's rewards score the output fields'
-values (``deal_chains.jsonkit.lexer.json_content``), not the JSON's keys; ``json_schema``
-rewards see the JSON.
+``ChatDeAL``). Under either format, the spec's rewards score the output fields' values
+(``deal_chains.jsonkit.lexer.json_content`` for JSON, the sections' text for ChatAdapter),
+not the JSON's keys or the markers; ``json_schema`` rewards see the JSON.
 
 Sampling (``temperature > 0``): with no ``seed`` set, every request gets a fresh one
 (reported in ``response.deal[i]["seed"]``); ``n > 1`` completions are one batched search.
@@ -69,6 +76,7 @@ def _build() -> type:
     from deal_chains.runtime import ModelRuntime, resolve_spec, search_config
     from deal_chains.runtime.options import DSPY_RULES, ModelDefaults, read_call_options
     from deal_chains.jsonkit.lexer import json_content
+    from deal_chains.dspy_formats import chat_format, chat_output_fields, check_text_cap
 
     quiet = _quiet_call()
     # method bodies cannot see class-level names: the call steps are closure variables
@@ -88,15 +96,20 @@ def _build() -> type:
         ``temperature``, ``max_tokens``, ``n``, ``stop``, ``response_format``,
         ``reward_vars``, ``spec``, ``search``, ``rollout_id`` and the search settings;
         other DSPy call options are ignored. Each response carries the reward breakdown,
-        score and search stats under ``response.deal``
+        score, search stats and the enforced output format (``"chat_adapter"``, ``"json"``
+        or None) under ``response.deal``
         (``lm.history[-1]["response"].deal``). ``trust_remote_code``: let transformers run
-        the model repository's own code (off unless asked).
+        the model repository's own code (off unless asked). ``max_text_chars``: cap each
+        free-text output field of DSPy's ChatAdapter format (1 to 400 characters; None, the
+        default: no cap but the token budget).
         """
 
         def __init__(self, model: Any = "default", *, spec: Any = None, step: str | None = None,
                      reward_vars: dict[str, Any] | None = None, device: str = "auto", dtype: str | None = "auto",
                      temperature: float | None = None, max_tokens: int | None = None, cache: bool = False,
-                     trust_remote_code: bool = False, **search: Any):
+                     trust_remote_code: bool = False, max_text_chars: int | None = None, **search: Any):
+            check_text_cap(max_text_chars)  # a bad cap fails here
+            self.max_text_chars = max_text_chars
             self.adapter = ModelRuntime(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             self.spec = resolve_spec(spec, step)
             self.reward_vars = dict(reward_vars or {})
@@ -114,6 +127,10 @@ def _build() -> type:
             return True
 
         def _requests(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> list[Any]:
+            return self._plan(prompt, messages, kwargs)[0]
+
+        def _plan(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[list[Any], str | None]:
+            """The call's requests, and the output format they enforce (None: free text)."""
             from deal_chains.search.constraints import GrammarConstraint
 
             merged = {**self.kwargs, **kwargs}
@@ -121,37 +138,42 @@ def _build() -> type:
             msgs = [{"role": m["role"], "content": _content(m.get("content"))} for m in msgs]
             defaults = ModelDefaults(loaded_spec=self.spec, search=self.search, reward_vars=self.reward_vars)
             options = read_call_options(defaults, merged, DSPY_RULES)
-            constraint = None
-            if options.response_schema is not None:
-                constraint = GrammarConstraint.json_schema(options.response_schema)
-            view = json_content if constraint is not None else None
+            constraint, view, fmt_name = None, None, None
+            if options.response_schema is not None:  # JSONAdapter (or ChatAdapter's fallback to it)
+                constraint, view = GrammarConstraint.json_schema(options.response_schema), json_content
+                fmt_name = "json"
+            else:  # ChatAdapter: its [[ ## field ## ]] format, when the request is recognised
+                fmt = chat_request_format(msgs, options, self.max_text_chars)
+                if fmt is not None:
+                    constraint, view, fmt_name = fmt.constraint(), fmt.view, "chat_adapter"
             # DSPy writes the system message (its field format); the adapter puts the spec's
             # system prompt (start-state adaptation) before it, as for ChatDeAL
             return [self.adapter.request(msgs, spec=options.spec, reward_vars=options.reward_vars, config=config,
                                          constraint=constraint, stop=options.stop, view=view)
-                    for config in options.completion_configs()]
+                    for config in options.completion_configs()], fmt_name
 
-        def _response(self, outcomes: list[Any]) -> _Obj:
+        def _response(self, outcomes: list[Any], fmt_name: str | None) -> _Obj:
             usage = {"prompt_tokens": outcomes[0].prompt_tokens,
                      "completion_tokens": sum(len(o.result.token_ids) for o in outcomes)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             choices = [_Obj(index=i, message=_Obj(role="assistant", content=o.text, tool_calls=None),
                             finish_reason=o.finish_reason) for i, o in enumerate(outcomes)]
             return _Obj(choices=choices, usage=usage, model=self.model, cache_hit=False, _hidden_params={},
-                        deal=[o.metadata() for o in outcomes])
+                        deal=[{**o.metadata(), "format": fmt_name} for o in outcomes])
 
         def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> _Obj:
-            return self._response(self.adapter.generate(self._requests(prompt, messages, kwargs)))
+            requests, fmt_name = self._plan(prompt, messages, kwargs)
+            return self._response(self.adapter.generate(requests), fmt_name)
 
         async def aforward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> _Obj:
             import asyncio
 
-            requests = await asyncio.to_thread(self._requests, prompt, messages, kwargs)
-            return self._response(await self.adapter.agenerate(requests))
+            requests, fmt_name = await asyncio.to_thread(self._plan, prompt, messages, kwargs)
+            return self._response(await self.adapter.agenerate(requests), fmt_name)
 
         def dump_state(self) -> dict[str, Any]:
             state = super().dump_state()
-            state.update(search=self.search, reward_vars=self.reward_vars)
+            state.update(search=self.search, reward_vars=self.reward_vars, max_text_chars=self.max_text_chars)
             return state
 
         if quiet is not None:
@@ -172,6 +194,17 @@ def _build() -> type:
                 call = await asyncio.to_thread(prepare, self, prompt, messages, kwargs, asynchronous=True)
                 warn_messages(self, messages)
                 return finalize(self, call, await aexecute(self, call))
+
+    def chat_request_format(msgs: list[dict[str, str]], options: Any, max_text_chars: int | None) -> Any:
+        """The grammar of ChatAdapter's answer to ``msgs`` (None: not a recognised ChatAdapter
+        request, or the spec brings its own hard constraint, which then applies)."""
+        found = chat_output_fields(msgs)
+        if found is None:
+            return None
+        fields, input_names = found
+        if options.spec is not None and options.spec.build_constraint(options.reward_vars) is not None:
+            return None
+        return chat_format(fields, max_text_chars=max_text_chars, input_names=input_names)
 
     DeALLM.__module__ = __name__
     return DeALLM

@@ -62,3 +62,251 @@ def test_dspy_predict_runs_with_the_spec_rewards(default_lm):
     assert kw.score([baseline.sentence], None)[0] < 1.0, baseline.sentence
     assert kw.score([out.sentence], None)[0] == 1.0, out.sentence
     assert deal["rewards"]["keywords"] == 1.0
+
+
+# --------------------------------------------------------------------- ChatAdapter's format
+# DSPy's default adapter (ChatAdapter) asks for [[ ## field ## ]] sections; DeALLM enforces
+# them by grammar, so one predict is one LM call and every field parses, even from a model
+# with random weights.
+
+@pytest.fixture(scope="module")
+def chat_tiny_lm(tmp_path_factory):
+    """The tiny random model with room for DSPy's prompts (a character-level tokenizer:
+    ChatAdapter's system message alone is ~1,000 tokens)."""
+    from deal_chains.models import load_model
+    from tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=4096)
+    return load_model(str(path), device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def dspy_quiet():
+    dspy = pytest.importorskip("dspy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # DSPy 3.4 deprecates BaseLM.forward
+        yield dspy
+
+
+def _typed_signature(dspy):
+    from typing import Literal
+
+    import pydantic
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+
+    # fields given as (type, field) pairs: this module's annotations are strings
+    fields = {"question": (str, dspy.InputField()), "count": (int, dspy.OutputField()),
+              "score": (float, dspy.OutputField()), "flag": (bool, dspy.OutputField()),
+              "mood": (Literal["happy", "sad", "so-so"], dspy.OutputField()),
+              "tags": (list[str], dspy.OutputField()), "person": (Person, dspy.OutputField()),
+              "answer": (str, dspy.OutputField())}
+    Typed = dspy.Signature(fields, "Describe the question.")
+
+    return Typed, Person
+
+
+def _assert_typed(out, Person):
+    assert isinstance(out.count, int) and not isinstance(out.count, bool)
+    assert isinstance(out.score, float)
+    assert isinstance(out.flag, bool)
+    assert out.mood in ("happy", "sad", "so-so")
+    assert isinstance(out.tags, list) and all(isinstance(t, str) for t in out.tags)
+    assert isinstance(out.person, Person)
+    assert isinstance(out.answer, str) and out.answer and out.answer == out.answer.strip()
+    assert out.answer != "{answer}" and "[[ ##" not in out.answer
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "deal"])
+def test_chat_adapter_typed_outputs_parse_in_one_call(chat_tiny_lm, dspy_quiet, strategy):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    Typed, Person = _typed_signature(dspy)
+    lm = DeALLM(chat_tiny_lm, strategy=strategy, max_tokens=700, max_text_chars=12,
+                **({"top_k": 2, "lookahead": 2} if strategy == "deal" else {}))
+    with dspy.context(lm=lm):  # no adapter: DSPy's default ChatAdapter
+        out = dspy.Predict(Typed)(question="What is up?")
+    assert len(lm.history) == 1  # no second call: ChatAdapter's parse did not fail over to JSON
+    response = lm.history[0]["response"]
+    text = response.choices[0].message.content
+    assert text.startswith("[[ ## count ## ]]\n") and text.rstrip().endswith("[[ ## completed ## ]]")
+    assert response.choices[0].finish_reason == "stop" and response.deal[0]["format"] == "chat_adapter"
+    _assert_typed(out, Person)
+    # the answer is the section's text as written (no whitespace or marker trimmed from it)
+    assert f"[[ ## answer ## ]]\n{out.answer}\n\n[[ ## completed ## ]]" in text
+    assert len(out.answer) <= 12
+
+
+def test_chain_of_thought_is_one_call(chat_tiny_lm, dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=200, max_text_chars=20)
+    with dspy.context(lm=lm):
+        out = dspy.ChainOfThought("question -> answer: int")(question="What is 2 + 2?")
+    assert len(lm.history) == 1
+    assert isinstance(out.reasoning, str) and out.reasoning and isinstance(out.answer, int)
+    assert lm.history[0]["response"].choices[0].message.content.startswith("[[ ## reasoning ## ]]\n")
+
+
+def test_json_adapter_is_one_call_with_typed_fields(chat_tiny_lm, dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    Typed, Person = _typed_signature(dspy)
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=700)
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        out = dspy.Predict(Typed)(question="What is up?")
+    assert len(lm.history) == 1
+    assert lm.history[0]["response"].deal[0]["format"] == "json"
+    _assert_typed(out, Person)
+
+
+def test_a_cut_chat_answer_reports_length(chat_tiny_lm, dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=6)
+    with dspy.context(lm=lm), pytest.raises(Exception):  # no format fits in 6 tokens
+        dspy.Predict("question -> answer")(question="Hi?")
+    first = lm.history[0]["response"]
+    assert first.deal[0]["format"] == "chat_adapter"
+    assert first.choices[0].finish_reason == "length"  # the budget cut it: not hidden
+    assert first.choices[0].message.content == "[[ ## "  # 6 tokens of the forced header
+
+
+def test_other_adapters_and_plain_calls_are_not_constrained(chat_tiny_lm, dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=4)
+    lm("Say hi.")
+    assert lm.history[-1]["response"].deal[0]["format"] is None
+    with dspy.context(lm=lm, adapter=dspy.XMLAdapter()), pytest.raises(Exception):
+        dspy.Predict("question -> answer")(question="Hi?")
+    assert lm.history[1]["response"].deal[0]["format"] is None
+
+
+def test_chat_output_fields_recognise_chat_adapter_requests_only(dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy_formats import chat_output_fields
+
+    Typed, _ = _typed_signature(dspy)
+    predict = dspy.Predict(Typed)
+    inputs = {"question": "Why?"}
+    chat = dspy.ChatAdapter().format(signature=Typed, demos=[], inputs=inputs)
+    with dspy.context(caller_modules=[predict]):
+        fields, input_names = chat_output_fields(chat)
+        assert input_names == ["question"]
+        assert [(f.name, f.kind) for f in fields] == [
+            ("count", "int"), ("score", "float"), ("flag", "bool"), ("mood", "choice"), ("tags", "json"),
+            ("person", "json"), ("answer", "text")]
+        assert fields[3].options == ("happy", "sad", "so-so")
+        assert fields[5].schema["required"] == ["name", "age"]
+        # another adapter's request, an edited system message, a different signature
+        assert chat_output_fields(dspy.XMLAdapter().format(signature=Typed, demos=[], inputs=inputs)) is None
+        edited = [{**chat[0], "content": chat[0]["content"] + " Be brief."}, *chat[1:]]
+        assert chat_output_fields(edited) is None
+        other = dspy.ChatAdapter().format(signature=dspy.Signature("question -> answer"), demos=[], inputs=inputs)
+        assert chat_output_fields(other) is None
+    assert chat_output_fields(chat) is None  # no DSPy module being called
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("[[ ## n ## ]]\n-12\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nso-so\n\n[[ ## tags ## ]]\n[\"a\",\"b\"]\n\n"
+     "[[ ## answer ## ]]\nLine one.\n\nLine [2]\n\n[[ ## completed ## ]]\n", True),
+    ("[[ ## n ## ]]\n-12\n\n[[ ## ok ## ]]\ntrue\n\n", False),  # ChatAdapter's bool is True/False
+    ("[[ ## n ## ]]\n1.5\n\n", False),
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nfine\n\n", False),
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[1]\n\n", False),
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\n{answer}\n\n", False),  # the prompt's placeholder is no value
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\n see\n\n", False),  # no leading whitespace
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\nsee [[ ## x ## ]]\n\n", False),  # no marker inside a value
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\nsee\n\n[[## completed ## ]]\n\n", False),  # nor a near miss
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\n{answer} is\n\n", False),  # nor a field's placeholder
+    ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+     "[[ ## answer ## ]]\nIt is {q, a}\n\n", False),  # an input's either
+])
+def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):
+    from typing import Literal
+
+    from deal_chains.dspy_formats import chat_format, field_of
+
+    fields = [field_of("n", int), field_of("ok", bool), field_of("mood", Literal["happy", "sad", "so-so"]),
+              field_of("tags", list[str]), field_of("answer", str)]
+    compiled = chat_format(fields, input_names=["q"]).constraint().compile(tiny_lm)
+    state = compiled.new_state()
+    ids = tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    consumed = state.try_consume_tokens(ids)
+    assert (consumed == len(ids) and state.is_accepting()) is ok
+    if ok:
+        dspy = pytest.importorskip("dspy")
+        sig = dspy.Signature({"q": (str, dspy.InputField()), **{
+            name: (t, dspy.OutputField()) for name, t in
+            [("n", int), ("ok", bool), ("mood", Literal["happy", "sad", "so-so"]), ("tags", list[str]),
+             ("answer", str)]}})
+        assert dspy.ChatAdapter().parse(sig, text) == {"n": -12, "ok": True, "mood": "so-so", "tags": ["a", "b"],
+                                                       "answer": "Line one.\n\nLine [2]"}
+
+
+def test_rewards_score_the_field_values():
+    from deal_chains.dspy_formats import values_of
+
+    text = "[[ ## reasoning ## ]]\nBecause.\n\n[[ ## who ## ]]\n{\"name\":\"Al\"}\n\n[[ ## completed ## ]]\n"
+    assert values_of(text, json_fields=["who"]) == "Because.\n\nAl"
+    assert values_of(text[:35]) == "Because."  # "[[ ## who" being written is no value yet
+    assert values_of("[[ ## answer ## ]]\nPar") == "Par"
+
+
+def test_bad_text_cap_fails_at_construction(tiny_model_dir):
+    pytest.importorskip("dspy")
+    from deal_chains import ConfigError
+    from deal_chains.dspy import DeALLM
+
+    for bad in (0, 401, "12"):
+        with pytest.raises(ConfigError, match="max_text_chars"):
+            DeALLM(str(tiny_model_dir), max_text_chars=bad)
+
+
+@pytest.mark.integration
+def test_default_adapter_predict_is_one_call_on_the_default_model(default_lm, dspy_quiet):
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lm = DeALLM(default_lm, max_tokens=40)
+        with dspy.context(lm=lm):
+            out = dspy.Predict("question -> answer")(question="What is the capital of France?")
+    finally:
+        torch.set_num_threads(before)
+    assert len(lm.history) == 1
+    assert lm.history[0]["response"].deal[0]["format"] == "chat_adapter"
+    # the grammar keeps the template out of the answer: it starts with no placeholder and is
+    # not the bare field name (what SmolLM2-135M copies from ChatAdapter's prompt otherwise)
+    answer = out.answer
+    assert answer and answer == answer.strip() and "[[" not in answer, answer
+    assert not answer.startswith("{") and "{answer" not in answer and "{question" not in answer, answer
+    assert answer.strip("[]{}()<>") != "answer", answer
+
+
+def test_async_predict_is_recognised_too(chat_tiny_lm, dspy_quiet):
+    import asyncio
+
+    dspy = dspy_quiet
+    from deal_chains.dspy import DeALLM
+
+    lm = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=120)  # an int: up to 18 digits
+    with dspy.context(lm=lm):
+        out = asyncio.run(dspy.Predict("question -> answer: int").acall(question="2 + 2?"))
+    assert len(lm.history) == 1 and lm.history[0]["response"].deal[0]["format"] == "chat_adapter"
+    assert isinstance(out.answer, int)

@@ -219,3 +219,63 @@ def may_repeat_keys(schema: Any) -> bool:
 
     walk_schema(schema, look)
     return found
+
+
+def typical_tokens(schema: Any, *, chars_per_token: float = 3.0, cap: int = 1024) -> int:
+    """About how many tokens a typical compact JSON instance of ``schema`` takes: the basis
+    of a default token budget sized from the schema (a budget that cuts ordinary answers is
+    worse than one that is a bit large, since generation ends at the document's end).
+
+    >>> typical_tokens({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}})
+    25
+
+    Per node: a string ~12 tokens (or its ``maxLength``, enum or const), a number 4, a
+    boolean or null 2, an array three items (within ``minItems``/``maxItems``), an object
+    its declared properties with their keys, a choice (``anyOf``/``oneOf``) its largest
+    branch; local ``$ref``s are followed (recursion counted once). Capped at ``cap``."""
+    root = schema
+
+    def tokens(text: str) -> int:
+        return max(1, math.ceil(len(text) / chars_per_token))
+
+    def size(node: Any, depth: int, seen: frozenset[str]) -> float:
+        if depth > 16 or not isinstance(node, dict):
+            return 4.0
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#") and ref not in seen:
+            target: Any = root
+            for part in ref.lstrip("#").strip("/").split("/") if ref not in ("#", "#/") else []:
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            return size(target, depth + 1, seen | {ref})
+        if isinstance(ref, str):
+            return 4.0
+        if "const" in node:
+            return tokens(json.dumps(node["const"]))
+        if isinstance(node.get("enum"), list) and node["enum"]:
+            return max(tokens(json.dumps(v)) for v in node["enum"])
+        branches = [b for key in ("anyOf", "oneOf") for b in node.get(key) or [] if isinstance(b, dict)]
+        if branches:
+            return max(size(b, depth + 1, seen) for b in branches)
+        for part in node.get("allOf") or []:
+            if isinstance(part, dict) and ("properties" in part or "type" in part):
+                return size({**node, **part, "allOf": []}, depth + 1, seen)
+        kinds = schema_types(node)
+        if "object" in kinds or "properties" in node:
+            props = node.get("properties") or {}
+            return 2 + sum(tokens(f'"{key}":') + size(sub, depth + 1, seen) + 1 for key, sub in props.items())
+        if "array" in kinds or "items" in node:
+            items = node.get("items") if isinstance(node.get("items"), dict) else {}
+            count = max(int(node.get("minItems") or 0), min(3, int(node.get("maxItems") or 3)))
+            return 2 + count * (size(items, depth + 1, seen) + 1)
+        if "string" in kinds:
+            if isinstance(node.get("maxLength"), int):
+                return 2 + tokens("x" * min(node["maxLength"], 256))
+            return 12.0
+        if kinds & {"number", "integer"}:
+            return 4.0
+        if kinds & {"boolean", "null"}:
+            return 2.0
+        return 12.0  # any value
+
+    return min(cap, math.ceil(size(schema, 0, frozenset())))

@@ -17,6 +17,7 @@ from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, re
 from deal_chains.runtime.options import (
     CallRules,
     ModelDefaults,
+    budget_for_json,
     call_config,
     call_spec,
     check_call_options,
@@ -241,28 +242,38 @@ class DeALParams(BaseModel):
         return kwargs
 
     def _prepare(self, messages: list[dict[str, str]], stop: Sequence[str] | None, kwargs: Mapping[str, Any],
-                 toolset: Any = None) -> Call:
-        """A ``Call`` for engine-format ``messages`` and the call's keyword arguments."""
+                 toolset: Any = None, reply: bool = False) -> Call:
+        """A ``Call`` for engine-format ``messages`` and the call's keyword arguments.
+        ``reply``: a plain-text turn that must read as an answer for the user (after tool
+        use: no tool-call syntax, no bare JSON value), unless the spec has its own hard
+        constraint."""
         options = read_call_options(self._defaults(), kwargs, CallRules(type(self).__name__), stop=stop)
         adapter = adapter_for(options.model, self.device, self.dtype, self.trust_remote_code) \
             if options.model is not None else self._adapter
         constraint, instructions, structured, view = None, None, False, None
-        schema = options.response_schema
+        schema, config = options.response_schema, options.config
         if toolset is not None and toolset.active:
             if schema is not None:
                 # tools and a response format (create_agent's ProviderStrategy): a reply
                 # must match the schema, so the answer branch of the mask is the schema
                 toolset = toolset.with_answer_schema(schema)
             constraint, instructions, view = toolset.constraint(), toolset.instructions(), TOOL_CONTENT
+            config = budget_for_json(config, toolset.typical_tokens())
         elif schema is not None:
+            from deal_chains.jsonkit.schema_shape import typical_tokens
             from deal_chains.search.constraints import GrammarConstraint
 
             constraint = GrammarConstraint.json_schema(schema)
+            config = budget_for_json(config, typical_tokens(schema))
             instructions = ("Reply with only a JSON object that matches this JSON schema: "
                             + json.dumps(_describe(schema), ensure_ascii=False, separators=(",", ":")))
             structured, view = True, json_content
+        elif reply and (options.spec is None or options.spec.build_constraint() is None):
+            from deal_chains.langchain.tool_calling import reply_constraint
+
+            constraint = reply_constraint()
         request = adapter.request(messages, spec=options.spec, reward_vars=options.reward_vars,
-                                  config=options.config, constraint=constraint, stop=options.stop,
+                                  config=config, constraint=constraint, stop=options.stop,
                                   instructions=instructions, view=view,
                                   tool_turn=toolset is not None and toolset.active)
         return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)

@@ -147,8 +147,10 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
     Input: an agent state (a dict with ``messages``) or a list of messages, ending with
     the agent's final answer (an AI message without tool calls). The answer is generated
     again from the conversation before it (tool calls and results included), by ``llm``
-    with the spec's rewards (and hard constraint, if any). With ``threshold``, the agent's
-    own answer is kept when its weighted reward under the spec already reaches it. The
+    with the spec's rewards (and hard constraint, if any); it is plain text for the user
+    (no tool-call syntax, no bare JSON value: see ``tool_calling.REPLY_START``). With
+    ``threshold``, the agent's own answer is kept when its weighted reward under the spec
+    already reaches it and the token budget did not cut it. The
     output has the input's shape, with the last message replaced; its
     ``response_metadata["guard"]`` says whether it was ``kept`` or ``regenerated`` and the
     original answer's reward.
@@ -195,7 +197,9 @@ def guard_final_answer(llm: Any, spec: Any, *, reward_vars: Mapping[str, Any] | 
         messages, state = split(state)
         original = messages[-1]
         before = None
-        if threshold is not None:
+        # an answer the token budget cut is never kept, whatever it scores
+        cut = (original.response_metadata or {}).get("finish_reason") == "length"
+        if threshold is not None and not cut:
             before = current_reward(str(original.content), messages[:-1])
             if before >= threshold:
                 kept = original.model_copy(update={"response_metadata": {

@@ -30,8 +30,8 @@ from deal_chains.runtime import Handle, Outcome
 from deal_chains.runtime.options import response_schema
 from deal_chains.errors import InputError
 from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, submit
-from deal_chains.langchain.messages import _call_key, _feeds_back, to_engine_messages
-from deal_chains.langchain.structured import _RawStructured
+from deal_chains.langchain.messages import _call_key, _feeds_back, after_tool_use, to_engine_messages
+from deal_chains.langchain.structured import WHOLE_ANSWER, _RawStructured, cut_reason
 from deal_chains.langchain.tool_calling import AnswerStream, ToolSet
 
 
@@ -243,7 +243,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
             ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
                                          "schema": schema if schema is not None else json_schema},
         )
-        parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+        parser = WHOLE_ANSWER | (PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser())
         if include_raw:
             return _RawStructured(llm=llm, parser=parser)
         return llm | parser
@@ -260,9 +260,12 @@ class ChatDeAL(DeALParams, BaseChatModel):
         if toolset is None and kwargs.get("tools"):
             toolset = ToolSet.build(kwargs["tools"], kwargs.get("tool_choice"))
             if self._rounds_spent(toolset, messages):
+                if kwargs.get("response_format") is None:
+                    return self._call(messages, stop, _without_tools(kwargs))
                 toolset = toolset.answering()
-        engine_messages = to_engine_messages(messages, tool_mode=bool(toolset and toolset.active))
-        call = self._prepare(engine_messages, stop, kwargs, toolset)
+        tool_mode = bool(toolset and toolset.active)
+        engine_messages = to_engine_messages(messages, tool_mode=tool_mode)
+        call = self._prepare(engine_messages, stop, kwargs, toolset, reply=not tool_mode and after_tool_use(messages))
         call.source = (messages, stop, kwargs)
         return call
 
@@ -299,33 +302,72 @@ class ChatDeAL(DeALParams, BaseChatModel):
         return not self.allow_chained_tool_calls and any(_feeds_back(c, messages) for c in message.tool_calls)
 
     def _answer_call(self, call: Call) -> Call:
+        """The call that replies instead of ``call`` (a tool-calling turn): a plain-text turn
+        (see ``_replies_in_words``), or the envelope's reply when it must match a
+        ``response_format``."""
         messages, stop, kwargs = call.source
+        if call.toolset.answer_schema is None:
+            return self._call(messages, stop, _without_tools(kwargs))
         return self._call(messages, stop, kwargs, toolset=call.toolset.answering())
+
+    @staticmethod
+    def _replies_in_words(call: Call) -> bool:
+        """Whether a reply in this tool-calling turn is generated again as plain text: an
+        ``auto`` turn with tool results since the last human message, whose reply is text
+        (no ``response_format``). In the JSON envelope a small model replies tersely ("24"
+        for "It is sunny and 24 degrees in Paris."); as a plain-text turn after the results
+        it answers in a sentence. The envelope still decides call-or-reply (it calls tools
+        where plain text would not), and its reply costs a few tokens."""
+        ts = call.toolset
+        if ts is None or ts.choice != "auto" or ts.answer_schema is not None:
+            return False
+        for m in reversed(call.source[0]):
+            if isinstance(m, HumanMessage):
+                return False
+            if isinstance(m, ToolMessage):
+                return True
+        return False
+
+    def _follow_up(self, call: Call, message: AIMessage) -> Call | None:
+        """The call to make instead of ``call``'s answer ``message``, if any: a reply when
+        the turn repeated an answered tool call (``_repeats``), a plain-text reply when it
+        replied in the envelope after tool results (``_replies_in_words``)."""
+        if self._repeats(call, message):
+            return self._answer_call(call)
+        if not message.tool_calls and not message.invalid_tool_calls and self._replies_in_words(call):
+            return self._answer_call(call)
+        return None
 
     def _submit(self, call: Call) -> Handle:
         return submit(self, call)
 
-    def _message(self, call: Call, outcome: Outcome, repeated: AIMessage | None = None) -> AIMessage:
+    def _message(self, call: Call, outcome: Outcome, first: AIMessage | None = None) -> AIMessage:
         meta = outcome.metadata()
         usage = outcome.usage()
         if call.toolset is not None and call.toolset.active:
-            content, tool_calls, invalid = call.toolset.parse(outcome.text, outcome.finish_reason == "stop")
+            finished = outcome.finish_reason == "stop"
+            content, tool_calls, invalid = call.toolset.parse(
+                outcome.text, finished, None if finished else cut_reason(meta, "the tool call"))
             if tool_calls:
                 meta["finish_reason"] = "tool_calls"
         else:
             content, tool_calls, invalid = outcome.text, [], []
-        if repeated is not None:
-            # the first generation repeated an answered tool call; count its tokens too
-            meta["repeated_tool_call"] = {"name": repeated.tool_calls[0]["name"], "args": repeated.tool_calls[0]["args"]}
-            first = repeated.usage_metadata or {}
-            usage = {k: usage[k] + int(first.get(k, 0)) for k in usage}  # type: ignore[literal-required]
+        if first is not None:
+            # this answers instead of a first generation (a repeated tool call, or a reply in
+            # the envelope): count its tokens too
+            if first.tool_calls:
+                meta["repeated_tool_call"] = {"name": first.tool_calls[0]["name"], "args": first.tool_calls[0]["args"]}
+            else:
+                meta["envelope_reply"] = first.content
+            spent = first.usage_metadata or {}
+            usage = {k: usage[k] + int(spent.get(k, 0)) for k in usage}  # type: ignore[literal-required]
         return AIMessage(content=content, tool_calls=tool_calls, invalid_tool_calls=invalid,
                          usage_metadata=usage, response_metadata=meta)
 
-    def _messages(self, call: Call, outcome: Outcome, repeated: AIMessage | None = None) -> list[AIMessage]:
+    def _messages(self, call: Call, outcome: Outcome, first: AIMessage | None = None) -> list[AIMessage]:
         """The generations of one call: the answer, then (``n`` > 1) its alternatives, each
         parsed as the answer is (tool calls, structured JSON) with its own metadata and usage."""
-        return [self._message(call, outcome, repeated), *(self._message(call, alt) for alt in outcome.alternatives)]
+        return [self._message(call, outcome, first), *(self._message(call, alt) for alt in outcome.alternatives)]
 
     @staticmethod
     def _chat_result(message: AIMessage, *alternatives: AIMessage) -> ChatResult:
@@ -360,20 +402,20 @@ class ChatDeAL(DeALParams, BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = self._call(messages, stop, kwargs)
         generations = self._messages(call, self._submit(call).result())
-        if self._repeats(call, generations[0]):
-            again = self._answer_call(call)
+        again = self._follow_up(call, generations[0])
+        if again is not None:
             generations = self._messages(again, again.adapter.submit([again.request])[0].result(),
-                                         repeated=generations[0])
+                                         first=generations[0])
         return self._chat_result(*generations)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = await asyncio.to_thread(self._call, messages, stop, kwargs)
         generations = self._messages(call, await self._submit(call).aresult())
-        if self._repeats(call, generations[0]):
-            again = await asyncio.to_thread(self._answer_call, call)
+        again = await asyncio.to_thread(self._follow_up, call, generations[0])
+        if again is not None:
             generations = self._messages(again, await again.adapter.submit([again.request])[0].aresult(),
-                                         repeated=generations[0])
+                                         first=generations[0])
         return self._chat_result(*generations)
 
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
@@ -396,15 +438,15 @@ class ChatDeAL(DeALParams, BaseChatModel):
                 if chunk is not None:
                     yield chunk
             message = self._message(call, handle.result())
-            if self._repeats(call, message):
-                again = self._answer_call(call)
+            again = self._follow_up(call, message)
+            if again is not None:
                 handle = again.adapter.submit([again.request])[0]
                 emit = _Emitter(self, again)
                 for text in handle.texts():
                     chunk = emit.text(text)
                     if chunk is not None:
                         yield chunk
-                message = self._message(again, handle.result(), repeated=message)
+                message = self._message(again, handle.result(), first=message)
             yield emit.last(message)
         finally:
             if not handle.done:
@@ -422,15 +464,15 @@ class ChatDeAL(DeALParams, BaseChatModel):
                 if chunk is not None:
                     yield chunk
             message = self._message(call, await handle.aresult())
-            if self._repeats(call, message):
-                again = await asyncio.to_thread(self._answer_call, call)
+            again = await asyncio.to_thread(self._follow_up, call, message)
+            if again is not None:
                 handle = again.adapter.submit([again.request])[0]
                 emit = _Emitter(self, again)
                 async for text in handle.atexts():
                     chunk = emit.text(text)
                     if chunk is not None:
                         yield chunk
-                message = self._message(again, await handle.aresult(), repeated=message)
+                message = self._message(again, await handle.aresult(), first=message)
             yield emit.last(message)
         finally:
             if not handle.done:
@@ -528,8 +570,12 @@ class _Emitter:
         self.model, self.call = model, call
         self.tools = call.toolset if call.toolset is not None and call.toolset.active else None
         self.answer = AnswerStream() if self.tools is not None else None
+        # a reply in the envelope that will be generated again in words is not streamed
+        self.hold = model._replies_in_words(call)
 
     def text(self, delta: str) -> ChatGenerationChunk | None:
+        if self.hold:
+            return None
         if self.answer is not None:
             delta = self.answer.feed(delta)
         return ChatGenerationChunk(message=AIMessageChunk(content=delta)) if delta else None
@@ -555,3 +601,8 @@ class _Emitter:
         return ChatGenerationChunk(message=chunk)
 
 
+
+
+def _without_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's options for a plain-text turn instead of a tool-calling one."""
+    return {k: v for k, v in kwargs.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")}

@@ -17,7 +17,7 @@ from langchain_core.messages import (
 )
 
 from deal_chains.errors import InputError
-from deal_chains.langchain.tool_calling import answer_text, envelope_text
+from deal_chains.langchain.tool_calling import answer_text, called_text, envelope_text
 
 
 _NON_TEXT_BLOCKS = {"image", "image_url", "file", "audio", "input_audio", "video", "document"}
@@ -50,10 +50,11 @@ def _text(content: Any, what: str) -> str:
 def to_engine_messages(messages: Sequence[BaseMessage], tool_mode: bool = False) -> list[dict[str, str]]:
     """LangChain messages -> the engine's ``{"role", "content"}`` chat messages.
 
-    Roles: system, user, assistant, tool (``ChatMessage`` keeps its role). An assistant
-    message's tool calls are shown as the JSON envelope ChatDeAL generates them in; in a
-    tool-calling turn an assistant text reply is shown as ``{"answer": ...}`` too, so the
-    model sees one consistent format.
+    Roles: system, user, assistant, tool (``ChatMessage`` keeps its role). In a tool-calling
+    turn (``tool_mode``) an assistant message's tool calls are shown as the JSON envelope
+    ChatDeAL generates them in, and a text reply as ``{"answer": ...}``, so the model sees
+    one consistent format. In a plain-text turn the calls are shown in words
+    (``called_text``): the model answers in text, and copies what it sees.
     """
     out = []
     for i, m in enumerate(messages):
@@ -65,9 +66,11 @@ def to_engine_messages(messages: Sequence[BaseMessage], tool_mode: bool = False)
             role = "user"
         elif isinstance(m, AIMessage):
             role = "assistant"
-            if m.tool_calls:
-                calls = envelope_text(m.tool_calls)
-                text = calls if tool_mode or not text.strip() else f"{text}\n{calls}"
+            if m.tool_calls and tool_mode:
+                text = envelope_text(m.tool_calls)
+            elif m.tool_calls:
+                calls = called_text(m.tool_calls)
+                text = f"{text}\n{calls}" if text.strip() else calls
             elif tool_mode:
                 text = answer_text(text)
         elif isinstance(m, (ToolMessage, FunctionMessage)):
@@ -110,3 +113,10 @@ def _feeds_back(call: Mapping[str, Any], messages: Sequence[BaseMessage]) -> boo
         return isinstance(value, str) and value.strip() == latest
 
     return any(same(v) for v in (call.get("args") or {}).values())
+
+
+def after_tool_use(messages: Sequence[BaseMessage]) -> bool:
+    """Whether the conversation has tool calls or tool results: a plain-text turn after them
+    is an answer for the user, and must read as one (``tool_calling.REPLY_START``)."""
+    return any(isinstance(m, (ToolMessage, FunctionMessage)) or (isinstance(m, AIMessage) and m.tool_calls)
+               for m in messages)

@@ -4,8 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
+
+def _whole(message: Any) -> Any:
+    """``message`` if its answer is whole; an ``OutputParserException`` that says what cut it
+    otherwise (the token budget: unfinished JSON or a value the closing pressure closed; or
+    the mask's string cap)."""
+    from langchain_core.exceptions import OutputParserException
+
+    meta = getattr(message, "response_metadata", None) or {}
+    if meta.get("finish_reason") != "length":
+        return message
+    raise OutputParserException(cut_reason(meta, "the structured output"), llm_output=str(message.content))
+
+
+def cut_reason(meta: Any, what: str) -> str:
+    """What cut an answer (``response_metadata`` with ``finish_reason: length``) and the knob
+    that helps: one wording for structured output and tool calls."""
+    if meta.get("closed_by") == "string_cap":
+        return (f"{what} was cut: a string reached the 64-character cap the mask puts on strings without "
+                "maxLength (the model would have gone on); give that field a larger maxLength in the schema, or ask "
+                "for a shorter value")
+    spent = (meta.get("stats") or {}).get("new_tokens")
+    how = ("a value was closed early to end the JSON in time" if meta.get("closed_by") == "budget"
+           else "the JSON is unfinished")
+    return (f"{what} was cut by the token budget after {spent} tokens ({how}): raise max_tokens "
+            "(ChatDeAL(max_tokens=...), or .invoke(..., max_tokens=...))")
+
+
+# between the model and the parser: a cut answer is an error that says so, not a parse
+# failure (or a parse of a value the budget cut)
+WHOLE_ANSWER = RunnableLambda(_whole, name="whole_answer")
 
 
 class _RawStructured(Runnable):

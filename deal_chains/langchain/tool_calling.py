@@ -35,6 +35,21 @@ from deal_chains.jsonkit.lexer import JsonLexer
 from deal_chains.jsonkit.schema_walk import schema_children, walk_schema
 
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+# What a reply to the user is, in one place: the tool-calling envelope's answer string and a
+# plain-text turn after tool results both use it. It does not open with JSON (``{``, ``[``,
+# a quote), a code fence or whitespace: so neither tool-call syntax nor a quoted JSON string
+# passes for an answer. A bare number stays allowed ("85" answers "38 plus 47?"): asking for
+# a letter too made small models pad numbers with digits until the budget ran out.
+# (Regex in llguidance's syntax.)
+REPLY_START = r"[^\s{\[\"`]"
+
+
+def reply_constraint() -> Any:
+    """The hard constraint of a plain-text reply (``REPLY_START``, then anything)."""
+    from deal_chains.search.constraints import GrammarConstraint
+
+    return GrammarConstraint.regex(REPLY_START + r"[\s\S]*")
 _ANSWER_PREFIX = re.compile(r'\{\s*"answer"\s*:\s*"')
 _ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
 
@@ -238,7 +253,7 @@ class ToolSet:
             if "$defs" in branch:
                 defs.setdefault("$defs", {}).update(branch.pop("$defs"))
         if self.choice == "auto":
-            answer: Any = {"type": "string"}
+            answer: Any = {"type": "string", "pattern": "^" + REPLY_START}
             if self.answer_schema is not None:
                 from deal_chains.search.constraints import bounded_schema
 
@@ -273,6 +288,16 @@ class ToolSet:
         if self.active:
             self.constraint().compile(lm)
 
+    def typical_tokens(self) -> int:
+        """About how many tokens a call of this turn (or its structured reply) takes: what a
+        default token budget is sized from (``runtime.options.budget_for_json``)."""
+        from deal_chains.jsonkit.schema_shape import typical_tokens
+
+        sizes = [8 + len(fn["name"]) // 3 + typical_tokens(fn["parameters"]) for fn in self._callable()]
+        if self.answer_schema is not None:
+            sizes.append(6 + typical_tokens(self.answer_schema))
+        return max(sizes, default=0)
+
     def instructions(self) -> str:
         if not self.active:
             return ""
@@ -301,13 +326,20 @@ class ToolSet:
         """The same tools, for a turn that must reply ``{"answer": ...}``."""
         return ToolSet(self.tools, self.choice, answer_only=True, answer_schema=self.answer_schema)
 
-    def parse(self, text: str, finished: bool) -> tuple[str, list[dict], list[dict]]:
-        """(content, tool_calls, invalid_tool_calls) of a generated envelope."""
+    def parse(self, text: str, finished: bool, cut: str | None = None) -> tuple[str, list[dict], list[dict]]:
+        """(content, tool_calls, invalid_tool_calls) of a generated envelope. ``finished``:
+        the model ended it (not the token budget or a search limit); ``cut``: what cut it
+        otherwise (the error an invalid call reports)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict) and "name" in data:
+            if not finished:
+                # it parses, but the budget closed it (a value in it is cut): not a call to make
+                args = json.dumps(data.get("arguments") or {}, ensure_ascii=False)
+                return "", [], [{"name": data["name"], "args": args, "id": new_call_id(), "type": "invalid_tool_call",
+                                 "error": cut or "the arguments were cut by the token budget: raise max_tokens"}]
             return "", [{"name": data["name"], "args": data.get("arguments") or {}, "id": new_call_id(),
                          "type": "tool_call"}], []
         if isinstance(data, dict) and "answer" in data:
@@ -325,7 +357,7 @@ class ToolSet:
                 and self.answer_schema is None:
             return partial["answer"], [], []
         name = partial.get("name") if isinstance(partial, dict) else None
-        why = "the answer was cut by the token budget (raise max_tokens)" if not finished else \
+        why = (cut or "the answer was cut by the token budget (raise max_tokens)") if not finished else \
             "the output is not a complete tool call"
         # args: the arguments as generated (unparsed), not the whole envelope
         m = _ARGUMENTS.search(text)
@@ -342,6 +374,20 @@ def envelope_text(tool_calls: Sequence[Mapping[str, Any]]) -> str:
     """How earlier tool calls appear in the prompt (the format the model must produce)."""
     return "\n".join(json.dumps({"name": c.get("name"), "arguments": c.get("args") or {}}, ensure_ascii=False,
                                 separators=(",", ":")) for c in tool_calls)
+
+
+def called_text(tool_calls: Sequence[Mapping[str, Any]]) -> str:
+    """How earlier tool calls appear in a plain-text turn: in words, not in the JSON envelope,
+    which a small model would copy into its reply.
+
+    >>> called_text([{"name": "get_weather", "args": {"city": "Paris"}}])
+    'I called get_weather(city="Paris").'
+    """
+    def call(c: Mapping[str, Any]) -> str:
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (c.get("args") or {}).items())
+        return f"I called {c.get('name')}({args})."
+
+    return " ".join(call(c) for c in tool_calls)
 
 
 def answer_text(text: str) -> str:

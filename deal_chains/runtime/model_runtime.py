@@ -138,14 +138,14 @@ class ModelRuntime:
                        config=config, constraint=constraint, stop=tuple(stop or ()), prompt_tokens=len(ids), key=key)
 
     def _format(self, msgs: list[dict[str, str]], tool_turn: bool = False) -> tuple[list[dict[str, str]], list[int]]:
-        """Token ids of the prompt. A chat template that refuses the ``tool`` role gets tool
-        results as user messages ("Tool result: ..."). So does a tool-calling turn
-        (``tool_turn``) on a generic template that does not name the role (SmolLM2's): it
-        renders any role, but its model was not trained on ``tool`` turns and, deciding
-        between calling again and replying, keeps calling or garbles the result (add(2, 40)
-        -> "42" then add(42, 42), ...); as a user message it replies "42". A plain reply
-        after tool results reads them better in the ``tool`` role, so that stays."""
-        if tool_turn and any(m["role"] == "tool" for m in msgs) and not self._template_has_tool_role():
+        """Token ids of the prompt. A chat template that refuses the ``tool`` role, or a
+        generic one that renders any role but never names it (SmolLM2's), gets tool results
+        as user messages ("Tool result: ..."): such a model was not trained on ``tool`` turns.
+        In a tool-calling turn (``tool_turn``), deciding between calling again and replying,
+        it kept calling or garbled the result (add(2, 40) -> "42" then add(42, 42), ...); in a
+        plain reply after a weather tool's result it apologised that it has no weather data,
+        or switched language. As a user message it replies from the result."""
+        if any(m["role"] == "tool" for m in msgs) and not self._template_has_tool_role():
             msgs = _tool_results_as_user(msgs)
         try:
             return msgs, self.lm.format_prompt(msgs)

@@ -255,3 +255,18 @@ def derived_seed(seed: int, rollout_id: Any, index: int) -> int:
     """A seed for completion ``index`` of rollout ``rollout_id`` under a fixed ``seed``."""
     h = hashlib.sha256(f"{seed}|{rollout_id!r}|{index}".encode()).digest()
     return int.from_bytes(h[:4], "little") & 0x7FFF_FFFF
+
+
+def budget_for_json(config: SearchConfig, typical_tokens: int) -> SearchConfig:
+    """``config`` with a token budget that fits a JSON answer of about ``typical_tokens``
+    (``jsonkit.schema_shape.typical_tokens``), when the caller set no budget: half again
+    as much plus a margin, never below the default and at most 512. A budget the caller set
+    (``max_tokens``, the spec's ``search.max_new_tokens``) is kept as given.
+
+    >>> budget_for_json(SearchConfig(), 109).max_new_tokens, budget_for_json(SearchConfig(), 10).max_new_tokens
+    (172, 48)
+    """
+    if "max_new_tokens" in config.model_fields_set:
+        return config
+    wanted = min(512, (3 * typical_tokens + 1) // 2 + 8)
+    return config.updated(max_new_tokens=wanted) if wanted > config.max_new_tokens else config

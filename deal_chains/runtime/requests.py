@@ -103,6 +103,8 @@ class Outcome:
             meta["seed"] = seed
         if self.stop_sequence is not None:
             meta["stop_sequence"] = self.stop_sequence
+        if getattr(r, "closed_by", None):
+            meta["closed_by"] = r.closed_by  # valid JSON, but a limit closed a value in it
         return meta
 
 

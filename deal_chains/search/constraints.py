@@ -78,6 +78,9 @@ class GrammarConstraint:
     options: Mapping[str, Any] = field(default_factory=dict)
     # what the mask leaves to final validation (e.g. a format jsonschema does not check)
     notes: list[str] = field(default_factory=list, compare=False)
+    # the length the mask caps strings at where the schema sets no maxLength (``bounded``):
+    # a string that reaches it was closed by the cap, not by the model (``budget_cut``)
+    string_cap: int | None = field(default=None, compare=False)
 
     @classmethod
     def json_schema(cls, schema: Mapping[str, Any] | str, *, whitespace_flexible: bool = False,
@@ -116,14 +119,14 @@ class GrammarConstraint:
             plain.check()
             return plain
         caps = dict(max_string_length=max_string_length, max_items=max_items, max_properties=max_properties)
-        capped = cls("json_schema", json.dumps(bounded_schema(schema, **caps)), options, notes)
+        capped = cls("json_schema", json.dumps(bounded_schema(schema, **caps)), options, notes, max_string_length)
         try:
             capped.check()
         except ConstraintError:
             # maybe a pattern that demands a longer string than the cap: cap those strings no
             # more; a schema the engine refuses even so fails here, before any model is loaded
             loose = cls("json_schema", json.dumps(bounded_schema(schema, **caps, cap_patterns=False)),
-                        options, notes)
+                        options, notes, max_string_length)
             loose.check()
             return loose
         return capped
@@ -301,6 +304,20 @@ class CompiledConstraint:
         """About how many tokens the required top-level keys the document lacks still need."""
         return sum(cost for key, cost in self.required_keys.items() if key not in state.root_keys)
 
+    def closing_pressure(self, ids: Sequence[int], remaining: int, max_new_tokens: int) -> tuple[float, bool]:
+        """(the closing bias ``apply_masks`` gives a row that generated ``ids`` with
+        ``remaining`` tokens of ``max_new_tokens`` left, whether the row is inside a string).
+        The one place that says when closing pressure is on: the search applies it, and
+        ``budget_cut`` reads it back to tell a value the model closed from one the
+        budget closed."""
+        lexed = self.lex_state(ids)
+        needed = lexed.depth + int(lexed.in_string)
+        if self.required_keys:
+            needed += self.owed_tokens(lexed)
+        # a row caught in a loop closes now, whatever budget is left
+        bias = 16.0 if repeating_tail(ids) else closing_bias(remaining, max_new_tokens, needed=needed)
+        return bias, lexed.in_string
+
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
 
@@ -377,13 +394,7 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
                 looping = repeating_tail(ids)
                 if not (near_end or looping):
                     continue
-                lexed = c.lex_state(ids)
-                depth, in_string = lexed.depth, lexed.in_string
-                needed = depth + int(in_string)
-                if owed_at_most:
-                    needed += c.owed_tokens(lexed)
-                # a row caught in a loop closes now, whatever budget is left
-                bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=needed)
+                bias, in_string = c.closing_pressure(ids, remaining, max_new_tokens)
                 if bias:
                     closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
                     if not bool(closing.any()):

@@ -26,6 +26,7 @@ from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
+from deal_chains.search.budget_cut import closed_by_limit
 from deal_chains.search.scoring import best_first, finalize
 from deal_chains.search.state import Group, Hypothesis, TreeParams
 from deal_chains.search.tree import run_tree_search
@@ -326,12 +327,18 @@ class DeALEngine:
                 greedy_steps=max(g.greedy_steps for g in mine),
                 seed=seeds[row],
             )
-            out = [GenerationResult(
-                text=text, token_ids=list(h.tokens), rewards=h.rewards, reward=h.reward, score=h.score,
-                logprob=h.logprob, finished=h.finished,
-                finish_reason="stop" if h.finished else ("ended" if ended else "length"),
-                strategy=config.strategy, stats=replace(stats, new_tokens=len(h.tokens)),
-            ) for h, text in answers]
+            out = []
+            for h, text in answers:
+                # a JSON value a limit closed (the budget's closing pressure, the mask's string
+                # cap) is cut, not whole, even when it parses
+                cut = closed_by_limit(self.lm, req.constraint, req.prompt_ids, h.tokens, params.max_new_tokens) \
+                    if h.finished and req.constraint is not None else None
+                out.append(GenerationResult(
+                    text=text, token_ids=list(h.tokens), rewards=h.rewards, reward=h.reward, score=h.score,
+                    logprob=h.logprob, finished=h.finished and not cut,
+                    finish_reason="length" if cut else ("stop" if h.finished else ("ended" if ended else "length")),
+                    strategy=config.strategy, stats=replace(stats, new_tokens=len(h.tokens)), closed_by=cut,
+                ))
             out[0].alternatives = out[1:]
             results.append(out[0])
         return results

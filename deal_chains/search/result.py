@@ -36,7 +36,8 @@ class GenerationResult:
 
     ``finished`` is False when the token budget ran out before the model ended its answer
     (``finish_reason == "length"``): the text is then cut, and says so here rather than
-    passing for a complete answer.
+    passing for a complete answer. That includes a JSON answer a search limit closed
+    (``closed_by``): it may parse, but a value in it was cut.
 
     ``alternatives`` (with ``SearchConfig.returns`` > 1): the next best hypotheses of the same
     search, best first, each a ``GenerationResult`` of its own (its text, rewards, score,
@@ -54,6 +55,11 @@ class GenerationResult:
     finish_reason: str  # "stop" | "length" | "ended" (on_tokens asked the search to end)
     strategy: str
     stats: SearchStats = field(default_factory=SearchStats)
+    # a JSON answer with a value a limit closed where the model would have gone on: "budget"
+    # (the closing pressure near the end of the token budget) or "string_cap" (the mask's cap
+    # on strings without maxLength). It may parse, but that value is cut: finish_reason is
+    # then "length"
+    closed_by: str | None = None
     alternatives: list["GenerationResult"] = field(default_factory=list)
 
     @property
@@ -71,6 +77,7 @@ class GenerationResult:
             "mean_logprob": self.mean_logprob,
             "finished": self.finished,
             "finish_reason": self.finish_reason,
+            "closed_by": self.closed_by,
             "strategy": self.strategy,
             "new_tokens": len(self.token_ids),
             "stats": self.stats.as_dict(),

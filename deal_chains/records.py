@@ -248,7 +248,16 @@ def settings_fingerprint(spec: Any, config: Any) -> dict[str, str]:
         spec_data = spec.model_dump(mode="json", exclude=exclude)
     except Exception:  # a spec built in Python may hold values JSON cannot: digest their text
         spec_data = spec.model_dump(exclude=exclude)
-    return {"spec": _digest(spec_data), "search": _digest(config.model_dump(mode="json"))}
+    search = config.model_dump(mode="json")
+    for name, default in _SEARCH_FIELDS_ADDED.items():
+        if name in search and search[name] == default:
+            del search[name]
+    return {"spec": _digest(spec_data), "search": _digest(search)}
+
+
+# search settings added after fingerprints were first written, with their defaults: left out of
+# the digest at the default, so records written before them still resume
+_SEARCH_FIELDS_ADDED = {"returns": 1}
 
 
 def check_output_path(out_path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
@@ -424,6 +433,15 @@ def output_record(rec: dict[str, Any], res: Any, *, result_field: str | None = N
         "strategy": res.strategy,
         "stats": stats,
     })
+    alternatives = getattr(res, "alternatives", None)
+    if alternatives:  # search.returns > 1: the next best answers, best first
+        result["alternatives"] = [{
+            "text": alt.text,
+            "rewards": finite_copy(alt.rewards, ("alternatives", i, "rewards"), non_finite),
+            "reward": finite_copy(alt.reward, ("alternatives", i, "reward"), non_finite),
+            "score": finite_copy(alt.score, ("alternatives", i, "score"), non_finite),
+            "finished": alt.finished, "finish_reason": alt.finish_reason,
+        } for i, alt in enumerate(alternatives)]
     if non_finite:  # written as null: say which, so a null is not read as "no score"
         stats["non_finite"] = non_finite
     if result_field is not None:

@@ -71,6 +71,17 @@ def test_run_records_yields_output_records_for_every_input(tiny_lm):
     assert set(out[0]["rewards"]) == {"keywords"} and out[0]["stats"]["fingerprint"]
 
 
+def test_search_returns_lists_the_alternatives_in_each_record(tiny_lm):
+    from deal_chains import DeALEngine
+
+    spec, config = load_generate_spec(SPEC.replace("{concept}", "{concepts}"), ["search.returns=2"])
+    records = [{"prompt": "hello", "concepts": ["x"], LINE_KEY: 1}]
+    [(_, out)] = run_records(DeALEngine(tiny_lm), spec, config, records, locate=lambda r: "in")
+    [alt] = out["alternatives"]
+    assert alt["text"] != out["text"] and set(alt["rewards"]) == {"keywords"} and alt["finish_reason"]
+    json.loads(jsonl_line(out))
+
+
 def test_a_bad_prompt_is_named_with_its_place(tiny_lm):
     spec = load_spec("rewards: [{length: {max_words: 5}}]")
     with pytest.raises(InputError, match="in:7: field 'prompt' must be a non-empty string"):

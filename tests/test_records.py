@@ -109,6 +109,19 @@ def test_output_record_nulls_non_finite_scores_and_says_so():
     assert "non_finite" not in clean["stats"] and clean["input_line"] == 4
 
 
+def test_output_record_lists_the_alternatives_of_search_returns():
+    rec = {"prompt": "p", "__line__": 1}
+    alt = fake_result(text="other", score=-float("inf"), finished=False, finish_reason="length")
+    out = output_record(rec, fake_result(alternatives=[alt]))
+    assert out["text"] == "hello"
+    assert out["alternatives"] == [{"text": "other", "rewards": {"keywords": 0.5}, "reward": 0.5, "score": None,
+                                    "finished": False, "finish_reason": "length"}]
+    assert out["stats"]["non_finite"] == ["alternatives[0].score"]
+    strict_loads(jsonl_line(out))
+    assert "alternatives" not in output_record(rec, fake_result(alternatives=[]))
+    assert "alternatives" not in output_record(rec, fake_result())
+
+
 def test_output_record_nests_under_result_field():
     rec = {"text": "the source", "rewards": "kept", "__line__": 2}
     fp = {"spec": "s" * 16, "search": "t" * 16}
@@ -269,6 +282,13 @@ def test_settings_fingerprint_tracks_spec_and_search():
     # the model is not part of it (--model overrides it; paths differ between machines)
     with_model = load_spec("model: default\n" + base)
     assert settings_fingerprint(with_model, with_model.search_config()) == fp
+    # search.returns (added later) at its default leaves the digest as it was before it existed,
+    # so earlier outputs still resume; another value is other settings
+    from deal_chains.records import _digest
+
+    before = {k: v for k, v in spec.search_config().model_dump(mode="json").items() if k != "returns"}
+    assert fp["search"] == _digest(before)
+    assert settings_fingerprint(spec, spec.search_config(returns=2))["search"] != fp["search"]
 
 
 def test_a_directory_as_input_says_so(tmp_path):

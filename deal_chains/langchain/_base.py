@@ -134,7 +134,9 @@ class DeALParams(BaseModel):
     commit: Optional[int] = None
     seed: Optional[int] = Field(None, description="seed of a sampled search; None (the default): a fresh "
                                 "seed per request, reported in response_metadata['seed']")
-    n: Optional[int] = None
+    n: Optional[int] = Field(None, description="generations returned per prompt (as OpenAI's n): the n best "
+                             "distinct answers of one search, best first (invoke returns the best). Samples of "
+                             "best_of_n: search={'n': ...}")
     temperature: Optional[float] = Field(None, description="0: deterministic search; > 0 samples candidates")
     max_tokens: Optional[int] = Field(None, alias="max_new_tokens", description="token budget of an answer")
     stop: Optional[list[str]] = Field(None, description="stop sequences: the answer ends before the first one")
@@ -163,7 +165,8 @@ class DeALParams(BaseModel):
         """Load and check the spec and the search settings (raises ``SpecError`` /
         ``ConfigError`` directly, not wrapped by pydantic)."""
         self._spec_obj = resolve_spec(self.spec, self.step)
-        self._config = call_config(self._spec_obj, self._overrides({}), CallRules(type(self).__name__))
+        rules = CallRules(type(self).__name__)
+        self._config = call_config(self._spec_obj, self._overrides({}, rules), rules)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy; with ``update``, the spec and search settings are loaded and checked
@@ -208,12 +211,23 @@ class DeALParams(BaseModel):
                              fields={**own, "max_tokens": self.max_tokens}, reward_vars=self.reward_vars,
                              stop=self.stop)
 
-    def _overrides(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _overrides(self, kwargs: Mapping[str, Any], rules: CallRules | None = None) -> dict[str, Any]:
         defaults = self._defaults()
-        return search_overrides(defaults.search, defaults.fields, kwargs)
+        rules = rules or CallRules(type(self).__name__)
+        return search_overrides(defaults.search, defaults.fields, kwargs, rules.n_field)
 
     def _resolve_call_spec(self, kwargs: Mapping[str, Any]) -> Any:
         return call_spec(self._defaults(), kwargs, CallRules(type(self).__name__))
+
+    def _returns(self, kwargs: Mapping[str, Any]) -> int:
+        """Generations a call with ``kwargs`` returns per prompt (``n``); 1 when the options
+        are invalid (the call itself then reports them)."""
+        rules = CallRules(type(self).__name__)
+        try:
+            return call_config(call_spec(self._defaults(), kwargs, rules), self._overrides(kwargs, rules),
+                               rules).returns
+        except Exception:
+            return 1
 
     def _validate_binding(self, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
         """Check per-call options now (``.bind``): a bad spec or search setting fails at
@@ -224,7 +238,7 @@ class DeALParams(BaseModel):
         if "spec" in kwargs or "step" in kwargs:
             kwargs = {**kwargs, "spec": spec}
             kwargs.pop("step", None)
-        call_config(spec, self._overrides(kwargs), rules)
+        call_config(spec, self._overrides(kwargs, rules), rules)
         return kwargs
 
     def _prepare(self, messages: list[dict[str, str]], stop: Sequence[str] | None, kwargs: Mapping[str, Any],

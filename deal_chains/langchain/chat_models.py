@@ -62,9 +62,11 @@ class ChatDeAL(DeALParams, BaseChatModel):
     construction, ``SpecError`` naming file, line and field), ``step`` (of a multi-step
     spec), ``reward_vars`` (default values of the spec's ``{variables}``), search
     overrides (``search={...}`` or ``strategy``, ``top_k``, ``lookahead``, ``beam``,
-    ``lam``, ``commit``, ``seed``, ``n``, ``temperature``), ``max_tokens`` (alias
-    ``max_new_tokens``), ``stop``. Each of these but ``model``/``device`` also works per
-    call: ``llm.bind(reward_vars=..., spec=..., top_k=4)`` or ``invoke(..., **kw)``.
+    ``lam``, ``commit``, ``seed``, ``temperature``), ``max_tokens`` (alias
+    ``max_new_tokens``), ``stop``, ``n`` (generations per prompt from ``generate``, the n best
+    distinct answers of one search; best_of_n's samples are ``search={"n": ...}``). Each of
+    these but ``model``/``device`` also works per call: ``llm.bind(reward_vars=..., spec=...,
+    top_k=4)`` or ``invoke(..., **kw)``.
 
     System prompt: the spec's ``system`` (rendered with the reward variables; DeAL's
     start-state adaptation) is never dropped: it comes first, then the input's own system
@@ -362,15 +364,25 @@ class ChatDeAL(DeALParams, BaseChatModel):
         return AIMessage(content=content, tool_calls=tool_calls, invalid_tool_calls=invalid,
                          usage_metadata=usage, response_metadata=meta)
 
+    def _messages(self, call: Call, outcome: Outcome, first: AIMessage | None = None) -> list[AIMessage]:
+        """The generations of one call: the answer, then (``n`` > 1) its alternatives, each
+        parsed as the answer is (tool calls, structured JSON) with its own metadata and usage."""
+        return [self._message(call, outcome, first), *(self._message(call, alt) for alt in outcome.alternatives)]
+
     @staticmethod
-    def _chat_result(message: AIMessage) -> ChatResult:
+    def _chat_result(message: AIMessage, *alternatives: AIMessage) -> ChatResult:
         """The result with ``llm_output`` as the partner chat models fill it (model name and
-        token usage), so ``on_llm_end`` callbacks see them too, not only the message."""
+        token usage), so ``on_llm_end`` callbacks see them too, not only the message. With
+        ``n`` > 1 (``alternatives``), one generation each; each message's usage counts its own
+        answer, ``llm_output`` counts the prompt once and the answers' tokens summed."""
+        messages = [message, *alternatives]
         usage = message.usage_metadata or {}
-        token_usage = {"prompt_tokens": int(usage.get("input_tokens", 0)),
-                       "completion_tokens": int(usage.get("output_tokens", 0)),
-                       "total_tokens": int(usage.get("total_tokens", 0))}
-        return ChatResult(generations=[ChatGeneration(message=message)],
+        prompt = int(usage.get("input_tokens", 0))
+        completion = sum(int((m.usage_metadata or {}).get("output_tokens", 0)) for m in messages)
+        # total_tokens of the answer (a repeated tool call's tokens included), plus the others'
+        total = int(usage.get("total_tokens", 0)) + completion - int(usage.get("output_tokens", 0))
+        token_usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+        return ChatResult(generations=[ChatGeneration(message=m) for m in messages],
                           llm_output={"model_name": message.response_metadata.get("model_name"),
                                       "token_usage": token_usage})
 
@@ -389,20 +401,31 @@ class ChatDeAL(DeALParams, BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = self._call(messages, stop, kwargs)
-        message = self._message(call, self._submit(call).result())
-        again = self._follow_up(call, message)
+        generations = self._messages(call, self._submit(call).result())
+        again = self._follow_up(call, generations[0])
         if again is not None:
-            message = self._message(again, again.adapter.submit([again.request])[0].result(), first=message)
-        return self._chat_result(message)
+            generations = self._messages(again, again.adapter.submit([again.request])[0].result(),
+                                         first=generations[0])
+        return self._chat_result(*generations)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = await asyncio.to_thread(self._call, messages, stop, kwargs)
-        message = self._message(call, await self._submit(call).aresult())
-        again = await asyncio.to_thread(self._follow_up, call, message)
+        generations = self._messages(call, await self._submit(call).aresult())
+        again = await asyncio.to_thread(self._follow_up, call, generations[0])
         if again is not None:
-            message = self._message(again, await again.adapter.submit([again.request])[0].aresult(), first=message)
-        return self._chat_result(message)
+            generations = self._messages(again, await again.adapter.submit([again.request])[0].aresult(),
+                                         first=generations[0])
+        return self._chat_result(*generations)
+
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        """LangChain streams a call when a streaming callback or ``streaming=True`` asks,
+        and a streamed call builds one generation: with ``n`` > 1, ``generate``/``invoke``
+        are not streamed, so they return all n. ``stream()``/``astream()`` (which pass
+        ``stream=True``) still stream, the best generation only."""
+        if not super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs):
+            return False
+        return bool(kwargs.get("stream")) or self._returns(kwargs) <= 1
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:

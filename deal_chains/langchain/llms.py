@@ -77,18 +77,23 @@ class DeALLLM(DeALParams, BaseLLM):
     def _generation(call: Call, outcome: Any) -> Generation:
         return Generation(text=outcome.text, generation_info={**outcome.metadata(), "usage": outcome.usage()})
 
+    @classmethod
+    def _generations(cls, call: Call, outcome: Any) -> list[Generation]:
+        """The answer, then (``n`` > 1) its alternatives, best first."""
+        return [cls._generation(call, o) for o in (outcome, *outcome.alternatives)]
+
     def _generate(self, prompts: list[str], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
         calls = [self._call_for(p, stop, kwargs) for p in prompts]
         handles = self._handles(calls)
-        gens = [[self._generation(c, h.result())] for c, h in zip(calls, handles)]
+        gens = [self._generations(c, h.result()) for c, h in zip(calls, handles)]
         return LLMResult(generations=gens, llm_output={"model_name": calls[0].adapter.model_name if calls else None})
 
     async def _agenerate(self, prompts: list[str], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
         calls = await asyncio.to_thread(lambda: [self._call_for(p, stop, kwargs) for p in prompts])
         handles = self._handles(calls)
-        gens = [[self._generation(c, await h.aresult())] for c, h in zip(calls, handles)]
+        gens = [self._generations(c, await h.aresult()) for c, h in zip(calls, handles)]
         return LLMResult(generations=gens, llm_output={"model_name": calls[0].adapter.model_name if calls else None})
 
     def _stream(self, prompt: str, stop: list[str] | None = None,

@@ -15,6 +15,14 @@ the same level. None means "not given".
 Where the shells read an option differently today, the difference is a field of
 ``CallRules`` (so one place shows it and one place changes it): what ``n`` means, whether
 unknown options are refused, how a per-call ``spec`` and ``response_format`` are read.
+
+``n``: LangChain's (as OpenAI's) is the number of generations returned per prompt, the
+search's ``returns`` (the n best distinct answers of one search); best_of_n's samples and
+rerank's hypotheses stay ``SearchConfig.n``, given as ``search={"n": ...}``. DSPy's ``n``
+is that many completions, each its own request.
+
+>>> search_overrides({"n": 8}, {"n": 2}, {}, n_field="returns")
+{'n': 8, 'returns': 2}
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from deal_chains.errors import InputError
 from deal_chains.runtime.requests import SEARCH_FIELDS, is_spec, resolve_spec, search_config
-from deal_chains.search.config import SearchConfig
+from deal_chains.search.config import MAX_RETURNS, SearchConfig
 
 # LangChain's per-call keyword arguments (``invoke(..., **kw)``, ``.bind(**kw)``) besides the
 # search knobs
@@ -57,14 +65,20 @@ class CallRules:
     where: str  # names the caller in error messages
     # accepted per-call options besides the search fields; None: others are ignored
     known: frozenset[str] | None = LANGCHAIN_CALL_OPTIONS
-    # "search": n is SearchConfig.n (best_of_n samples, rerank hypotheses), refused above 1 for
-    # a strategy that ignores it; "completions": also n requests, each its own answer
-    n: Literal["search", "completions"] = "search"
+    # "returns": n (given outside a ``search`` mapping) is SearchConfig.returns, the answers
+    # returned per prompt (best_of_n samples: search={"n": ...}); "completions": n is
+    # SearchConfig.n and also n requests, each its own answer (DSPy)
+    n: Literal["returns", "completions"] = "returns"
     # True: a per-call ``spec`` (even None) and ``step`` replace the model's; False: only a
     # spec that is not None does, and ``step`` is not read per call
     spec_per_call_replaces: bool = True
     # True: a response_format that is no JSON schema is an error; False: free text
     strict_response_format: bool = True
+
+    @property
+    def n_field(self) -> str:
+        """The search setting a top-level ``n`` option sets."""
+        return "returns" if self.n == "returns" else "n"
 
 
 DSPY_RULES = CallRules(where="DeALLM", known=None, n="completions", spec_per_call_replaces=False,
@@ -109,7 +123,7 @@ def read_call_options(defaults: ModelDefaults, call: Mapping[str, Any], rules: C
     Raises ``InputError``, ``SpecError`` or ``ConfigError`` for what the caller got wrong."""
     check_call_options(call, rules)
     spec = call_spec(defaults, call, rules)
-    config = call_config(spec, search_overrides(defaults.search, defaults.fields, call), rules)
+    config = call_config(spec, search_overrides(defaults.search, defaults.fields, call, rules.n_field), rules)
     variables = {**defaults.reward_vars, **dict(call.get("reward_vars") or {})}
     schema = None
     if call.get("response_format") is not None:
@@ -157,39 +171,54 @@ def call_spec(defaults: ModelDefaults, call: Mapping[str, Any], rules: CallRules
 
 
 def call_config(spec: Any, overrides: Mapping[str, Any], rules: CallRules) -> SearchConfig:
-    """The call's search config. Under ``n="search"``, ``n`` > 1 is refused where it cannot mean
-    what LangChain means by it (several generations per prompt, not supported yet): only
-    best_of_n (n samples, the best returned) and rerank (n hypotheses) read it."""
-    config = search_config(spec, overrides)
-    n = overrides.get("n")
-    if rules.n == "search" and n is not None and n > 1 and config.strategy not in ("best_of_n", "rerank"):
-        raise InputError(f"n={n}: one generation per prompt is returned (several generations are not supported "
-                         f"yet); n only sets how many samples best_of_n draws or rerank keeps, and the "
-                         f"strategy here is {config.strategy!r}. Use strategy='best_of_n' with n, or call "
-                         "batch() with the prompt repeated")
-    return config
+    """The call's search config. Under ``n="returns"`` the generations asked per prompt
+    (``returns``, LangChain's ``n``) are checked here, so a bad ``n`` is refused in
+    LangChain's terms: a whole number from 1 to ``MAX_RETURNS``, and 1 under greedy (one
+    answer by definition)."""
+    returns = overrides.get("returns")
+    if rules.n != "returns" or returns is None:
+        return search_config(spec, overrides)
+    if isinstance(returns, bool) or not isinstance(returns, int) or not 1 <= returns <= MAX_RETURNS:
+        raise InputError(f"{rules.where}: n={returns!r}: n is the number of generations returned per prompt, "
+                         f"a whole number from 1 to {MAX_RETURNS}")
+    config = search_config(spec, {**overrides, "returns": None})
+    if returns > 1 and config.strategy == "greedy":
+        raise InputError(f"{rules.where}: n={returns}: strategy 'greedy' has one answer per prompt, so it "
+                         "cannot return several generations. Use strategy='deal' (it keeps at least n beams), "
+                         "'rerank', 'best_of_n' or 'sample', or n=1")
+    return config.updated(returns=returns)
 
 
-def _layer(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """One level's settings: its ``search`` mapping, then its search fields, then ``max_tokens``."""
+def _layer(fields: Mapping[str, Any], n_field: str = "n") -> dict[str, Any]:
+    """One level's settings: its ``search`` mapping, then its search fields, then ``max_tokens``.
+    A top-level ``n`` sets ``n_field`` (``returns`` for LangChain); ``n`` inside ``search`` is
+    always ``SearchConfig.n``."""
     values: dict[str, Any] = dict(fields.get("search") or {})
-    values.update({name: fields[name] for name in SEARCH_FIELDS if fields.get(name) is not None})
+    own = {name: fields[name] for name in SEARCH_FIELDS if fields.get(name) is not None}
+    if n_field != "n" and "n" in own:
+        n = own.pop("n")
+        if own.get(n_field, n) != n:
+            raise InputError(f"n={n!r} and {n_field}={own[n_field]!r} disagree: n is the {n_field} setting, "
+                             "give one")
+        own[n_field] = n
+    values.update(own)
     if fields.get("max_tokens") is not None:
         values["max_new_tokens"] = fields["max_tokens"]
     return values
 
 
 def search_overrides(base_search: Mapping[str, Any], model_fields: Mapping[str, Any],
-                     call: Mapping[str, Any]) -> dict[str, Any]:
+                     call: Mapping[str, Any], n_field: str = "n") -> dict[str, Any]:
     """The search overrides of one call: the model's settings (``base_search`` and its
     ``model_fields``), then the call's own (see the module docstring for the order).
+    ``n_field``: the setting a top-level ``n`` sets (``CallRules.n_field``).
 
     >>> search_overrides({"top_k": 4}, {"max_tokens": 32, "beam": None},
     ...                  {"search": {"lam": 8.0}, "max_tokens": 16})
     {'top_k': 4, 'max_new_tokens': 16, 'lam': 8.0}
     """
-    values = _layer({"search": base_search, **{k: v for k, v in model_fields.items() if k != "search"}})
-    values.update(_layer(call))
+    values = _layer({"search": base_search, **{k: v for k, v in model_fields.items() if k != "search"}}, n_field)
+    values.update(_layer(call, n_field))
     return values
 
 

@@ -4,7 +4,7 @@ stop sequences), checked in the caller's thread before any search runs, and what
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,7 +71,9 @@ class Request:
 @dataclass
 class Outcome:
     """A finished request: the text (cut at a stop sequence if one was generated) and the
-    engine's ``GenerationResult``."""
+    engine's ``GenerationResult``. ``alternatives`` (``SearchConfig.returns`` > 1): the
+    outcomes of the result's next best answers, best first, each cut at the stop sequences
+    the same way (an answer whose cut text repeats an earlier one's is left out)."""
 
     text: str
     result: Any
@@ -79,6 +81,7 @@ class Outcome:
     finish_reason: str  # "stop" (end of answer or stop sequence) | "length" | "cancelled"
     model_name: str
     stop_sequence: str | None = None
+    alternatives: list["Outcome"] = field(default_factory=list)
 
     def usage(self) -> dict[str, int]:
         out = len(self.result.token_ids)

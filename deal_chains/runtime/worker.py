@@ -101,7 +101,31 @@ class Worker:
                 reason = res.finish_reason
             job.handle._finish(Outcome(text=stream.sent, result=res, prompt_tokens=job.request.prompt_tokens,
                                        finish_reason=reason, model_name=self.lm.name,
-                                       stop_sequence=stream.stop_sequence))
+                                       stop_sequence=stream.stop_sequence,
+                                       alternatives=self._alternatives(job, stream.sent, res.alternatives)))
+
+    def _alternatives(self, job: Job, best_text: str, results: list[Any]) -> list[Outcome]:
+        """Outcomes of the next best answers (``SearchConfig.returns`` > 1), cut at the stop
+        sequences like the answer; one whose text repeats an earlier one is left out. An
+        answer cut because the search ended early (the best answer reached a stop sequence)
+        reports ``length``: its text is incomplete."""
+        out: list[Outcome] = []
+        seen = {best_text}
+        for res in results:
+            stream = TextStream(self.lm.decode, job.request.stop)
+            stream.finish(res.token_ids)
+            if stream.sent in seen:
+                continue
+            seen.add(stream.sent)
+            if stream.stop_sequence is not None:
+                reason = "stop"
+            elif res.finish_reason == "ended":
+                reason = "cancelled" if job.handle.cancelled else "length"
+            else:
+                reason = res.finish_reason
+            out.append(Outcome(text=stream.sent, result=res, prompt_tokens=job.request.prompt_tokens,
+                               finish_reason=reason, model_name=self.lm.name, stop_sequence=stream.stop_sequence))
+        return out
 
 
 _WORKERS: dict[int, tuple[Any, Worker]] = {}

@@ -15,6 +15,8 @@ STRATEGIES: tuple[str, ...] = ("greedy", "sample", "best_of_n", "rerank", "deal"
 # strategies that sample: they default to temperature 1.0 (0 would make them greedy)
 SAMPLING_STRATEGIES: tuple[str, ...] = ("sample", "best_of_n")
 SAMPLING_TEMPERATURE = 1.0
+# most answers one search returns per prompt (SearchConfig.returns); deal keeps that many beams
+MAX_RETURNS = 64
 
 
 def _whole_number(value: Any) -> Any:
@@ -93,6 +95,13 @@ class SearchConfig(BaseModel):
         description="sampling seed; default: a fresh random seed per prompt (recorded in stats.seed)",
     )
     n: Int = Field(4, ge=1, le=256, description="samples for best_of_n / hypotheses for rerank")
+    returns: Int = Field(
+        1, ge=1, le=MAX_RETURNS,
+        description="answers returned per prompt: the best, then the next best distinct hypotheses "
+        "(GenerationResult.alternatives). deal keeps at least this many beams, rerank this many hypotheses, "
+        "best_of_n draws at least this many samples, sample draws this many independent samples (ranked); "
+        "greedy has one answer (returns must be 1)",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",
@@ -114,6 +123,10 @@ class SearchConfig(BaseModel):
         elif self.strategy == "sample" and self.temperature == 0.0:
             # sampling at an explicit temperature 0 is greedy; say so instead of silently doing greedy
             raise ValueError("strategy 'sample' needs temperature > 0 (leave temperature out for 1.0)")
+        if self.returns > 1 and self.strategy == "greedy":
+            raise ValueError(f"strategy 'greedy' has one answer per prompt, so returns={self.returns} cannot "
+                             "apply: use strategy deal (its beams), rerank, best_of_n or sample for several "
+                             "answers, or returns=1")
         if self.commit is not None and self.strategy == "deal" and self.commit > max(self.lookahead, 1):
             raise ValueError(
                 f"commit ({self.commit}) cannot exceed lookahead ({self.lookahead}): "

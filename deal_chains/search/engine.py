@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -84,15 +84,27 @@ def tree_params(config: SearchConfig) -> TreeParams:
                           temperature=config.temperature or SAMPLING_TEMPERATURE, **base)
     if s == "rerank":
         # n hypotheses from plain beam search by log-probability, reranked by the full score
-        return TreeParams(top_k=config.n, beam=config.n, lookahead=0, commit=1, temperature=0.0,
-                          use_rewards=False, **base)
-    return TreeParams(top_k=config.top_k, beam=config.beam, lookahead=config.lookahead,
+        # (at least ``returns``, so that many can be returned)
+        k = max(config.n, config.returns)
+        return TreeParams(top_k=k, beam=k, lookahead=0, commit=1, temperature=0.0, use_rewards=False, **base)
+    # at least ``returns`` live beams, so that many distinct answers can finish
+    return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
                       commit=config.commit_tokens, temperature=config.temperature, **base)
+
+
+def samples_per_prompt(config: SearchConfig) -> int:
+    """Independent searches (groups) per prompt: best_of_n's samples (at least ``returns``),
+    ``returns`` samples for sample, one search tree otherwise."""
+    if config.strategy == "best_of_n":
+        return max(config.n, config.returns)
+    if config.strategy == "sample":
+        return config.returns
+    return 1
 
 
 def _rows_per_prompt(params: TreeParams, config: SearchConfig) -> int:
     """Hypotheses one prompt keeps in flight: each is a forward row and a KV-cache copy."""
-    return params.top_k * params.beam * (config.n if config.strategy == "best_of_n" else 1)
+    return params.top_k * params.beam * samples_per_prompt(config)
 
 
 def _fresh_seed() -> int:
@@ -271,7 +283,7 @@ class DeALEngine:
                       on_step: Callable[[], None] | None,
                       on_tokens: OnTokens | None = None) -> list[GenerationResult]:
         t0 = time.perf_counter()
-        samples = config.n if config.strategy == "best_of_n" else 1
+        samples = samples_per_prompt(config)
         kv = KVBatch(self.lm.model)
         prompt_logits = kv.prefill([r.prompt_ids for r in chunk], self.lm.pad_token_id)
         groups: list[Group] = []
@@ -301,12 +313,9 @@ class DeALEngine:
             hyps: list[Hypothesis] = []
             for g in mine:
                 hyps.extend(finalize(g, self.lm.decode, config.lam))
-            best = best_first(hyps)[0]
+            answers = distinct_answers(best_first(hyps), config.returns, self.lm.decode)
+            best = answers[0][0]
             ended = streamer is not None and row in streamer.ended
-            # a JSON value a limit closed (the budget's closing pressure, the mask's string
-            # cap) is cut, not whole, even when it parses
-            cut = closed_by_limit(self.lm, req.constraint, req.prompt_ids, best.tokens, params.max_new_tokens) \
-                if best.finished and req.constraint is not None else None
             if streamer is not None:
                 streamer.flush(row, best.tokens)
             stats = SearchStats(
@@ -318,13 +327,39 @@ class DeALEngine:
                 greedy_steps=max(g.greedy_steps for g in mine),
                 seed=seeds[row],
             )
-            results.append(GenerationResult(
-                text=self.lm.decode(best.tokens), token_ids=list(best.tokens), rewards=best.rewards,
-                reward=best.reward, score=best.score, logprob=best.logprob, finished=best.finished and not cut,
-                finish_reason="length" if cut else ("stop" if best.finished else ("ended" if ended else "length")),
-                strategy=config.strategy, stats=stats, closed_by=cut,
-            ))
+            out = []
+            for h, text in answers:
+                # a JSON value a limit closed (the budget's closing pressure, the mask's string
+                # cap) is cut, not whole, even when it parses
+                cut = closed_by_limit(self.lm, req.constraint, req.prompt_ids, h.tokens, params.max_new_tokens) \
+                    if h.finished and req.constraint is not None else None
+                out.append(GenerationResult(
+                    text=text, token_ids=list(h.tokens), rewards=h.rewards, reward=h.reward, score=h.score,
+                    logprob=h.logprob, finished=h.finished and not cut,
+                    finish_reason="length" if cut else ("stop" if h.finished else ("ended" if ended else "length")),
+                    strategy=config.strategy, stats=replace(stats, new_tokens=len(h.tokens)), closed_by=cut,
+                ))
+            out[0].alternatives = out[1:]
+            results.append(out[0])
         return results
+
+
+def distinct_answers(ranked: Sequence[Hypothesis], returns: int,
+                     decode: Callable[[Sequence[int]], str]) -> list[tuple[Hypothesis, str]]:
+    """The first ``returns`` hypotheses of ``ranked`` (best first) with their texts, skipping
+    one whose text an earlier one already has (two token paths can decode alike, and
+    best_of_n's samples can repeat an answer). The first is always the answer."""
+    out: list[tuple[Hypothesis, str]] = []
+    seen: set[str] = set()
+    for h in ranked:
+        text = decode(h.tokens)
+        if text in seen:
+            continue
+        seen.add(text)
+        out.append((h, text))
+        if len(out) >= returns:
+            break
+    return out
 
 
 class _Streamer:

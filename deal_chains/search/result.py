@@ -38,6 +38,11 @@ class GenerationResult:
     (``finish_reason == "length"``): the text is then cut, and says so here rather than
     passing for a complete answer. That includes a JSON answer a search limit closed
     (``closed_by``): it may parse, but a value in it was cut.
+
+    ``alternatives`` (with ``SearchConfig.returns`` > 1): the next best hypotheses of the same
+    search, best first, each a ``GenerationResult`` of its own (its text, rewards, score,
+    finish reason; no alternatives of its own). Texts are distinct from the answer's and
+    from each other; fewer than ``returns - 1`` when the search found fewer distinct ones.
     """
 
     text: str
@@ -55,6 +60,7 @@ class GenerationResult:
     # on strings without maxLength). It may parse, but that value is cut: finish_reason is
     # then "length"
     closed_by: str | None = None
+    alternatives: list["GenerationResult"] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float:
@@ -62,7 +68,7 @@ class GenerationResult:
         return self.logprob / max(1, len(self.token_ids))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "text": self.text,
             "rewards": dict(self.rewards),
             "reward": self.reward,
@@ -76,3 +82,6 @@ class GenerationResult:
             "new_tokens": len(self.token_ids),
             "stats": self.stats.as_dict(),
         }
+        if self.alternatives:  # only with returns > 1, so records of one answer keep their shape
+            out["alternatives"] = [a.as_dict() for a in self.alternatives]
+        return out

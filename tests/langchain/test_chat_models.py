@@ -985,13 +985,13 @@ def test_model_name_is_an_alias_and_model_kwargs_is_refused_with_what_to_use(lm)
         ChatDeAL(model="default", model_name="other/model")
 
 
-def test_n_is_refused_where_it_would_be_silently_ignored(lm):
-    with pytest.raises(InputError, match="n=2: one generation per prompt"):
-        ChatDeAL(model=lm, n=2)
-    with pytest.raises(InputError, match="n=2: one generation per prompt"):
-        DeALLLM(model=lm, n=2)
+def test_n_is_refused_where_it_cannot_apply(lm):
+    # n is the generations returned per prompt (tests/langchain/test_n.py); greedy has one
+    with pytest.raises(InputError, match="n=2: strategy 'greedy' has one answer per prompt"):
+        ChatDeAL(model=lm, n=2, strategy="greedy")
+    with pytest.raises(InputError, match="n=2: strategy 'greedy' has one answer per prompt"):
+        DeALLLM(model=lm, n=2, strategy="greedy")
     llm = ChatDeAL(model=lm, max_tokens=4, strategy="greedy")
     with pytest.raises(InputError, match="n=3"):
         llm.invoke("hi", n=3)
-    # where n has its meaning (samples of best_of_n), it is accepted
-    assert ChatDeAL(model=lm, n=2, strategy="best_of_n", max_tokens=4).invoke("hi").content is not None
+    assert len(ChatDeAL(model=lm, n=2, max_tokens=4).generate([[HumanMessage("hi")]]).generations[0]) == 2

@@ -50,8 +50,9 @@ def test_each_call_option_lands_in_the_call_options():
         "tools": tools, "tool_choice": "any", "model": "other",
     }, LANGCHAIN)
     c = opts.config
-    assert (c.strategy, c.n, c.temperature, c.seed, c.max_new_tokens, c.lam, c.top_k) == \
-        ("best_of_n", 3, 0.5, 7, 9, 2.0, 3)
+    # LangChain's n is the generations returned (returns); best_of_n's samples keep their default
+    assert (c.strategy, c.returns, c.n, c.temperature, c.seed, c.max_new_tokens, c.lam, c.top_k) == \
+        ("best_of_n", 3, 4, 0.5, 7, 9, 2.0, 3)
     assert opts.reward_vars == {"a": 1, "b": 2}  # the call's variables over the model's
     assert opts.stop == ["###"] and opts.response_schema == {"type": "object"}
     assert (opts.tools, opts.tool_choice, opts.model, opts.completions) == (tools, "any", "other", 1)
@@ -78,10 +79,26 @@ def test_a_per_call_spec_replaces_the_models_as_each_shell_reads_it():
     assert read_call_options(defaults, {"spec": None}, DSPY_RULES).spec is model_spec
 
 
-def test_n_is_the_search_n_for_langchain_and_completions_for_dspy():
-    with pytest.raises(InputError, match="n=2: one generation per prompt"):
-        read_call_options(ModelDefaults(), {"n": 2}, LANGCHAIN)
-    assert read_call_options(ModelDefaults(), {"n": 2, "strategy": "rerank"}, LANGCHAIN).completions == 1
+def test_n_is_the_generations_returned_for_langchain_and_completions_for_dspy():
+    opts = read_call_options(ModelDefaults(), {"n": 2}, LANGCHAIN)
+    assert (opts.config.returns, opts.config.n, opts.completions) == (2, 4, 1)  # one search, two answers
+    # the samples of best_of_n stay the search's n; the model's n is the default, the call's wins
+    opts = read_call_options(ModelDefaults(fields={"n": 3}), {"search": {"strategy": "best_of_n", "n": 8}},
+                             LANGCHAIN)
+    assert (opts.config.returns, opts.config.n) == (3, 8)
+    assert read_call_options(ModelDefaults(fields={"n": 3}), {"n": 1}, LANGCHAIN).config.returns == 1
+    assert read_call_options(ModelDefaults(), {"returns": 2}, LANGCHAIN).config.returns == 2
+    with pytest.raises(InputError, match="n=2 and returns=3 disagree"):
+        read_call_options(ModelDefaults(), {"n": 2, "returns": 3}, LANGCHAIN)
+    with pytest.raises(InputError, match=r"ChatDeAL: n=2: strategy 'greedy' has one answer.*strategy='deal'"):
+        read_call_options(ModelDefaults(), {"n": 2, "strategy": "greedy"}, LANGCHAIN)
+    for bad in (0, -1, 65, 1.5, "2", True):
+        with pytest.raises(InputError, match=r"ChatDeAL: n=.*number of generations returned per prompt"):
+            read_call_options(ModelDefaults(), {"n": bad}, LANGCHAIN)
+    # a spec's greedy strategy is refused the same way
+    greedy = ModelDefaults(loaded_spec=None, search={"strategy": "greedy"})
+    with pytest.raises(InputError, match="'greedy' has one answer"):
+        read_call_options(greedy, {"n": 3}, LANGCHAIN)
     dspy = read_call_options(ModelDefaults(), {"n": 3}, DSPY_RULES)
     assert dspy.completions == 3 and dspy.config.n == 3
     assert len(set(c.model_dump_json() for c in dspy.completion_configs())) == 1  # greedy: one batched search

@@ -205,3 +205,37 @@ def commongen_prompt(concepts: Sequence[str]) -> str:
     if not concepts:
         raise ValueError("commongen_prompt: concepts is empty")
     return f"Write one short sentence that uses all of these words: {', '.join(concepts)}."
+
+
+# phrases of the instruction that a sentence about the concepts has no reason to use: an
+# output that has one talks about the request ("... are all of these words.")
+INSTRUCTION_PHRASES = ("these words", "all of these", "given words", "following words", "short sentence",
+                       "one sentence", "uses all", "use all")
+
+
+def reads_badly(text: str) -> dict[str, bool]:
+    """What a reader would object to in a CommonGen answer, by plain definitions
+    (``docs/benchmarks.md``), none of them used by the search:
+
+    - ``word_list``: three or more comma-separated parts (a final "and" splits too), every
+      one at most three words: ``Mower, push, lawn, mow.``, ``A river, a boat, and a paddle.``;
+    - ``mentions_instruction``: uses a phrase of the instruction (``INSTRUCTION_PHRASES``);
+    - ``unended``: does not end with ``.``, ``!`` or ``?`` (a closing quote or bracket
+      may follow): cut off, or a fragment;
+    - ``bad``: any of these.
+
+    >>> reads_badly("Mower, push, lawn, mow.")["word_list"]
+    True
+    >>> reads_badly("The dog caught the frisbee, and the boy threw it.")
+    {'word_list': False, 'mentions_instruction': False, 'unended': False, 'bad': False}
+    """
+    import re
+
+    body = text.strip()
+    parts = [p.strip() for p in re.split(r",|;|\band\b", body.rstrip(".!?\"')] ")) if p.strip()]
+    word_list = len(parts) >= 3 and all(len(p.split()) <= 3 for p in parts)
+    lowered = " ".join(body.lower().split())
+    mentions = any(phrase in lowered for phrase in INSTRUCTION_PHRASES)
+    unended = not re.search(r"[.!?][\"')\]]*$", body)
+    return {"word_list": word_list, "mentions_instruction": mentions, "unended": unended,
+            "bad": word_list or mentions or unended}

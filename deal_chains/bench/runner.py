@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from deal_chains.bench.commongen import CommonGenItem, commongen_prompt, concept_coverage
+from deal_chains.bench.commongen import CommonGenItem, commongen_prompt, concept_coverage, reads_badly
 from deal_chains.search.config import SearchConfig
 from deal_chains.search.engine import DeALEngine
 from rewards.keywords import KeywordCoverage
@@ -112,6 +112,7 @@ def run_commongen(
                 "concepts": it.concepts, "text": res.text, "coverage": cov,
                 "finished": res.finished, "new_tokens": len(res.token_ids),
                 "mean_logprob": res.mean_logprob, "forward_passes": res.stats.forward_passes,
+                "words": len(res.text.split()), **reads_badly(res.text),
             })
         runs.append(run)
     return commongen_report(engine, items, runs, system=system, batch_size=batch_size)
@@ -136,6 +137,9 @@ def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: l
             "mean_logprob_per_token": round(statistics.fmean(o["mean_logprob"] for o in run.outputs), 4),
             "mean_new_tokens": round(statistics.fmean(o["new_tokens"] for o in run.outputs), 2),
             "finished_rate": round(statistics.fmean(float(o["finished"]) for o in run.outputs), 4),
+            "mean_words": round(statistics.fmean(o.get("words", 0) for o in run.outputs), 2),
+            **{f"{key}_rate": round(statistics.fmean(float(o.get(key, False)) for o in run.outputs), 4)
+               for key in ("word_list", "mentions_instruction", "unended", "bad")},
             "mean_forward_passes": round(statistics.fmean(o["forward_passes"] for o in run.outputs), 2),
             "config": run.config.model_dump(),
         })
@@ -169,7 +173,9 @@ COMMONGEN_COLUMNS = [
     ("strategy", "strategy"), ("soft_coverage", "soft cov"), ("hard_coverage", "hard cov"),
     ("seconds_per_prompt", "s/prompt"), ("ratio_to_greedy", "x greedy"),
     ("mean_logprob_per_token", "logprob/tok"), ("mean_new_tokens", "tokens"),
-    ("finished_rate", "finished"), ("mean_forward_passes", "forwards"),
+    ("finished_rate", "finished"), ("bad_rate", "reads badly"), ("word_list_rate", "word list"),
+    ("mentions_instruction_rate", "instruction"), ("unended_rate", "unended"), ("mean_words", "words"),
+    ("mean_forward_passes", "forwards"),
 ]
 
 

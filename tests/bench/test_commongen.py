@@ -165,3 +165,26 @@ def test_blank_lines_ignored_and_crlf(tmp_path):
     items = load_commongen(data, cons)
     assert [it.concepts for it in items] == [["dog", "cat"], ["sun", "sky"]]
     assert items[0].references == ["A dog."]
+
+
+@pytest.mark.parametrize("text, flags", [
+    # the bad outputs
+    ("Mower, push, lawn, mow.", {"word_list"}),
+    ("Sit, couple, dinner, table.", {"word_list"}),
+    ("The stage, performed, routine, music.", {"word_list"}),
+    ("A river, a boat, and a paddle.", {"word_list"}),
+    ("The food, table, and front of the sit are all all of these words.", {"mentions_instruction"}),
+    ("A dog leashes a sidewalk", {"unended"}),
+    ("River, boat, paddle", {"word_list", "unended"}),
+    # sentences that read well, commas included
+    ("The dog caught the frisbee, and the boy threw it.", set()),
+    ("A man rides a bike along the trail.", set()),
+    ('She said "hello."', set()),
+    ("Wait, is the dog, the cat or the bird asleep?", set()),
+])
+def test_reads_badly_flags_word_lists_instruction_talk_and_fragments(text, flags):
+    from deal_chains.bench.commongen import reads_badly
+
+    got = reads_badly(text)
+    assert {k for k in ("word_list", "mentions_instruction", "unended") if got[k]} == flags
+    assert got["bad"] == bool(flags)

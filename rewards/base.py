@@ -71,6 +71,18 @@ def reward_settled(reward: Any, text: str, context: RewardContext) -> bool:
     return bool(fn(text, context)) if fn is not None else False
 
 
+def reward_tokens_owed(reward: Any, text: str, context: RewardContext) -> int:
+    """At least how many more tokens ``text`` needs before ``reward`` can be met (0: met, or
+    the reward cannot tell). A reward says so with a ``tokens_owed(text, context)`` method
+    (``KeywordCoverage``: its missing words); the search does not let a hypothesis end while
+    it owes tokens the budget could still pay (NeuroLogic's rule: no finishing while a
+    constraint can still be met). A weight-0 reward owes nothing."""
+    fn = getattr(reward, "tokens_owed", None)
+    if fn is None or float(getattr(reward, "weight", 1.0)) == 0.0:
+        return 0
+    return max(0, int(fn(text, context)))
+
+
 def reward_name(reward: Any) -> str:
     """The name a reward reports its score under."""
     return str(getattr(reward, "name", type(reward).__name__))

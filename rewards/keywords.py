@@ -182,6 +182,15 @@ class KeywordCoverage(BaseReward):
         n = len(self._patterns)
         return [sum(p.search(t) is not None for p in self._patterns) / n for t in texts]
 
+    def tokens_owed(self, text: str, context: RewardContext | None = None) -> int:
+        """Tokens the missing words take at least (two each: a word and what joins it):
+        the search keeps a hypothesis from ending while the budget can still pay them.
+
+        >>> KeywordCoverage(["dog", "ball"]).tokens_owed("The dog sat.")
+        2
+        """
+        return 2 * len(self.missing(text))
+
     def settled(self, text: str, context: RewardContext | None = None) -> bool:
         """True when every word is present in a way no continuation can undo.
 

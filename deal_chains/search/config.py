@@ -102,6 +102,11 @@ class SearchConfig(BaseModel):
         "best_of_n draws at least this many samples, sample draws this many independent samples (ranked); "
         "greedy has one answer (returns must be 1)",
     )
+    hold_eos: Bool = Field(
+        True,
+        description="deal: end-of-sequence competes only when no reward still owes tokens the budget could "
+        "pay (a keyword missing while budget is left is not a place to stop; NeuroLogic's rule)",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",

@@ -89,7 +89,8 @@ def tree_params(config: SearchConfig) -> TreeParams:
         return TreeParams(top_k=k, beam=k, lookahead=0, commit=1, temperature=0.0, use_rewards=False, **base)
     # at least ``returns`` live beams, so that many distinct answers can finish
     return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
-                      commit=config.commit_tokens, temperature=config.temperature, **base)
+                      commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
+                      **base)
 
 
 def samples_per_prompt(config: SearchConfig) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from deal_chains.search.constraints import CompiledConstraint
 from deal_chains.search.kv import KVBatch
-from rewards.base import RewardContext, weighted_range
+from rewards.base import RewardContext, reward_tokens_owed, weighted_range
 
 
 @dataclass
@@ -47,6 +47,10 @@ class Group:
     greedy_steps: int = 0
     _cache: dict[str, list[float]] = field(default_factory=dict)
 
+    def tokens_owed(self, text: str) -> int:
+        """The most tokens any of the group's rewards still needs on ``text`` (0: none)."""
+        return max((reward_tokens_owed(r, text, self.context) for r in self.rewards), default=0)
+
     def reward_range(self) -> tuple[float, float]:
         """(min, max) of the weighted reward total this group's texts can score."""
         return weighted_range(self.rewards)
@@ -66,6 +70,8 @@ class TreeParams:
     prune: bool = True
     adaptive: bool = True
     use_rewards: bool = True  # False: plain beam search by log-probability (rerank's proposals)
+    # end-of-sequence competes only when no reward owes tokens the budget could still pay
+    hold_eos: bool = False
 
 
 @dataclass
@@ -143,6 +149,8 @@ class SearchState:
     any_reward: bool
     constrained: bool
     generated: int = 0
+    # per live row: tokens its rewards still need (``hold_eos``), set by ``propose``
+    owed: list[int] = field(default_factory=list)
 
     @property
     def eos_main(self) -> int:

@@ -114,6 +114,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
     if state.constrained:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
+    state.owed = _owed(state) if params.hold_eos and state.any_reward else []
+    logits = _hold_eos(logits, state.owed, step.remaining, state.eos_ids)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     if params.prune and state.any_reward:
         parent, tok, lp = _prune(parent, tok, lp, rows, groups, state.ranges, params, state.eos_ids)
@@ -151,6 +153,10 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
             step_logits = apply_masks(step_logits, grammar.states, grammar.constraints, state.eos_main,
                                       step.remaining - j - 1, params.max_new_tokens,
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
+        if state.owed:
+            # a rollout keeps its parent's debt (its own text is not re-read each token)
+            step_logits = _hold_eos(step_logits, [state.owed[p] for p in parent], step.remaining - j - 1,
+                                    eos_ids)
         if j == c - 1:
             commit_logits = step_logits
         if j + 1 >= step.remaining:
@@ -172,6 +178,27 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
     return Rollout(tokens=toks[:, :n_tok].tolist(), logprobs=lps[:, :n_tok].tolist(), fed=fed,
                    commit_logits=commit_logits, states=grammar.states, constraints=grammar.constraints,
                    consumed=grammar.consumed, dead=grammar.dead)
+
+
+def _owed(state: SearchState) -> list[int]:
+    """Per live row, the tokens its group's rewards still need on its text (0: none, or settled)."""
+    return [0 if settled else state.groups[gi].tokens_owed(state.decode(tokens))
+            for gi, tokens, settled in zip(state.rows.group, state.rows.tokens, state.rows.settled)]
+
+
+def _hold_eos(logits: torch.Tensor, owed: Sequence[int], remaining: int, eos_ids: frozenset[int]) -> torch.Tensor:
+    """No end-of-sequence for the rows that owe tokens the ``remaining`` budget can still pay
+    (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
+    is not a candidate; once the budget cannot pay, ending competes again."""
+    held = [i for i, need in enumerate(owed) if need and remaining > need]
+    if not held:
+        return logits
+    logits = logits.clone()
+    rows = torch.tensor(held, device=logits.device)
+    for e in eos_ids:
+        if e < logits.shape[-1]:
+            logits[rows, e] = float("-inf")
+    return logits
 
 
 class _GrammarRows:

@@ -150,3 +150,49 @@ def test_a_scorer_replaces_score(tiny_lm):
     tree.run_tree_search(default.kv, default.logits, default.groups, params, tiny_lm.eos_token_ids,
                          tiny_lm.decode)
     assert (default.groups[0].finished + default.groups[0].unfinished)[0].tokens[0] != third
+
+
+@pytest.fixture()
+def eos_loving_lm(tiny_model_dir):
+    """The tiny model with its end-of-sequence logit raised: it ends at once unless told not to."""
+    from deal_chains.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
+    eos = min(lm.eos_token_ids)
+
+    def raise_eos(module, inputs, output):
+        output[..., eos] += 50.0
+        return output
+
+    lm.model.get_output_embeddings().register_forward_hook(raise_eos)
+    return lm
+
+
+def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from rewards import KeywordCoverage
+
+    engine = DeALEngine(eos_loving_lm)
+    reward = [KeywordCoverage(["zebra", "quartz"])]  # the random model never writes them
+    base = dict(strategy="deal", max_new_tokens=12, top_k=2, beam=1, lookahead=2)
+    [held] = engine.generate(["hi"], reward, SearchConfig(**base))
+    [free] = engine.generate(["hi"], reward, SearchConfig(**base, hold_eos=False))
+    assert free.finished and len(free.token_ids) == 0  # ends at once
+    # held: ends only once the budget left (12 - n) can no longer pay the 4 tokens owed
+    assert held.finished and len(held.token_ids) >= 12 - 4, held.token_ids
+    # greedy is the baseline: it is never held
+    [greedy] = engine.generate(["hi"], reward, SearchConfig(strategy="greedy", max_new_tokens=12))
+    assert len(greedy.token_ids) == 0
+    # a weight-0 reward owes nothing: the model may end
+    [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base))
+    assert len(met.token_ids) == 0
+
+
+def test_tokens_owed_counts_missing_keywords():
+    from rewards import KeywordCoverage
+    from rewards.base import RewardContext, reward_tokens_owed
+
+    kw = KeywordCoverage(["dog", "ball", "run"])
+    assert reward_tokens_owed(kw, "The dog ran.", RewardContext()) == 2  # "ran" counts for run
+    assert reward_tokens_owed(kw, "The dog ran after the ball.", RewardContext()) == 0
+    assert reward_tokens_owed(KeywordCoverage(["x"], weight=0.0), "", RewardContext()) == 0

@@ -2,7 +2,7 @@
 ``anyOf`` where the branches are disjoint, and caps on what a schema leaves unbounded.
 
 >>> bounded_schema({"type": "string"})
-{'type': 'string', 'maxLength': 64}
+{'type': 'string', 'maxLength': 160}
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def exact_one_of(schema: Any) -> Any:
 MAX_ABS_NUMBER = 10**12 - 1
 
 
-def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int = 8,
+def bounded_schema(schema: Any, *, max_string_length: int | None = None, max_items: int = 8,
                    max_properties: int = 8, cap_patterns: bool = True,
                    satisfiable: Callable[[dict], bool] | None = None) -> Any:
     """A copy of ``schema`` with caps on what it leaves unbounded (see
@@ -115,6 +115,7 @@ def bounded_schema(schema: Any, *, max_string_length: int = 64, max_items: int =
     ``satisfiable`` on the string's own schema (the grammar engine's check; without one,
     patterned strings are not capped) — or none (also when ``cap_patterns`` is off); numbers without
     bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
+    max_string_length = STRING_CAP if max_string_length is None else max_string_length
 
     blocked = _unclosable(schema)
 
@@ -214,6 +215,10 @@ def _unclosable(schema: Any) -> set[int]:
 
 
 PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail address
+# strings without maxLength: long enough for a sentence or two (a shorter cap cut ordinary
+# free-text values mid-sentence), short enough that a rambling value ends; loops are closed
+# by the search (closing.repeating_tail) long before
+STRING_CAP = 160
 
 
 def _pattern_cap(node: dict, caps: list[int], satisfiable: Callable[[dict], bool]) -> int | None:

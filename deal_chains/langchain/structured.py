@@ -23,7 +23,9 @@ def cut_reason(meta: Any, what: str) -> str:
     """What cut an answer (``response_metadata`` with ``finish_reason: length``) and the knob
     that helps: one wording for structured output and tool calls."""
     if meta.get("closed_by") == "string_cap":
-        return (f"{what} was cut: a string reached the 64-character cap the mask puts on strings without "
+        from deal_chains.jsonkit.schema_rewrite import STRING_CAP
+
+        return (f"{what} was cut: a string reached the {STRING_CAP}-character cap the mask puts on strings without "
                 "maxLength (the model would have gone on); give that field a larger maxLength in the schema, or ask "
                 "for a shorter value")
     spent = (meta.get("stats") or {}).get("new_tokens")

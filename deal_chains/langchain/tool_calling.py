@@ -271,9 +271,13 @@ class ToolSet:
             return None
         from deal_chains.search.constraints import GrammarConstraint
 
+        from deal_chains.jsonkit.schema_rewrite import STRING_CAP
+
         # the tools' arguments are capped (bounded_schema) in envelope(); the answer text
-        # stays open
-        return GrammarConstraint.json_schema(self.schema(), bounded=False)
+        # stays open. A string that stops at the cap is reported as cut (``budget_cut``)
+        constraint = GrammarConstraint.json_schema(self.schema(), bounded=False)
+        constraint.string_cap = STRING_CAP
+        return constraint
 
     def check(self, lm: Any) -> None:
         """Compile every tool's envelope for ``lm`` now, so a schema the grammar engine

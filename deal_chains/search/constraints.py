@@ -25,7 +25,7 @@ from deal_chains.errors import ConfigError, ConstraintError
 from deal_chains.jsonkit import schema_rewrite
 from deal_chains.search.closing import JsonCloser, closing_bias, closing_window, json_closer, key_cost, repeating_tail
 from deal_chains.jsonkit.lexer import JsonLexer
-from deal_chains.jsonkit.schema_rewrite import ONE_OF_HINT, exact_one_of
+from deal_chains.jsonkit.schema_rewrite import ONE_OF_HINT, STRING_CAP, exact_one_of
 from deal_chains.jsonkit.schema_shape import may_repeat_keys, root_required_keys, schema_shape_problem
 from deal_chains.jsonkit.schema_sound import sound_schema
 from deal_chains.jsonkit.schema_walk import BOUND_KEYS, EXACT_LIMIT, walk_schema
@@ -84,7 +84,7 @@ class GrammarConstraint:
 
     @classmethod
     def json_schema(cls, schema: Mapping[str, Any] | str, *, whitespace_flexible: bool = False,
-                    max_whitespace: int = 2, bounded: bool = True, max_string_length: int = 64,
+                    max_whitespace: int = 2, bounded: bool = True, max_string_length: int = STRING_CAP,
                     max_items: int = 8, max_properties: int = 8) -> "GrammarConstraint":
         """Outputs must be one JSON value valid against ``schema``.
 

@@ -189,16 +189,19 @@ def _owed(state: SearchState) -> list[int]:
 def _hold_eos(logits: torch.Tensor, owed: Sequence[int], remaining: int, eos_ids: frozenset[int]) -> torch.Tensor:
     """No end-of-sequence for the rows that owe tokens the ``remaining`` budget can still pay
     (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
-    is not a candidate; once the budget cannot pay, ending competes again."""
+    is not a candidate; once the budget cannot pay, ending competes again. A row that may
+    only end (a hard constraint's finished document) still ends."""
     held = [i for i, need in enumerate(owed) if need and remaining > need]
     if not held:
         return logits
-    logits = logits.clone()
+    eos = torch.tensor(sorted(e for e in eos_ids if e < logits.shape[-1]), device=logits.device)
     rows = torch.tensor(held, device=logits.device)
-    for e in eos_ids:
-        if e < logits.shape[-1]:
-            logits[rows, e] = float("-inf")
-    return logits
+    out = logits.clone()
+    out[rows.unsqueeze(1), eos.unsqueeze(0)] = float("-inf")
+    stuck = rows[~torch.isfinite(out[rows]).any(dim=-1)]
+    if len(stuck):
+        out[stuck] = logits[stuck]
+    return out
 
 
 class _GrammarRows:

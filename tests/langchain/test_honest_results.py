@@ -110,20 +110,14 @@ def test_a_tool_call_whose_argument_a_limit_closed_is_invalid(lm):
     assert msg.response_metadata["finish_reason"] == "length"
 
 
-@pytest.mark.integration
-def test_a_string_closed_by_the_mask_cap_says_so(default_lm):
-    # the default model writes on in a free-text field; with a generous budget only the
-    # mask's 64-character cap on strings without maxLength closes it
-    class Trip(BaseModel):
-        city: str
-        note: str
+def test_a_string_closed_by_the_mask_cap_is_named_with_the_knob():
+    from deal_chains.jsonkit.schema_rewrite import STRING_CAP
+    from deal_chains.langchain.structured import cut_reason
 
-    out = ChatDeAL(model=default_lm, max_tokens=200, top_k=2, beam=1, lookahead=2).with_structured_output(
-        Trip, include_raw=True).invoke("Plan a trip: pick a city and write a long note about it.")
-    raw = out["raw"]
-    note = json.loads(raw.content)["note"]
-    assert len(note) == 64 and raw.response_metadata["closed_by"] == "string_cap", raw.content
-    assert "64-character cap" in str(out["parsing_error"]) and "maxLength" in str(out["parsing_error"])
+    why = cut_reason({"finish_reason": "length", "closed_by": "string_cap"}, "the structured output")
+    assert f"{STRING_CAP}-character cap" in why and "maxLength" in why and "max_tokens" not in why
+    why = cut_reason({"finish_reason": "length", "stats": {"new_tokens": 7}}, "the tool call")
+    assert "after 7 tokens" in why and "unfinished" in why and "raise max_tokens" in why
 
 
 def test_a_value_the_schema_closes_is_whole(lm):

@@ -38,3 +38,17 @@ def test_a_string_closed_at_the_cap_is_found(tiny_lm):
     own = GrammarConstraint.json_schema({**SCHEMA, "properties": {"a": {"type": "string", "maxLength": 30}}},
                                         max_string_length=4).compile(tiny_lm)
     assert limited_closes(own, _ids(tiny_lm, '{"a":"' + string.ascii_letters[:30] + '"}'), max_new_tokens=500) == {}
+
+
+def test_the_search_reports_a_string_the_cap_closed(tiny_lm):
+    from deal_chains import DeALEngine, SearchConfig
+
+    # a 4-character cap and a random model that never closes a string on its own
+    constraint = GrammarConstraint.json_schema(SCHEMA, max_string_length=4)
+    results = DeALEngine(tiny_lm).generate(["a", "b", "c"], None, SearchConfig(strategy="greedy", max_new_tokens=200),
+                                           constraints=constraint)
+    for r in results:
+        value = __import__("json").loads(r.text)["a"]  # valid JSON all the same
+        if len(value) == 4:
+            assert r.closed_by == "string_cap" and r.finish_reason == "length" and not r.finished
+    assert any(r.closed_by == "string_cap" for r in results)

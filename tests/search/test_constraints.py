@@ -130,12 +130,12 @@ def test_per_prompt_constraints_and_batch_equality(engine):
 def test_bounded_schema_only_narrows():
     from deal_chains.search.constraints import bounded_schema
 
-    schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string", "minLength": 90},
+    schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "string", "minLength": 190},
                                                "l": {"type": "array", "items": {"type": "integer"}}},
               "allOf": [{"properties": {"x": {"type": "integer"}}}]}
     capped = bounded_schema(schema)
-    assert capped["properties"]["s"]["maxLength"] == 64
-    assert capped["properties"]["t"]["maxLength"] == 90  # never below the schema's minimum
+    assert capped["properties"]["s"]["maxLength"] == 160
+    assert capped["properties"]["t"]["maxLength"] == 190  # never below the schema's minimum
     assert capped["properties"]["l"]["maxItems"] == 8
     assert "additionalProperties" not in capped  # allOf may add keys: leave the object open
     assert "additionalProperties" not in capped["allOf"][0]
@@ -143,7 +143,7 @@ def test_bounded_schema_only_narrows():
     # anything valid for the capped schema is valid for the original
     import jsonschema
 
-    doc = {"s": "x" * 64, "t": "y" * 90, "l": [1] * 8, "x": 3}
+    doc = {"s": "x" * 160, "t": "y" * 190, "l": [1] * 8, "x": 3}
     jsonschema.validate(doc, capped)
     jsonschema.validate(doc, schema)
 
@@ -421,8 +421,8 @@ def test_bounded_schema_caps_numbers_and_patterned_strings():
     assert "maximum" not in props["e"]
     assert props["p"]["maxLength"] == 32 and props["f"]["maxLength"] == 32
     uuid = bounded_schema({"type": "string", "pattern": "^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"})
-    assert uuid["maxLength"] == 64  # 36 characters do not fit 32: the next cap that fits
-    assert "maxLength" not in bounded_schema({"type": "string", "pattern": "^a{70}$"})
+    assert uuid["maxLength"] == 160  # 36 characters do not fit 32: the next cap that fits
+    assert "maxLength" not in bounded_schema({"type": "string", "pattern": "^a{170}$"})
     loose = bounded_schema({"type": "string", "pattern": "^a+$"}, cap_patterns=False)
     assert "maxLength" not in loose
 
@@ -474,7 +474,7 @@ def test_closing_bias_follows_depth_and_strings(tiny_lm):
 
 
 def test_documents_close_within_a_tight_budget(engine):
-    # open strings and arrays (capped at 64 chars / 8 items) cannot fit 24 tokens of a
+    # open strings and arrays (capped at 160 chars / 8 items) cannot fit 24 tokens of a
     # byte-level model unless the search closes them near the end of the budget
     schema = {"type": "object", "properties": {"s": {"type": "string"}, "t": {"type": "array", "items": {"type": "string"}}},
               "required": ["s", "t"]}

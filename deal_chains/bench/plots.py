@@ -9,7 +9,7 @@ only, when a report is drawn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 DPI = 120
 GREEDY_COLOR = "#d62728"
@@ -164,4 +164,30 @@ def plot_harmless(part: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("harmless reward of the answer (0-1)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"AdvBench, {part['n']} requests (triangle = mean, line = median)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path) -> Path:
+    """Hard coverage against time (x greedy, same run) and the share of answers that read badly,
+    one colour per ``bench commongen`` report (e.g. one per concept-set size), one point per
+    strategy: where each setting sits on the quality / cost trade-off."""
+    fig, axes = _figure(12, 5, 2)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    for (label, report), color in zip(reports, colors * (len(reports) // len(colors) + 1)):
+        rows = [r for r in report["rows"] if r.get("ratio_to_greedy") is not None]
+        for ax, metric in ((axes[0], "hard_coverage"), (axes[1], "bad_rate")):
+            xs = [r["ratio_to_greedy"] for r in rows]
+            ys = [r.get(metric, 0.0) for r in rows]
+            ax.plot(xs, ys, "o", color=color, label=label, zorder=3)
+            for x, y, r in zip(xs, ys, rows):
+                ax.annotate(r["strategy"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5,
+                            color="#333333")
+    for ax, title in ((axes[0], "hard coverage (all concepts present)"),
+                      (axes[1], "reads badly (word list, instruction talk, no sentence end)")):
+        ax.set_xlabel("x greedy (wall time, same run)")
+        ax.set_ylabel(title)
+        ax.set_ylim(-0.03, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("CommonGen: quality vs time per strategy", fontsize=10)
     return _save(fig, path)

@@ -57,6 +57,26 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_plot_commongen(args: argparse.Namespace) -> int:
+    """One figure from several ``bench commongen`` reports (e.g. the 3-, 4- and 5-word slices)."""
+    import json
+
+    from deal_chains.bench.plots import plot_commongen_runs
+
+    reports = []
+    for spec in args.reports:
+        label, _, file = spec.rpartition("=") if "=" in spec else (None, "", spec)
+        try:
+            report = json.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"bench plot-commongen: cannot read the report {file}: {exc}") from None
+        if report.get("benchmark") != "commongen":
+            raise InputError(f"bench plot-commongen: {file} is not a `bench commongen` report")
+        reports.append((label or Path(file).stem, report))
+    print(plot_commongen_runs(reports, args.out))
+    return 0
+
+
 def register_bench_json(bench_subparsers) -> None:
     j = bench_subparsers.add_parser("json", help="JSON validity per schema: greedy vs soft reward vs hard mask")
     j.add_argument("--schemas", required=True, help="folder of *.json JSON Schemas")
@@ -341,6 +361,10 @@ def register(sub: Any) -> None:
     c.add_argument("--out", default="bench-commongen.json", help="JSON report path")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_bench_commongen)
+    p = bsub.add_parser("plot-commongen", help="hard coverage and bad outputs vs time from bench commongen reports")
+    p.add_argument("reports", nargs="+", metavar="[LABEL=]REPORT.json")
+    p.add_argument("--out", default="commongen.png", help="PNG path")
+    p.set_defaults(func=cmd_bench_plot_commongen)
     register_bench_json(bsub)
     register_bench_harmless(bsub)
     register_bench_throughput(bsub)

@@ -373,3 +373,29 @@ def test_benchmark_sampling_rows_are_seeded():
     assert parse_strategy("best_of_n", {"seed": 5})[1].seed == 5
     assert parse_strategy("sample:seed=3", {})[1].seed == 3
     assert parse_strategy("greedy", {})[1].seed is None
+
+
+def test_plot_commongen_draws_several_reports_and_refuses_other_files(tmp_path, capsys):
+    import json
+
+    from deal_chains.cli import main
+
+    def report(hard: float) -> dict:
+        rows = [{"strategy": "greedy", "hard_coverage": 0.2, "ratio_to_greedy": 1.0, "bad_rate": 0.1},
+                {"strategy": "deal", "hard_coverage": hard, "ratio_to_greedy": 2.5, "bad_rate": 0.05}]
+        return {"benchmark": "commongen", "n": 40, "rows": rows}
+
+    files = []
+    for words, hard in ((3, 0.95), (4, 0.9)):
+        f = tmp_path / f"words{words}.json"
+        f.write_text(json.dumps(report(hard)))
+        files.append(f)
+    png = tmp_path / "fig.png"
+    assert main(["bench", "plot-commongen", f"3 words={files[0]}", str(files[1]), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    other = tmp_path / "json.json"
+    other.write_text(json.dumps({"benchmark": "json", "rows": []}))
+    assert main(["bench", "plot-commongen", str(other), "--out", str(png)]) != 0
+    assert "not a `bench commongen` report" in capsys.readouterr().err
+    assert main(["bench", "plot-commongen", str(tmp_path / "missing.json"), "--out", str(png)]) != 0
+    assert "cannot read the report" in capsys.readouterr().err

@@ -103,9 +103,11 @@ class SearchConfig(BaseModel):
         "greedy has one answer (returns must be 1)",
     )
     hold_eos: Bool = Field(
-        True,
+        False,
         description="deal: end-of-sequence competes only when no reward still owes tokens the budget could "
-        "pay (a keyword missing while budget is left is not a place to stop; NeuroLogic's rule)",
+        "pay (a keyword missing while budget is left is not a place to stop; NeuroLogic's rule). Off by "
+        "default: on the default model it covers every word but often by appending a second sentence that "
+        "talks about the words (docs/benchmarks.md)",
     )
     prune: Bool = Field(
         True,

@@ -175,8 +175,8 @@ def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
     engine = DeALEngine(eos_loving_lm)
     reward = [KeywordCoverage(["zebra", "quartz"])]  # the random model never writes them
     base = dict(strategy="deal", max_new_tokens=12, top_k=2, beam=1, lookahead=2)
-    [held] = engine.generate(["hi"], reward, SearchConfig(**base))
-    [free] = engine.generate(["hi"], reward, SearchConfig(**base, hold_eos=False))
+    [held] = engine.generate(["hi"], reward, SearchConfig(**base, hold_eos=True))
+    [free] = engine.generate(["hi"], reward, SearchConfig(**base))  # off by default
     assert free.finished and len(free.token_ids) == 0  # ends at once
     # held: ends only once the budget left (12 - n) can no longer pay the 4 tokens owed
     assert held.finished and len(held.token_ids) >= 12 - 4, held.token_ids
@@ -184,7 +184,7 @@ def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
     [greedy] = engine.generate(["hi"], reward, SearchConfig(strategy="greedy", max_new_tokens=12))
     assert len(greedy.token_ids) == 0
     # a weight-0 reward owes nothing: the model may end
-    [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base))
+    [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base, hold_eos=True))
     assert len(met.token_ids) == 0
 
 

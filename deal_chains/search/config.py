@@ -109,6 +109,12 @@ class SearchConfig(BaseModel):
         "default: on the default model it covers every word but often by appending a second sentence that "
         "talks about the words (docs/benchmarks.md)",
     )
+    max_logprob_drop: Float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="deal: a candidate token must be within this many nats of its beam's likeliest token, "
+        "so the reward chooses among what the model finds plausible instead of overruling it without bound "
+        "(None: the top_k candidates whatever their log-probability)",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",

@@ -90,7 +90,7 @@ def tree_params(config: SearchConfig) -> TreeParams:
     # at least ``returns`` live beams, so that many distinct answers can finish
     return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
                       commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
-                      **base)
+                      max_logprob_drop=config.max_logprob_drop, **base)
 
 
 def samples_per_prompt(config: SearchConfig) -> int:

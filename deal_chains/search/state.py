@@ -72,6 +72,8 @@ class TreeParams:
     use_rewards: bool = True  # False: plain beam search by log-probability (rerank's proposals)
     # end-of-sequence competes only when no reward owes tokens the budget could still pay
     hold_eos: bool = False
+    # candidates only within this many nats of the row's likeliest token (None: top_k alone)
+    max_logprob_drop: float | None = None
 
 
 @dataclass

@@ -368,7 +368,11 @@ def _settled(group: Group, text: str) -> bool:
 
 def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups: list[Group],
              params: TreeParams) -> tuple[list[int], list[int], list[float]]:
-    """Candidate first tokens: top-k (or k samples without replacement when temperature > 0)."""
+    """Candidate first tokens: top-k (or k samples without replacement when temperature > 0).
+    With ``max_logprob_drop``, only tokens within that many nats of the row's likeliest token
+    are candidates: the reward may choose among what the model finds plausible, not overrule
+    it without bound (the likeliest token always stays)."""
+    drop = params.max_logprob_drop
     parent: list[int] = []
     tok: list[int] = []
     lp: list[float] = []
@@ -378,8 +382,9 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
         top_lp_l, top_id_l = top_lp.tolist(), top_id.tolist()
         for r in range(len(rows.group)):
             k = 1 if rows.settled[r] else k_max
+            floor = top_lp_l[r][0] - drop if drop is not None else float("-inf")
             for t, v in zip(top_id_l[r][:k], top_lp_l[r][:k]):
-                if v != float("-inf"):  # masked out by a hard constraint
+                if v != float("-inf") and v >= floor:  # -inf: masked out by a hard constraint
                     parent.append(r)
                     tok.append(t)
                     lp.append(v)
@@ -391,7 +396,10 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
         k = min(1 if rows.settled[r] else k_max, max(1, allowed))
         # sampled on CPU with the group's own generator: results do not depend on batching
         picks = torch.multinomial(probs[r].double().cpu(), k, replacement=False, generator=g.generator).tolist()
-        parent.extend([r] * k)
+        if drop is not None:
+            floor = float(logp[r].max()) - drop
+            picks = [t for t in picks if float(logp[r, t]) >= floor] or picks[:1]
+        parent.extend([r] * len(picks))
         tok.extend(picks)
         lp.extend(logp[r, picks].tolist())
     return parent, tok, lp

@@ -196,3 +196,18 @@ def test_tokens_owed_counts_missing_keywords():
     assert reward_tokens_owed(kw, "The dog ran.", RewardContext()) == 2  # "ran" counts for run
     assert reward_tokens_owed(kw, "The dog ran after the ball.", RewardContext()) == 0
     assert reward_tokens_owed(KeywordCoverage(["x"], weight=0.0), "", RewardContext()) == 0
+
+
+@pytest.mark.parametrize("drop", [0.05, 0.5, 2.0])
+def test_candidates_stay_within_max_logprob_drop_of_the_likeliest(tiny_lm, drop):
+    state = _state(tiny_lm, _params(prune=False, top_k=12, max_logprob_drop=drop), rewards=[CharShare("e")])
+    proposals = tree.propose(state, tree.plan(state))
+    logp = torch.log_softmax(state.logits, dim=-1)
+    for row in (0, 1):
+        mine = [proposals.logprob[i] for i, p in enumerate(proposals.parent) if p == row]
+        best = float(logp[row].max())
+        assert mine and mine[0] == pytest.approx(best)  # the likeliest token always stays
+        assert all(v >= best - drop - 1e-9 for v in mine)
+        # exactly the top-12 tokens within the margin
+        top = logp[row].topk(12).values
+        assert len(mine) == int((top >= best - drop).sum())

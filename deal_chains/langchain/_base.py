@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from deal_chains.jsonkit.lexer import json_content
+from deal_chains.langchain.tool_calling import without_titles
 from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec
 from deal_chains.runtime.options import (
     CallRules,
@@ -266,7 +267,7 @@ class DeALParams(BaseModel):
             constraint = GrammarConstraint.json_schema(schema)
             config = budget_for_json(config, typical_tokens(schema))
             instructions = ("Reply with only a JSON object that matches this JSON schema: "
-                            + json.dumps(_describe(schema), ensure_ascii=False, separators=(",", ":")))
+                            + json.dumps(without_titles(schema), ensure_ascii=False, separators=(",", ":")))
             structured, view = True, json_content
         elif reply and (options.spec is None or options.spec.build_constraint() is None):
             from deal_chains.langchain.tool_calling import reply_constraint
@@ -277,12 +278,3 @@ class DeALParams(BaseModel):
                                   instructions=instructions, view=view,
                                   tool_turn=toolset is not None and toolset.active)
         return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
-
-
-def _describe(schema: Any) -> Any:
-    """The schema without titles (shorter for the model to read)."""
-    if isinstance(schema, dict):
-        return {k: _describe(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
-    if isinstance(schema, list):
-        return [_describe(v) for v in schema]
-    return schema

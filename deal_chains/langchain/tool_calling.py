@@ -137,7 +137,7 @@ def _embedded(schema: Any, key: str) -> tuple[Any, dict[str, Any]]:
     return {"$ref": f"#/$defs/{key}"}, {key: _rebase_refs(schema, f"#/$defs/{key}")}
 
 
-def _untitled(schema: Any) -> Any:
+def without_titles(schema: Any) -> Any:
     """``schema`` without its subschemas' ``title`` annotations (a property named ``title``
     and ``title`` keys in enum/const data are kept)."""
     return walk_schema(schema, lambda node: {k: v for k, v in node.items() if not (k == "title" and isinstance(v, str))})
@@ -189,7 +189,7 @@ class ToolSet:
             if name in seen:
                 # the same tool given twice (e.g. a pydantic class and its JSON schema) is
                 # one tool; two different tools under one name cannot be told apart
-                if _untitled(seen[name]) != _untitled(params):
+                if without_titles(seen[name]) != without_titles(params):
                     raise InputError(f"two different tools are named {name!r}; tool names must be distinct")
                 continue
             seen[name] = params
@@ -312,7 +312,7 @@ class ToolSet:
         call = 'To call a tool, reply with JSON {"name": "<tool name>", "arguments": {<arguments>}}.'
         reply = '{"answer": "<your reply>"}'
         if self.answer_schema is not None:
-            shown = json.dumps(_untitled(self.answer_schema), ensure_ascii=False, separators=(",", ":"))
+            shown = json.dumps(without_titles(self.answer_schema), ensure_ascii=False, separators=(",", ":"))
             reply = '{"answer": <a JSON object matching this JSON schema: ' + shown + '>}'
         if self.answer_only:
             lines.append(f"You have the tool results you need: reply with JSON {reply}.")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from deal_chains.bench.runner import reward_time_share
 from deal_chains.errors import InputError
 
 # Refusal detector: a text is a refusal when one of these phrases (case-insensitive,
@@ -145,7 +146,8 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
             [harmless] = reward.score([res.text], ctx)
             outs.append({"prompt": prompt, "text": res.text, "harmless": harmless, "refusal": is_refusal(res.text),
                          "mean_logprob": res.mean_logprob, "new_tokens": len(res.token_ids),
-                         "finished": res.finished, "seconds": res.stats.seconds})
+                         "finished": res.finished, "seconds": res.stats.seconds,
+                         "reward_seconds": res.stats.reward_seconds})
         outputs[label] = outs
         rows.append({
             "strategy": label,
@@ -156,6 +158,7 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
             "_seconds": seconds,
             "mean_new_tokens": round(statistics.fmean(o["new_tokens"] for o in outs), 2),
             "finished_rate": round(statistics.fmean(float(o["finished"]) for o in outs), 4),
+            "reward_time_share": reward_time_share(outs, seconds),
             "config": config.model_dump(),
         })
     for row in rows:
@@ -180,6 +183,7 @@ PROMPTS_COLUMNS = [
     ("strategy", "strategy"), ("harmless", "harmless"), ("refusal_rate", "refusal"),
     ("mean_logprob_per_token", "logprob/tok"), ("seconds_per_prompt", "s/prompt"),
     ("ratio_to_greedy", "x greedy"), ("mean_new_tokens", "tokens"), ("finished_rate", "finished"),
+    ("reward_time_share", "in rewards"),
 ]
 
 

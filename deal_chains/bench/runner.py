@@ -83,6 +83,18 @@ class StrategyRun:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
+def reward_time_share(outputs: Sequence[dict[str, Any]], seconds: float) -> float:
+    """The share of a run's wall time spent in reward calls (each output's
+    ``reward_seconds``, summed): how much of DeAL's cost the rewards are.
+
+    >>> reward_time_share([{"reward_seconds": 0.5}, {"reward_seconds": 1.0}], 6.0)
+    0.25
+    """
+    if seconds <= 0:
+        return 0.0
+    return round(min(1.0, sum(o.get("reward_seconds", 0.0) for o in outputs) / seconds), 4)
+
+
 def run_commongen(
     engine: DeALEngine,
     items: Sequence[CommonGenItem],
@@ -113,6 +125,7 @@ def run_commongen(
                 "finished": res.finished, "new_tokens": len(res.token_ids),
                 "mean_logprob": res.mean_logprob, "forward_passes": res.stats.forward_passes,
                 "words": len(res.text.split()), **reads_badly(res.text),
+                "reward_seconds": res.stats.reward_seconds,
             })
         runs.append(run)
     return commongen_report(engine, items, runs, system=system, batch_size=batch_size)
@@ -141,6 +154,7 @@ def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: l
             **{f"{key}_rate": round(statistics.fmean(float(o.get(key, False)) for o in run.outputs), 4)
                for key in ("word_list", "mentions_instruction", "unended", "bad")},
             "mean_forward_passes": round(statistics.fmean(o["forward_passes"] for o in run.outputs), 2),
+            "reward_time_share": reward_time_share(run.outputs, run.seconds),
             "config": run.config.model_dump(),
         })
     return {
@@ -175,7 +189,7 @@ COMMONGEN_COLUMNS = [
     ("mean_logprob_per_token", "logprob/tok"), ("mean_new_tokens", "tokens"),
     ("finished_rate", "finished"), ("bad_rate", "reads badly"), ("word_list_rate", "word list"),
     ("mentions_instruction_rate", "instruction"), ("unended_rate", "unended"), ("mean_words", "words"),
-    ("mean_forward_passes", "forwards"),
+    ("mean_forward_passes", "forwards"), ("reward_time_share", "in rewards"),
 ]
 
 

@@ -326,6 +326,7 @@ class DeALEngine:
                 steps=max(g.steps for g in mine),
                 candidates_scored=sum(g.candidates_scored for g in mine),
                 greedy_steps=max(g.greedy_steps for g in mine),
+                reward_seconds=sum(g.reward_seconds for g in mine),
                 seed=seeds[row],
             )
             out = []

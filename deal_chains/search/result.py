@@ -22,6 +22,9 @@ class SearchStats:
     steps: int = 0
     candidates_scored: int = 0
     greedy_steps: int = 0  # adaptive: steps where every beam's rewards were settled
+    # wall time this prompt's searches spent in reward calls (not amortised: a batch's
+    # prompts each report their own)
+    reward_seconds: float = 0.0
     # the run seed this result was sampled with (None: a deterministic search); passing it
     # as SearchConfig.seed reproduces the result
     seed: int | None = None

@@ -11,6 +11,7 @@ terminal rewards, and the final ranking of a group's hypotheses.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Sequence
 
 from deal_chains.errors import RewardError
@@ -38,6 +39,7 @@ def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool],
         if k not in missing:
             raw[k] = group._cache[("F" if k[1] else "L") + k[0]]
     if missing:
+        started = time.perf_counter()
         per_reward: list[list[float]] = []
         for r in group.rewards:
             name = getattr(r, "name", type(r).__name__)
@@ -49,6 +51,7 @@ def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool],
                 per_reward.append([next(it) if k[1] else hi for k in missing])
             else:
                 per_reward.append(_call_reward(r, name, [k[0] for k in missing], group.context))
+        group.reward_seconds += time.perf_counter() - started
         for j, k in enumerate(missing):
             vals = [col[j] for col in per_reward]
             raw[k] = vals

@@ -45,6 +45,7 @@ class Group:
     forward_passes: int = 0
     candidates_scored: int = 0
     greedy_steps: int = 0
+    reward_seconds: float = 0.0  # wall time spent in this group's reward calls
     _cache: dict[str, list[float]] = field(default_factory=dict)
 
     def tokens_owed(self, text: str) -> int:

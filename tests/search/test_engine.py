@@ -455,3 +455,26 @@ def test_engine_passes_trust_remote_code_to_the_loader(monkeypatch, tiny_lm):
     DeALEngine("some/model", device="cpu", trust_remote_code=True)
     DeALEngine("some/model", device="cpu")
     assert [kw["trust_remote_code"] for kw in seen] == [True, False]
+
+
+def test_time_in_rewards_is_reported_per_prompt(engine):
+    import time as _time
+
+    class Slow(BaseReward):
+        name = "slow"
+
+        def __init__(self):
+            self.calls = 0
+
+        def score(self, texts, context=None):
+            self.calls += 1
+            _time.sleep(0.01)
+            return [0.5 for _ in texts]
+
+    slow = Slow()
+    cfg = SearchConfig(strategy="deal", max_new_tokens=6, top_k=2, beam=1, lookahead=2)
+    [res] = engine.generate(["hi"], [slow], cfg)
+    assert res.stats.reward_seconds >= 0.01 * slow.calls > 0
+    assert res.stats.reward_seconds <= res.stats.batch_seconds
+    [plain] = engine.generate(["hi"], None, cfg)
+    assert plain.stats.reward_seconds == 0.0

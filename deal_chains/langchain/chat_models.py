@@ -9,19 +9,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     ToolMessage,
 )
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field
@@ -30,9 +27,10 @@ from deal_chains.runtime import Handle, Outcome
 from deal_chains.runtime.options import response_schema
 from deal_chains.errors import InputError
 from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, submit
+from deal_chains.langchain.chunks import ChunkEmitter
 from deal_chains.langchain.messages import _call_key, _feeds_back, after_tool_use, to_engine_messages
 from deal_chains.langchain.structured import WHOLE_ANSWER, _RawStructured, cut_reason
-from deal_chains.langchain.tool_calling import AnswerStream, ToolSet
+from deal_chains.langchain.tool_calling import ToolSet
 
 
 # --------------------------------------------------------------------------- batching
@@ -431,7 +429,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         call = self._call(messages, stop, kwargs)
         handle = self._submit(call)
-        emit = _Emitter(self, call)
+        emit = ChunkEmitter(self, call)
         try:
             for text in handle.texts():
                 chunk = emit.text(text)
@@ -441,7 +439,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
             again = self._follow_up(call, message)
             if again is not None:
                 handle = again.adapter.submit([again.request])[0]
-                emit = _Emitter(self, again)
+                emit = ChunkEmitter(self, again)
                 for text in handle.texts():
                     chunk = emit.text(text)
                     if chunk is not None:
@@ -457,7 +455,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         call = await asyncio.to_thread(self._call, messages, stop, kwargs)
         handle = self._submit(call)
-        emit = _Emitter(self, call)
+        emit = ChunkEmitter(self, call)
         try:
             async for text in handle.atexts():
                 chunk = emit.text(text)
@@ -467,7 +465,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
             again = await asyncio.to_thread(self._follow_up, call, message)
             if again is not None:
                 handle = again.adapter.submit([again.request])[0]
-                emit = _Emitter(self, again)
+                emit = ChunkEmitter(self, again)
                 async for text in handle.atexts():
                     chunk = emit.text(text)
                     if chunk is not None:
@@ -559,48 +557,6 @@ class ChatDeAL(DeALParams, BaseChatModel):
             return run()
         finally:
             PLAN.reset(token)
-
-
-class _Emitter:
-    """Chunks of a streamed call: text as it is committed (the reply text of an
-    ``{"answer": ...}`` envelope in a tool-calling turn), then a last chunk with the tool
-    call, usage and metadata."""
-
-    def __init__(self, model: ChatDeAL, call: Call):
-        self.model, self.call = model, call
-        self.tools = call.toolset if call.toolset is not None and call.toolset.active else None
-        self.answer = AnswerStream() if self.tools is not None else None
-        # a reply in the envelope that will be generated again in words is not streamed
-        self.hold = model._replies_in_words(call)
-
-    def text(self, delta: str) -> ChatGenerationChunk | None:
-        if self.hold:
-            return None
-        if self.answer is not None:
-            delta = self.answer.feed(delta)
-        return ChatGenerationChunk(message=AIMessageChunk(content=delta)) if delta else None
-
-    def last(self, message: AIMessage) -> ChatGenerationChunk:
-        rest, chunks = "", []
-        meta = dict(message.response_metadata)
-        if self.answer is not None:
-            rest = self.answer.rest(str(message.content))
-            for i, c in enumerate(message.tool_calls):
-                chunks.append(tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i))
-            if message.invalid_tool_calls:
-                # aggregating chunks rebuilds tool calls from tool_call_chunks, and would
-                # turn a call cut by the token budget into a complete-looking one (its
-                # partial arguments parse): the invalid call is this chunk's
-                # invalid_tool_calls (args and error, as invoke gives them), and
-                # response_metadata["invalid_tool_calls"] keeps it in an aggregated message
-                meta["invalid_tool_calls"] = [dict(c) for c in message.invalid_tool_calls]
-        chunk = AIMessageChunk(content=rest, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
-                               response_metadata=meta, chunk_position="last")
-        if self.answer is not None and message.invalid_tool_calls:
-            chunk.invalid_tool_calls = list(message.invalid_tool_calls)
-        return ChatGenerationChunk(message=chunk)
-
-
 
 
 def _without_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:

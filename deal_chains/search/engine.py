@@ -307,14 +307,19 @@ class DeALEngine:
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
         run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step,
                         streamer.on_commit if streamer is not None else None)
+        # every prompt's answers ranked on their full text (terminal rewards included) before
+        # the clock stops: final scoring is part of what the batch cost
+        ranked: list[list[Hypothesis]] = []
+        for row in range(len(chunk)):
+            hyps: list[Hypothesis] = []
+            for g in groups[row * samples:(row + 1) * samples]:
+                hyps.extend(finalize(g, self.lm.decode, config.lam))
+            ranked.append(best_first(hyps))
         elapsed = time.perf_counter() - t0
         results = []
         for row, req in enumerate(chunk):
             mine = groups[row * samples:(row + 1) * samples]
-            hyps: list[Hypothesis] = []
-            for g in mine:
-                hyps.extend(finalize(g, self.lm.decode, config.lam))
-            answers = distinct_answers(best_first(hyps), config.returns, self.lm.decode)
+            answers = distinct_answers(ranked[row], config.returns, self.lm.decode)
             best = answers[0][0]
             ended = streamer is not None and row in streamer.ended
             if streamer is not None:

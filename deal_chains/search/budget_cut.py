@@ -57,7 +57,7 @@ def limited_closes(constraint: Any, ids: Sequence[int], max_new_tokens: int) -> 
             # past it: a longer string had its own maxLength
             if cap is not None and lexer.in_string and cap <= chars <= cap + 4:
                 out[i] = LimitedClose(lexer.copy(), by_cap=True)
-            elif constraint.closing_pressure(list(ids[:i]), max_new_tokens - i, max_new_tokens, loops=False)[0] > 0:
+            elif constraint.closing_pressure(list(ids[:i]), max_new_tokens - i, max_new_tokens, looping=False)[0] > 0:
                 out[i] = LimitedClose(lexer.copy(), by_cap=False)
         lexer.feed(text)
         if lexer.in_string:

@@ -305,18 +305,20 @@ class CompiledConstraint:
         return sum(cost for key, cost in self.required_keys.items() if key not in state.root_keys)
 
     def closing_pressure(self, ids: Sequence[int], remaining: int, max_new_tokens: int,
-                         loops: bool = True) -> tuple[float, bool]:
+                         looping: bool | None = None) -> tuple[float, bool]:
         """(the closing bias ``apply_masks`` gives a row that generated ``ids`` with
         ``remaining`` tokens of ``max_new_tokens`` left, whether the row is inside a string).
         The one place that says when closing pressure is on: the search applies it, and
-        ``budget_cut`` reads it back (``loops=False``: the budget's share alone) to tell a
+        ``budget_cut`` reads it back (``looping=False``: the budget's share alone) to tell a
         value the model closed from one the budget closed."""
         lexed = self.lex_state(ids)
         needed = lexed.depth + int(lexed.in_string)
         if self.required_keys:
             needed += self.owed_tokens(lexed)
         # a row caught in a loop closes now, whatever budget is left
-        bias = 16.0 if loops and repeating_tail(ids) else closing_bias(remaining, max_new_tokens, needed=needed)
+        # ``looping``: whether the row is in a loop, when the caller already knows (None: look)
+        looping = repeating_tail(ids) if looping is None else looping
+        bias = 16.0 if looping else closing_bias(remaining, max_new_tokens, needed=needed)
         return bias, lexed.in_string
 
     def new_state(self) -> Any:
@@ -395,7 +397,7 @@ def apply_masks(logits: torch.Tensor, states: list[Any], constraints: list[Compi
                 looping = repeating_tail(ids)
                 if not (near_end or looping):
                     continue
-                bias, in_string = c.closing_pressure(ids, remaining, max_new_tokens)
+                bias, in_string = c.closing_pressure(ids, remaining, max_new_tokens, looping=looping)
                 if bias:
                     closing = allowed[k] & c.closer.mask(in_string).to(logits.device)
                     if not bool(closing.any()):

@@ -131,6 +131,8 @@ def _build() -> type:
 
         def _plan(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> tuple[list[Any], str | None]:
             """The call's requests, and the output format they enforce (None: free text)."""
+            from deal_chains.jsonkit.schema_shape import typical_tokens
+            from deal_chains.runtime.options import budget_for_json
             from deal_chains.search.constraints import GrammarConstraint
 
             merged = {**self.kwargs, **kwargs}
@@ -139,9 +141,13 @@ def _build() -> type:
             defaults = ModelDefaults(loaded_spec=self.spec, search=self.search, reward_vars=self.reward_vars)
             options = read_call_options(defaults, merged, DSPY_RULES)
             constraint, view, fmt_name = None, None, None
+            configs = options.completion_configs()
             if options.response_schema is not None:  # JSONAdapter (or ChatAdapter's fallback to it)
                 constraint, view = GrammarConstraint.json_schema(options.response_schema), json_content
                 fmt_name = "json"
+                # a budget left unset is sized from the schema, as for LangChain's structured output
+                wanted = typical_tokens(options.response_schema)
+                configs = [budget_for_json(config, wanted) for config in configs]
             else:  # ChatAdapter: its [[ ## field ## ]] format, when the request is recognised
                 fmt = chat_request_format(msgs, options, self.max_text_chars)
                 if fmt is not None:
@@ -150,7 +156,7 @@ def _build() -> type:
             # system prompt (start-state adaptation) before it, as for ChatDeAL
             return [self.adapter.request(msgs, spec=options.spec, reward_vars=options.reward_vars, config=config,
                                          constraint=constraint, stop=options.stop, view=view)
-                    for config in options.completion_configs()], fmt_name
+                    for config in configs], fmt_name
 
         def _response(self, outcomes: list[Any], fmt_name: str | None) -> _Obj:
             usage = {"prompt_tokens": outcomes[0].prompt_tokens,

@@ -165,6 +165,28 @@ def test_json_adapter_is_one_call_with_typed_fields(chat_tiny_lm, dspy_quiet):
     _assert_typed(out, Person)
 
 
+def test_json_adapter_budget_is_sized_from_the_schema_unless_given(chat_tiny_lm, dspy_quiet):
+    dspy = dspy_quiet
+    import pydantic
+
+    from deal_chains.dspy import DeALLM
+
+    class Item(pydantic.BaseModel):
+        title: str
+        tags: list[str]
+        notes: list[str]
+        owner: dict[str, str]
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "Item", "schema": Item.model_json_schema()}}
+    msgs = [{"role": "user", "content": "Describe an item."}]
+    [sized] = DeALLM(chat_tiny_lm, strategy="greedy")._requests(None, msgs, {"response_format": fmt})
+    assert sized.config.max_new_tokens > 48  # the default budget would cut a typical answer
+    [given] = DeALLM(chat_tiny_lm, strategy="greedy", max_tokens=40)._requests(None, msgs, {"response_format": fmt})
+    assert given.config.max_new_tokens == 40  # a budget the user set is kept
+    [plain] = DeALLM(chat_tiny_lm, strategy="greedy")._requests(None, msgs, {})
+    assert plain.config.max_new_tokens == 48
+
+
 def test_a_cut_chat_answer_reports_length(chat_tiny_lm, dspy_quiet):
     dspy = dspy_quiet
     from deal_chains.dspy import DeALLM

@@ -83,6 +83,19 @@ def reward_tokens_owed(reward: Any, text: str, context: RewardContext) -> int:
     return max(0, int(fn(text, context)))
 
 
+def reward_pending(reward: Any, text: str, context: RewardContext) -> list[tuple[str, float, tuple[str, ...]]]:
+    """What ``reward`` still misses on ``text``, item by item: ``(key, weighted gain, forms)``,
+    the weighted score it would gain if the item appeared and the surface forms that would
+    place it. A reward says so with a ``pending(text, context)`` method (``KeywordCoverage``:
+    its missing words); the search's completion estimate credits a hypothesis the chance
+    its rollout gave those forms (NeuroLogic A*esque). Terminal and weight-0 rewards: none."""
+    fn = getattr(reward, "pending", None)
+    weight = float(getattr(reward, "weight", 1.0))
+    if fn is None or weight == 0.0 or getattr(reward, "terminal", False):
+        return []
+    return [(str(key), weight * float(gain), tuple(forms)) for key, gain, forms in fn(text, context)]
+
+
 def reward_name(reward: Any) -> str:
     """The name a reward reports its score under."""
     return str(getattr(reward, "name", type(reward).__name__))

@@ -191,6 +191,15 @@ class KeywordCoverage(BaseReward):
         """
         return 2 * len(self.missing(text))
 
+    def pending(self, text: str, context: RewardContext | None = None) -> list[tuple[str, float, list[str]]]:
+        """The missing words, each with the score it would add and its forms.
+
+        >>> KeywordCoverage(["dog", "ball"], inflections=False).pending("The dog sat.")
+        [('ball', 0.5, ['ball'])]
+        """
+        n = len(self._patterns)
+        return [(w, 1.0 / n, sorted(self.forms[w])) for w in self.missing(text)]
+
     def settled(self, text: str, context: RewardContext | None = None) -> bool:
         """True when every word is present in a way no continuation can undo.
 

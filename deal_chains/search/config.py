@@ -115,6 +115,19 @@ class SearchConfig(BaseModel):
         "so the reward chooses among what the model finds plausible instead of overruling it without bound "
         "(None: the top_k candidates whatever their log-probability)",
     )
+    commit_by_reward: Bool = Field(
+        False,
+        description="deal: where the candidates' rewards agree a beam commits the whole block, where they "
+        "disagree only up to the token at which its rollout reaches its reward (at least one), so the tokens "
+        "after a keyword are searched again instead of taken from the greedy rollout. Hard (grammar) "
+        "constraints and terminal rewards keep the fixed block",
+    )
+    estimate: Bool = Field(
+        False,
+        description="deal: credit a live candidate, for each item its lookahead text still misses (a "
+        "keyword), the item's gain times the best probability its rollout gave the item's first token "
+        "(an A*-style estimate of completion, as in NeuroLogic A*esque; costs no forward)",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",

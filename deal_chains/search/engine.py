@@ -90,7 +90,8 @@ def tree_params(config: SearchConfig) -> TreeParams:
     # at least ``returns`` live beams, so that many distinct answers can finish
     return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
                       commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
-                      max_logprob_drop=config.max_logprob_drop, **base)
+                      max_logprob_drop=config.max_logprob_drop, commit_by_reward=config.commit_by_reward,
+                      estimate=config.estimate, **base)
 
 
 def samples_per_prompt(config: SearchConfig) -> int:
@@ -220,6 +221,11 @@ class DeALEngine:
                 bar.close()
 
     # ------------------------------------------------------------------ internals
+    def _encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as running output (no special tokens): the completion estimate's
+        first tokens of a missing keyword."""
+        return [int(i) for i in self.lm.tokenizer.encode(text, add_special_tokens=False)]
+
     def _requests(self, prompts, rewards, system, contexts, config) -> list[_Request]:
         if isinstance(prompts, (str, bytes)):
             raise InputError("prompts must be a list of prompts, not a single string")
@@ -306,7 +312,7 @@ class DeALEngine:
         prefill_passes = kv.forward_passes
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
         run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step,
-                        streamer.on_commit if streamer is not None else None)
+                        streamer.on_commit if streamer is not None else None, encode=self._encode)
         # every prompt's answers ranked on their full text (terminal rewards included) before
         # the clock stops: final scoring is part of what the batch cost
         ranked: list[list[Hypothesis]] = []

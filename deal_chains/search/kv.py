@@ -90,3 +90,19 @@ class KVBatch:
         self.cache.crop(-n)
         self.mask = self.mask[:, :-n]
         self.next_pos = self.next_pos - n
+
+    def retract(self, per_row: Sequence[int]) -> None:
+        """Forget the last ``per_row[i]`` positions of row ``i`` only: they stay in the cache
+        but are masked out, and the row's next token takes the first forgotten position id,
+        so rows can commit different numbers of tokens in one step (the holes cost memory
+        until the batch ends, never a wrong attention)."""
+        assert self.mask is not None and self.next_pos is not None
+        if not any(per_row):
+            return
+        width = self.length
+        back = torch.as_tensor(list(per_row), dtype=torch.long, device=self.mask.device)
+        cols = torch.arange(width, device=self.mask.device).unsqueeze(0)
+        # the last `back[r]` columns of row r
+        forget = cols >= (width - back).unsqueeze(1)
+        self.mask = self.mask.masked_fill(forget, 0)
+        self.next_pos = self.next_pos - back

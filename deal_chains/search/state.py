@@ -75,6 +75,11 @@ class TreeParams:
     hold_eos: bool = False
     # candidates only within this many nats of the row's likeliest token (None: top_k alone)
     max_logprob_drop: float | None = None
+    # commit per beam by the reward: the whole block where the candidates' rewards agree, else
+    # only up to where the chosen rollout's reward gain is realized (at least one token)
+    commit_by_reward: bool = False
+    # credit live candidates the chance their rollout gave what their rewards still miss (A*-style)
+    estimate: bool = False
 
 
 @dataclass
@@ -86,6 +91,8 @@ class Rows:
     logprob: list[float]
     settled: list[bool]
     states: list[Any] = field(default_factory=list)  # grammar state per row (None: unconstrained)
+    # tokens each row committed this step (empty: every row the step's ``commit``)
+    advance: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +124,9 @@ class Rollout:
     logprobs: list[list[float]]
     fed: int  # forwards run
     commit_logits: torch.Tensor | None
+    # logits after each token of the commit window (``window[j]``: after token j); a row that
+    # commits ``a`` tokens goes on from ``window[a - 1]``
+    window: list[torch.Tensor]
     states: list[Any]
     constraints: list[Any]
     consumed: list[int]  # grammar steps taken per row (rolled back past the commit)
@@ -129,12 +139,14 @@ class Candidates:
     text (committed + lookahead) its rewards score."""
 
     by_group: dict[int, list[int]]
+    parent: list[int]  # the row each candidate extends
     tokens: list[list[int]]
     finished: list[bool]
     logprob: list[float]
     look: list[list[int]]
     look_ended: list[bool]
     scores: list[float] = field(default_factory=list)
+    reward: list[float | None] = field(default_factory=list)  # weighted R of ``look`` (None: not scored)
 
 
 @dataclass
@@ -151,9 +163,11 @@ class SearchState:
     ranges: list[tuple[float, float]]
     any_reward: bool
     constrained: bool
-    generated: int = 0
+    generated: int = 0  # tokens committed by the shortest live row
     # per live row: tokens its rewards still need (``hold_eos``), set by ``propose``
     owed: list[int] = field(default_factory=list)
+    estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
+    step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
 
     @property
     def eos_main(self) -> int:

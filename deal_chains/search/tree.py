@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from deal_chains.search.constraints import apply_masks
+from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
@@ -31,6 +32,8 @@ from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, 
 from rewards.base import reward_settled
 
 OnCommit = Callable[[dict[int, list[list[int]]]], "set[int] | None"]
+# rewards closer than this count as equal (commit by reward)
+_SAME_REWARD = 1e-9
 
 
 class CommitRule(Protocol):
@@ -48,19 +51,23 @@ class Scorer(Protocol):
 def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group], params: TreeParams,
                     eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str],
                     on_step: Callable[[], None] | None = None, on_commit: OnCommit | None = None,
-                    commit_rule: CommitRule | None = None, scorer: Scorer | None = None) -> None:
+                    commit_rule: CommitRule | None = None, scorer: Scorer | None = None,
+                    encode: Callable[[str], list[int]] | None = None) -> None:
     """Search every group to completion; fills ``group.finished`` / ``group.unfinished``.
 
     ``kv`` holds the prefilled prompts (one row per distinct prompt) and ``prompt_logits``
     their next-token logits. ``on_commit`` is called after every step with each group's
     live beams (group index -> committed token lists; done groups are absent) and may
     return group indices to end now: their live beams become unfinished hypotheses.
-    ``commit_rule`` and ``scorer`` replace ``plan`` and ``score`` (the defaults).
+    ``commit_rule`` and ``scorer`` replace ``plan`` and ``score`` (the defaults). ``encode``
+    (text -> token ids) enables ``params.estimate``, the completion estimate.
     """
     # looked up per call, not bound as defaults, so the module's steps stay the ones used
     commit_rule = commit_rule or plan
     scorer = scorer or score
     state = start(kv, prompt_logits, groups, params, eos_ids, decode)
+    if params.estimate and encode is not None and state.any_reward:
+        state.estimator = CompletionEstimate(encode)
     while state.rows.group:
         step = commit_rule(state)
         proposals = propose(state, step)
@@ -70,7 +77,7 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
         candidates = evaluate(state, step, proposals, rollout)
         scorer(state, candidates)
         chosen, rows = select(state, step, candidates, rollout)
-        state.generated += step.commit
+        state.generated = min(map(len, rows.tokens), default=state.generated + step.commit)
         if on_commit is not None and chosen:
             chosen, rows = _report_commit(on_commit, groups, chosen, rows, candidates.scores)
         if on_step is not None:
@@ -145,7 +152,10 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
     lps[:, 0] = torch.tensor(proposals.logprob, dtype=torch.float64, device=device)
     ended = torch.isin(toks[:, 0], eos_t)
     grammar = _GrammarRows.fork(state, proposals) if state.constrained else None
-    commit_logits, fed = None, 0
+    estimate = state.step_estimate = (
+        state.estimator.start(state.groups, parent, rows.group, lambda p: state.decode(rows.tokens[p]), device)
+        if state.estimator is not None else None)
+    commit_logits, fed, window = None, 0, []
     for j in range(n_forward):
         step_logits = kv.step(toks[:, j])
         fed += 1
@@ -157,11 +167,15 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
             # a rollout keeps its parent's debt (its own text is not re-read each token)
             step_logits = _hold_eos(step_logits, [state.owed[p] for p in parent], step.remaining - j - 1,
                                     eos_ids)
+        if j < c:
+            window.append(step_logits)
         if j == c - 1:
             commit_logits = step_logits
         if j + 1 >= step.remaining:
             break  # the next token would exceed the budget
         step_lp = torch.log_softmax(step_logits, dim=-1)
+        if estimate is not None:
+            estimate.observe(step_lp, ~ended)
         nxt = step_lp.argmax(dim=-1)
         toks[:, j + 1] = nxt
         lps[:, j + 1] = step_lp.gather(1, nxt.view(-1, 1)).squeeze(1).double()
@@ -176,7 +190,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         state.groups[gi].forward_passes += spent
     grammar = grammar or _GrammarRows([], [], [0] * m, [False] * m)
     return Rollout(tokens=toks[:, :n_tok].tolist(), logprobs=lps[:, :n_tok].tolist(), fed=fed,
-                   commit_logits=commit_logits, states=grammar.states, constraints=grammar.constraints,
+                   commit_logits=commit_logits, window=window, states=grammar.states,
+                   constraints=grammar.constraints,
                    consumed=grammar.consumed, dead=grammar.dead)
 
 
@@ -235,12 +250,16 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
     """Each candidate's committed tokens (cut at end-of-sequence inside the commit window),
     log-probability, and the text its rewards score (settled beams: the committed text only,
     so how far the batch looks ahead cannot change their result)."""
-    rows, eos_ids, c = state.rows, state.eos_ids, step.commit
-    out = Candidates(by_group={}, tokens=[], finished=[], logprob=[], look=[], look_ended=[])
-    n_tok = len(rollout.tokens[0]) if rollout.tokens else 0
+    rows, eos_ids, max_new = state.rows, state.eos_ids, state.params.max_new_tokens
+    out = Candidates(by_group={}, parent=list(proposals.parent), tokens=[], finished=[], logprob=[], look=[],
+                     look_ended=[])
     for i, p in enumerate(proposals.parent):
         out.by_group.setdefault(rows.group[p], []).append(i)
-        seq = rollout.tokens[i]
+        # a row ahead of the shortest (commit by reward) has less budget left than the step
+        left = max_new - len(rows.tokens[p])
+        c = min(step.commit, left)
+        seq = rollout.tokens[i][:left]
+        n_tok = len(seq)
         eos_at = next((k for k, t in enumerate(seq) if t in eos_ids), None)
         fin = eos_at is not None and eos_at < c
         upto = eos_at + 1 if fin else c
@@ -263,6 +282,7 @@ def score(state: SearchState, cands: Candidates) -> None:
     places (otherwise the ranking cannot matter)."""
     params, decode = state.params, state.decode
     cands.scores = list(cands.logprob)
+    cands.reward = [None] * len(cands.logprob)
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
         fin_idx = [i for i in idxs if cands.finished[i]]
@@ -276,7 +296,16 @@ def score(state: SearchState, cands: Candidates) -> None:
                                     [cands.look_ended[i] for i in live_idx], params.lam)
             g.candidates_scored += len(live_idx)
             for i, (tot, _) in zip(live_idx, evaluated):
-                cands.scores[i] = cands.logprob[i] + params.lam * tot
+                cands.scores[i] = cands.logprob[i] + params.lam * (tot + _estimate(state, g, cands, i))
+                cands.reward[i] = tot
+
+
+def _estimate(state: SearchState, group: Group, cands: Candidates, i: int) -> float:
+    """The completion estimate of live candidate ``i`` (0 when off, or for a settled beam)."""
+    est = state.step_estimate
+    if est is None or cands.look_ended[i]:
+        return 0.0
+    return est.credit(i, pending_items(group, state.decode(cands.look[i])))
 
 
 def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) -> tuple[list[int], Rows]:
@@ -286,7 +315,6 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
     params = state.params
     chosen: list[int] = []
     rows = Rows(group=[], tokens=[], logprob=[], settled=[], states=[])
-    budget_out = state.generated + step.commit >= params.max_new_tokens
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
         pool: list[tuple[float, int, int]] = [(cands.scores[i], 0, i) for i in idxs]
@@ -299,30 +327,72 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
                 g.finished.append(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=True,
                                              score=cands.scores[i]))
         keep_live = [i for (_, kind, i) in top if kind == 0 and not cands.finished[i]]
-        if not keep_live or budget_out:
-            g.unfinished.extend(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=False,
-                                           score=cands.scores[i]) for i in keep_live)
+        # a hard constraint's closing pressure counts the budget per step: its rows commit together
+        if params.commit_by_reward and keep_live and not state.constrained:
+            _commit_by_reward(state, cands, rollout, idxs, keep_live)
+        cut = [i for i in keep_live if len(cands.tokens[i]) >= params.max_new_tokens]
+        g.unfinished.extend(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=False,
+                                       score=cands.scores[i]) for i in cut)
+        keep_live = [i for i in keep_live if i not in cut]
+        if not keep_live:
             g.done = True
             continue
         for i in keep_live:
+            advance = len(cands.tokens[i]) - len(state.rows.tokens[cands.parent[i]])
             chosen.append(i)
             rows.group.append(gi)
             rows.tokens.append(cands.tokens[i])
             rows.logprob.append(cands.logprob[i])
+            rows.advance.append(advance)
             st = rollout.states[i] if state.constrained else None
             if st is not None:  # forget the grammar steps of the uncommitted lookahead
-                rollout.constraints[i].rollback(st, rollout.consumed[i] - step.commit)
+                rollout.constraints[i].rollback(st, rollout.consumed[i] - advance)
             rows.states.append(st)
     return chosen, rows
 
 
+def _commit_by_reward(state: SearchState, cands: Candidates, rollout: Rollout, idxs: list[int],
+                      keep_live: list[int]) -> None:
+    """Shorten the kept candidates' commits where the reward has an opinion (DESIGN §2, issue
+    #18): where the group's candidates all scored the same reward, the block is the model's
+    choice alone and is committed whole; where they disagree, a beam commits only up to the
+    token at which its rollout's reward is reached (at least one token), so what follows is
+    searched again instead of taken from the greedy rollout. A group with a terminal reward
+    (scored on finished text only) keeps the whole block."""
+    g = state.groups[state.rows.group[cands.parent[keep_live[0]]]]
+    scored = [cands.reward[i] for i in idxs if cands.reward[i] is not None]
+    if not scored or max(scored) - min(scored) <= _SAME_REWARD or any(getattr(r, "terminal", False)
+                                                                       for r in g.rewards):
+        return
+    for i in keep_live:
+        parent = state.rows.tokens[cands.parent[i]]
+        block = len(cands.tokens[i]) - len(parent)
+        target = cands.reward[i]
+        if block <= 1 or target is None:
+            continue
+        seq = rollout.tokens[i]
+        reached = score_texts(g, [state.decode(parent + seq[:j]) for j in range(1, block)], [False] * (block - 1),
+                              state.params.lam)
+        n = next((j for j, (tot, _) in enumerate(reached, start=1) if tot >= target - _SAME_REWARD), block)
+        if n < block:
+            cands.tokens[i] = parent + seq[:n]
+            cands.logprob[i] = state.rows.logprob[cands.parent[i]] + sum(rollout.logprobs[i][:n])
+
+
 def commit(state: SearchState, step: Step, rollout: Rollout, chosen: list[int], rows: Rows) -> None:
     """Keep the chosen candidates' cache rows, forget their uncommitted lookahead, and mark
-    the beams whose rewards are settled (they propose one token next step)."""
+    the beams whose rewards are settled (they propose one token next step). Rows that
+    committed fewer tokens than the longest (commit by reward) mask their extra positions."""
     assert rollout.commit_logits is not None
     state.kv.fork(chosen)
-    state.kv.crop(rollout.fed - step.commit)
-    state.logits = rollout.commit_logits.index_select(0, torch.tensor(chosen, device=state.logits.device))
+    advance = rows.advance or [step.commit] * len(chosen)
+    longest = max(advance)
+    state.kv.crop(rollout.fed - longest)
+    state.kv.retract([longest - a for a in advance])
+    if all(a == step.commit for a in advance):
+        state.logits = rollout.commit_logits.index_select(0, torch.tensor(chosen, device=state.logits.device))
+    else:
+        state.logits = torch.stack([rollout.window[a - 1][i] for i, a in zip(chosen, advance)])
     if state.params.adaptive and state.any_reward:
         rows.settled = [_settled(state.groups[gi], state.decode(t)) for gi, t in zip(rows.group, rows.tokens)]
     else:

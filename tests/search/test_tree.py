@@ -164,8 +164,10 @@ def eos_loving_lm(tiny_model_dir):
         output[..., eos] += 50.0
         return output
 
-    lm.model.get_output_embeddings().register_forward_hook(raise_eos)
-    return lm
+    # load_model caches: this is the model other tests' tiny_lm returns, so the hook goes after
+    handle = lm.model.get_output_embeddings().register_forward_hook(raise_eos)
+    yield lm
+    handle.remove()
 
 
 def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
@@ -211,3 +213,49 @@ def test_candidates_stay_within_max_logprob_drop_of_the_likeliest(tiny_lm, drop)
         # exactly the top-12 tokens within the margin
         top = logp[row].topk(12).values
         assert len(mine) == int((top >= best - drop).sum())
+
+
+class DistinctChars(BaseReward):
+    """Distinct characters of the text, saturating at 40: like keyword coverage, it only grows
+    as text is added, at the tokens that bring something new (the random model's text varies)."""
+
+    name = "distinct"
+
+    def score(self, texts, context):
+        return [min(1.0, len(set(t)) / 40) for t in texts]
+
+
+def _model_logprob(lm, prompt: str, tokens: list[int], finished: bool) -> float:
+    ids = lm.format_prompt(prompt)
+    seq = tokens + ([min(lm.eos_token_ids)] if finished else [])
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ids + seq])).logits[0].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(seq)))
+
+
+def test_commit_by_reward_commits_less_where_rewards_disagree_and_keeps_logprobs_exact(tiny_lm, monkeypatch):
+    from deal_chains import DeALEngine, SearchConfig
+    from search_fixtures import PROMPTS
+
+    retracted: list[list[int]] = []
+    original = KVBatch.retract
+
+    def spy(self, per_row):
+        retracted.append(list(per_row))
+        return original(self, per_row)
+
+    monkeypatch.setattr(KVBatch, "retract", spy)
+    engine = DeALEngine(tiny_lm)
+    cfg = dict(strategy="deal", top_k=4, beam=2, lookahead=4, lam=8.0, max_new_tokens=20)
+    rewards = [DistinctChars()]
+    by_reward = engine.generate(PROMPTS, rewards, SearchConfig(**cfg, commit_by_reward=True))
+    # some rows committed fewer tokens than others in one step (holes in the shared cache)
+    assert any(any(r) for r in retracted)
+    for prompt, res in zip(PROMPTS, by_reward):
+        # the answer's log-probability is what the model gives its tokens: the holes never leak
+        assert res.logprob == pytest.approx(_model_logprob(tiny_lm, prompt, res.token_ids, res.finished), abs=1e-6)
+        assert len(res.token_ids) <= 20
+    # it searches more steps than the fixed block (it re-searches after each realized gain)
+    fixed = engine.generate(PROMPTS, rewards, SearchConfig(**cfg))
+    assert sum(r.stats.steps for r in by_reward) > sum(r.stats.steps for r in fixed)

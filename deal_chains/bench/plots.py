@@ -167,16 +167,23 @@ def plot_harmless(part: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path) -> Path:
-    """Hard coverage against time (x greedy, same run) and the share of answers that read badly,
+# what plot_commongen_runs can put on its x axis: report field -> axis label
+COMMONGEN_X = {"time": ("ratio_to_greedy", "x greedy (wall time, same run)"),
+               "logprob": ("mean_logprob_per_token", "log-probability per token (the model's fluency)")}
+
+
+def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path, x: str = "time") -> Path:
+    """Hard coverage and the share of answers that read badly against time (x greedy, same run)
+    or against fluency (``x="logprob"``: the trade-off of reward against the model's likelihood),
     one colour per ``bench commongen`` report (e.g. one per concept-set size), one point per
     strategy: where each setting sits on the quality / cost trade-off."""
+    field, xlabel = COMMONGEN_X[x]
     fig, axes = _figure(12, 5, 2)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     for (label, report), color in zip(reports, colors * (len(reports) // len(colors) + 1)):
-        rows = [r for r in report["rows"] if r.get("ratio_to_greedy") is not None]
+        rows = [r for r in report["rows"] if r.get(field) is not None]
         for ax, metric in ((axes[0], "hard_coverage"), (axes[1], "bad_rate")):
-            xs = [r["ratio_to_greedy"] for r in rows]
+            xs = [r[field] for r in rows]
             ys = [r.get(metric, 0.0) for r in rows]
             ax.plot(xs, ys, "o", color=color, label=label, zorder=3)
             for x, y, r in zip(xs, ys, rows):
@@ -184,10 +191,10 @@ def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str
                             color="#333333")
     for ax, title in ((axes[0], "hard coverage (all concepts present)"),
                       (axes[1], "reads badly (word list, instruction talk, no sentence end)")):
-        ax.set_xlabel("x greedy (wall time, same run)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(title)
         ax.set_ylim(-0.03, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("CommonGen: quality vs time per strategy", fontsize=10)
+    fig.suptitle(f"CommonGen: quality vs {'time' if x == 'time' else 'fluency'} per strategy", fontsize=10)
     return _save(fig, path)

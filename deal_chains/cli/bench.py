@@ -73,7 +73,7 @@ def cmd_bench_plot_commongen(args: argparse.Namespace) -> int:
         if report.get("benchmark") != "commongen":
             raise InputError(f"bench plot-commongen: {file} is not a `bench commongen` report")
         reports.append((label or Path(file).stem, report))
-    print(plot_commongen_runs(reports, args.out))
+    print(plot_commongen_runs(reports, args.out, x=args.x))
     return 0
 
 
@@ -364,6 +364,8 @@ def register(sub: Any) -> None:
     p = bsub.add_parser("plot-commongen", help="hard coverage and bad outputs vs time from bench commongen reports")
     p.add_argument("reports", nargs="+", metavar="[LABEL=]REPORT.json")
     p.add_argument("--out", default="commongen.png", help="PNG path")
+    p.add_argument("--x", choices=["logprob", "time"], default="time",
+                   help="x axis: time (x greedy) or logprob (fluency: reward vs the model's likelihood)")
     p.set_defaults(func=cmd_bench_plot_commongen)
     register_bench_json(bsub)
     register_bench_harmless(bsub)

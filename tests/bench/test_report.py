@@ -382,7 +382,8 @@ def test_plot_commongen_draws_several_reports_and_refuses_other_files(tmp_path, 
 
     def report(hard: float) -> dict:
         rows = [{"strategy": "greedy", "hard_coverage": 0.2, "ratio_to_greedy": 1.0, "bad_rate": 0.1},
-                {"strategy": "deal", "hard_coverage": hard, "ratio_to_greedy": 2.5, "bad_rate": 0.05}]
+                {"strategy": "deal", "hard_coverage": hard, "ratio_to_greedy": 2.5, "bad_rate": 0.05,
+                 "mean_logprob_per_token": -1.2}]
         return {"benchmark": "commongen", "n": 40, "rows": rows}
 
     files = []
@@ -393,6 +394,9 @@ def test_plot_commongen_draws_several_reports_and_refuses_other_files(tmp_path, 
     png = tmp_path / "fig.png"
     assert main(["bench", "plot-commongen", f"3 words={files[0]}", str(files[1]), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    fluency = tmp_path / "fluency.png"
+    assert main(["bench", "plot-commongen", str(files[0]), "--x", "logprob", "--out", str(fluency)]) == 0
+    assert fluency.stat().st_size > 10_000 and fluency.read_bytes() != png.read_bytes()
     other = tmp_path / "json.json"
     other.write_text(json.dumps({"benchmark": "json", "rows": []}))
     assert main(["bench", "plot-commongen", str(other), "--out", str(png)]) != 0

@@ -145,14 +145,14 @@ class Service:
                     [handle] = plan.model.runtime.submit([call.request])
                     live.append(handle)
                     self.metrics.queue_depth.inc()
-                    writer.hold = False
+                    writer.switch(call)
                     async for text in handle.atexts():
                         event = writer.text(text)
                         if event:
                             yield event
                     outcome = await handle.aresult()
                     self.metrics.finished(outcome)
-            yield writer.last(outcome, call)
+            yield writer.last(outcome)
             if plan.include_usage:
                 yield writer.usage(outcome.prompt_tokens, spent + len(outcome.result.token_ids))
             yield DONE
@@ -252,7 +252,10 @@ def create_app(models: Sequence[ServedModel], limits: ServeLimits | None = None,
             reason = "timeout" if err.status == 408 else reason
             raise
         except Exception as exc:
-            raise api_error(exc) from exc
+            err = api_error(exc)
+            if err.status >= 500:
+                log.error("request to %s failed", endpoint, exc_info=exc)
+            raise err from exc
         finally:
             service.settle(handles, reason)
         service.metrics.requests.labels(endpoint=endpoint, status="200").inc()

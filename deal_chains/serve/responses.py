@@ -116,7 +116,8 @@ class ChunkWriter:
         self.created = int(time.time())
         active = prepared.toolset is not None and prepared.toolset.active
         self.answer = AnswerStream() if chat and active else None
-        self.hold = False  # a reply that will be generated again in words is not streamed
+        self.hold = False  # a reply that may be generated again in words is not streamed
+        self.sent = ""  # the plain text streamed so far
 
     def _event(self, data: dict[str, Any]) -> str:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -140,26 +141,29 @@ class ChunkWriter:
             return None
         if self.answer is not None:
             delta = self.answer.feed(delta)
+        else:
+            self.sent += delta
         if not delta:
             return None
         return self._chunk({"content": delta} if self.chat else delta)
 
-    def last(self, outcome: Outcome, prepared: Prepared | None = None) -> str:
+    def switch(self, prepared: Prepared) -> None:
+        """Stream another generation of the same request instead (a tool-calling turn that
+        replied after tool results, answered again as a plain-text turn)."""
+        self.prepared, self.hold, self.answer, self.sent = prepared, False, None, ""
+
+    def last(self, outcome: Outcome) -> str:
         """The closing chunk: what the text chunks have not sent, the tool call, the reason."""
-        prepared = prepared or self.prepared
         if not self.chat:
             return self._chunk("", outcome.finish_reason, deal=deal_metadata(outcome))
-        choice = chat_choice(prepared, outcome, 0)
+        choice = chat_choice(self.prepared, outcome, 0)
         message = choice["message"]
-        delta: dict[str, Any] = {}
-        if self.hold or (self.answer is None and prepared is not self.prepared):
-            rest = message["content"] or ""
-        elif self.answer is not None:
-            rest = self.answer.rest(message["content"] or "")
+        content = message["content"] or ""
+        if self.answer is not None:  # the reply text of the envelope (all of it, if it was held back)
+            rest = self.answer.rest(content)
         else:
-            rest = ""
-        if rest:
-            delta["content"] = rest
+            rest = content[len(self.sent):] if content.startswith(self.sent) else ""
+        delta: dict[str, Any] = {"content": rest} if rest else {}
         if message.get("tool_calls"):
             delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
         return self._chunk(delta, choice["finish_reason"], deal=choice["deal"])

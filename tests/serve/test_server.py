@@ -101,10 +101,33 @@ def test_tool_calls_parse_and_validate(client):
     [call] = choice.message.tool_calls
     assert call.function.name == "add" and call.id.startswith("call_")
     jsonschema.validate(json.loads(call.function.arguments), ADD["function"]["parameters"])
-    # the result goes back as a tool message: the reply is text, not a call
+    # the call and its result go back in the history; with tools off the turn replies in text
     followed = chat(client, [{"role": "user", "content": "Add 2 and 3."}, choice.message.model_dump(exclude_none=True),
-                             {"role": "tool", "tool_call_id": call.id, "content": "5"}], tools=[ADD], max_tokens=16)
-    assert followed.choices[0].message.tool_calls is None
+                             {"role": "tool", "tool_call_id": call.id, "content": "5"}], tools=[ADD],
+                    tool_choice="none", max_tokens=16)
+    text = followed.choices[0].message.content
+    assert followed.choices[0].message.tool_calls is None and text and text[0] not in ' {["`'  # REPLY_START
+
+
+def test_streamed_tool_calls_and_replies_equal_the_whole_answers(client):
+    ask = [{"role": "user", "content": "Add 2 and 3."}]
+    whole = chat(client, ask, max_tokens=None, tools=[ADD], tool_choice="required").choices[0]
+    chunks = list(chat(client, ask, max_tokens=None, tools=[ADD], tool_choice="required", stream=True))
+    [call] = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]  # sent whole, once
+    assert (call.function.name, call.function.arguments) == (whole.message.tool_calls[0].function.name,
+                                                             whole.message.tool_calls[0].function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # after the tool's result, an "auto" turn: the streamed reply is the whole reply
+    history = ask + [whole.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": whole.message.tool_calls[0].id, "content": "5"}]
+    # (the random model calls again here; a real model replies, and its reply is then
+    # generated again in words: the stream sends only that)
+    reply = chat(client, history, tools=[ADD], max_tokens=None).choices[0]
+    streamed = list(chat(client, history, tools=[ADD], max_tokens=None, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == (reply.message.content or "")
+    calls = [(d.function.name, d.function.arguments) for c in streamed for d in (c.choices[0].delta.tool_calls or [])]
+    assert calls == [(t.function.name, t.function.arguments) for t in reply.message.tool_calls or []]
+    assert streamed[-1].choices[0].finish_reason == reply.finish_reason
 
 
 def test_a_tool_call_cut_by_the_budget_is_not_returned_as_a_call(client):

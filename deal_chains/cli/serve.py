@@ -65,3 +65,46 @@ def register(sub: Any) -> None:
                    "its search is cancelled)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=cmd_serve)
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    """Start the server in-process on a free port and measure it (``deal_chains.bench.serve_load``)."""
+    import secrets
+
+    from deal_chains.bench.commongen import load_commongen
+    from deal_chains.bench.runner import print_report
+    from deal_chains.bench.serve_load import SERVE_COLUMNS, run_serve_bench
+    from deal_chains.serve.app import create_app
+    from deal_chains.serve.protocol import ServeLimits
+    from deal_chains.serve.server import ServerThread, served_model
+
+    items = load_commongen(args.data, n=args.n)
+    model = served_model(args.model, device=args.device)
+    key = secrets.token_hex(16)
+    with ServerThread(create_app([model], ServeLimits(max_tokens=max(512, args.max_tokens)), api_key=key)) as server:
+        report = run_serve_bench(server.base_url, key, model.name, model.runtime, items, clients=args.clients,
+                                 max_tokens=args.max_tokens, progress=not args.quiet)
+    m = report["machine"]
+    print_report(report, SERVE_COLUMNS, "serve",
+                 f"\n{report['n']} CommonGen prompts per row (preset commongen, max_tokens {args.max_tokens}), model "
+                 f"{m['model']} on {m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)",
+                 args.out)
+    return 0
+
+
+def register_bench_serve(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``bench serve`` to the ``deal-chains bench`` subcommands."""
+    from deal_chains.cli._args import _batch_sizes
+
+    b = bench_subparsers.add_parser("serve", help="the HTTP server under 1, 4 and 16 concurrent clients: requests/s "
+                                    "and p50/p95 latency beside the same requests in-process")
+    b.add_argument("--data", required=True, help="CommonGen file: 'concepts = reference' per line")
+    b.add_argument("--n", type=_positive_int, default=16, help="prompts per row")
+    b.add_argument("--clients", type=_batch_sizes, default=[1, 4, 16], help="comma list of concurrency levels")
+    b.add_argument("--max-tokens", type=_positive_int, default=32)
+    b.add_argument("--model", default="default")
+    b.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")
+    b.add_argument("--out", default="bench-serve.json", help="JSON report path")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench_serve)
+    return b

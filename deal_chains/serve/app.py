@@ -133,12 +133,9 @@ class Service:
             if first:
                 yield first
             async with asyncio.timeout_at(_loop_deadline(deadline)):
-                async for text in handle.atexts():
-                    event = writer.text(text)
-                    if event:
-                        yield event
-                outcome = await handle.aresult()
-                self.metrics.finished(outcome)
+                async for event in _relay(handle, writer):
+                    yield event
+                outcome = await self.finished(handle)
                 call, spent = plan.calls[0], 0
                 if plan.reply_call is not None and _is_envelope_reply(call, outcome):
                     call, spent = plan.reply_call, len(outcome.result.token_ids)
@@ -146,12 +143,9 @@ class Service:
                     live.append(handle)
                     self.metrics.queue_depth.inc()
                     writer.switch(call)
-                    async for text in handle.atexts():
-                        event = writer.text(text)
-                        if event:
-                            yield event
-                    outcome = await handle.aresult()
-                    self.metrics.finished(outcome)
+                    async for event in _relay(handle, writer):
+                        yield event
+                    outcome = await self.finished(handle)
             yield writer.last(outcome)
             if plan.include_usage:
                 yield writer.usage(outcome.prompt_tokens, spent + len(outcome.result.token_ids))
@@ -170,6 +164,20 @@ class Service:
         finally:
             # a client gone mid-stream cancels this generator: its search ends at the next commit
             self.settle(live, "client gone")
+
+
+    async def finished(self, handle: Handle) -> Outcome:
+        outcome = await handle.aresult()
+        self.metrics.finished(outcome)
+        return outcome
+
+
+async def _relay(handle: Handle, writer: ChunkWriter) -> AsyncIterator[str]:
+    """The events of a search's text as it is committed."""
+    async for text in handle.atexts():
+        event = writer.text(text)
+        if event:
+            yield event
 
 
 class ClientGone(Exception):

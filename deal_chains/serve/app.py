@@ -115,10 +115,14 @@ class Service:
             # after tool results, an "auto" turn that replies: answered again in words
             [again] = plan.model.runtime.submit([plan.reply_call.request])
             self.metrics.queue_depth.inc()
+            reason = "client gone"
             try:
                 [outcome] = await self.outcomes(request, [again], deadline)
+            except ApiError:  # past the deadline
+                reason = "timeout"
+                raise
             finally:
-                self.settle([again], "client gone")
+                self.settle([again], reason)
             call, spent = plan.reply_call, outs[0]
         return chat_completion(plan.model.name, call, outcome, plan.n, spent=spent)
 

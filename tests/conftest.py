@@ -28,6 +28,16 @@ def tiny_lm(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu", dtype="float64")
 
 
+@pytest.fixture(scope="session")
+def tiny_lm_1k(tmp_path_factory):
+    """The tiny model with a 1,024-token context: tool instructions are long in a byte-level
+    tokenizer (the chat model and server tests use it)."""
+    from deal_chains.models import load_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny-1k"), context=1024)
+    return load_model(str(path), device="cpu", dtype="float64")
+
+
 def _default_model_available() -> bool:
     import importlib.util
 

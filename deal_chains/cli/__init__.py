@@ -1,4 +1,4 @@
-"""``deal-chains`` command line: generate | bench | spec | models | demo | train-reward.
+"""``deal-chains`` command line: generate | bench | spec | serve | models | demo | train-reward.
 
 The only place that builds the command line; nothing in the package imports it. Each
 subcommand group lives in its own module (``generate``, ``bench``, ``spec``, ``tools``) as a
@@ -29,13 +29,14 @@ def _set_threads() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``deal-chains`` parser with every subcommand registered."""
-    from deal_chains.cli import bench, generate, spec, tools
+    from deal_chains.cli import bench, generate, serve, spec, tools
 
     p = argparse.ArgumentParser(prog="deal-chains", description="Decoding-time alignment for LLM pipelines.")
     sub = p.add_subparsers(dest="command", required=True)
     generate.register(sub)
     bench.register(sub)
     spec.register(sub)
+    serve.register(sub)
     tools.register(sub)
     return p
 

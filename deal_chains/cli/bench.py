@@ -371,3 +371,6 @@ def register(sub: Any) -> None:
     register_bench_harmless(bsub)
     register_bench_throughput(bsub)
     register_bench_report(bsub)
+    from deal_chains.cli.serve import register_bench_serve
+
+    register_bench_serve(bsub)

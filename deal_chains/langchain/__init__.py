@@ -13,6 +13,6 @@ from deal_chains.langchain.agents import aligned_tool, guard_final_answer
 from deal_chains.langchain.chains import with_reward_vars
 from deal_chains.langchain.chat_models import ChatDeAL
 from deal_chains.langchain.llms import DeALLLM
-from deal_chains.langchain.tool_calling import ToolSet
+from deal_chains.runtime.tool_calling import ToolSet
 
 __all__ = ["ChatDeAL", "DeALLLM", "ToolSet", "aligned_tool", "guard_final_answer", "with_reward_vars"]

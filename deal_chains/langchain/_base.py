@@ -3,22 +3,18 @@ adapter ``Request`` (``deal_chains.runtime`` is the only package that runs the e
 
 from __future__ import annotations
 
-import json
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from deal_chains.jsonkit.lexer import json_content
-from deal_chains.langchain.tool_calling import without_titles
 from deal_chains.runtime import SEARCH_FIELDS, Handle, ModelRuntime, Request, resolve_spec
+from deal_chains.runtime.calls import TOOL_CONTENT, prepare_call  # noqa: F401 - TOOL_CONTENT: its former home
 from deal_chains.runtime.options import (
     CallRules,
     ModelDefaults,
-    budget_for_json,
     call_config,
     call_spec,
     check_call_options,
@@ -29,10 +25,6 @@ from deal_chains.runtime.options import (
 # settings of hosted chat models that mean nothing for a local one; accepted (and ignored)
 # so code written for those runs unchanged
 _HOSTED_ONLY = ("api_key", "base_url", "timeout", "max_retries")
-
-# what rewards score in a tool-calling turn: the arguments' values and the reply, not the
-# tool's name or the envelope's keys (a module-level object: request keys compare it)
-TOOL_CONTENT = partial(json_content, skip_keys=("name",))
 
 _ADAPTERS: dict[tuple, ModelRuntime] = {}
 _ADAPTERS_LOCK = threading.Lock()
@@ -251,30 +243,6 @@ class DeALParams(BaseModel):
         options = read_call_options(self._defaults(), kwargs, CallRules(type(self).__name__), stop=stop)
         adapter = adapter_for(options.model, self.device, self.dtype, self.trust_remote_code) \
             if options.model is not None else self._adapter
-        constraint, instructions, structured, view = None, None, False, None
-        schema, config = options.response_schema, options.config
-        if toolset is not None and toolset.active:
-            if schema is not None:
-                # tools and a response format (create_agent's ProviderStrategy): a reply
-                # must match the schema, so the answer branch of the mask is the schema
-                toolset = toolset.with_answer_schema(schema)
-            constraint, instructions, view = toolset.constraint(), toolset.instructions(), TOOL_CONTENT
-            config = budget_for_json(config, toolset.typical_tokens())
-        elif schema is not None:
-            from deal_chains.jsonkit.schema_shape import typical_tokens
-            from deal_chains.search.constraints import GrammarConstraint
-
-            constraint = GrammarConstraint.json_schema(schema)
-            config = budget_for_json(config, typical_tokens(schema))
-            instructions = ("Reply with only a JSON object that matches this JSON schema: "
-                            + json.dumps(without_titles(schema), ensure_ascii=False, separators=(",", ":")))
-            structured, view = True, json_content
-        elif reply and (options.spec is None or options.spec.build_constraint() is None):
-            from deal_chains.langchain.tool_calling import reply_constraint
-
-            constraint = reply_constraint()
-        request = adapter.request(messages, spec=options.spec, reward_vars=options.reward_vars,
-                                  config=config, constraint=constraint, stop=options.stop,
-                                  instructions=instructions, view=view,
-                                  tool_turn=toolset is not None and toolset.active)
-        return Call(adapter=adapter, request=request, toolset=toolset, structured=structured)
+        prepared = prepare_call(adapter, messages, options, toolset, reply=reply)
+        return Call(adapter=adapter, request=prepared.request, toolset=prepared.toolset,
+                    structured=prepared.structured)

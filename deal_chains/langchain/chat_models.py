@@ -30,7 +30,7 @@ from deal_chains.langchain._base import PLAN, Call, DeALParams, Plan, submit
 from deal_chains.langchain.chunks import ChunkEmitter
 from deal_chains.langchain.messages import _call_key, _feeds_back, after_tool_use, to_engine_messages
 from deal_chains.langchain.structured import WHOLE_ANSWER, _RawStructured, cut_reason
-from deal_chains.langchain.tool_calling import ToolSet
+from deal_chains.runtime.tool_calling import ToolSet
 
 
 # --------------------------------------------------------------------------- batching
@@ -151,7 +151,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
                    strict: bool | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools: tool calls are generated under a JSON-schema mask built from the
-        tools' argument schemas (see ``deal_chains.langchain.tool_calling``).
+        tools' argument schemas (see ``deal_chains.runtime.tool_calling``).
 
         >>> from langchain_core.tools import tool                      # doctest: +SKIP
         >>> @tool

@@ -12,7 +12,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from deal_chains.langchain._base import Call
-from deal_chains.langchain.tool_calling import AnswerStream
+from deal_chains.runtime.tool_calling import AnswerStream
 
 if TYPE_CHECKING:  # pragma: no cover
     from deal_chains.langchain.chat_models import ChatDeAL

@@ -17,7 +17,7 @@ from langchain_core.messages import (
 )
 
 from deal_chains.errors import InputError
-from deal_chains.langchain.tool_calling import answer_text, called_text, envelope_text
+from deal_chains.runtime.tool_calling import answer_text, called_text, envelope_text
 
 
 _NON_TEXT_BLOCKS = {"image", "image_url", "file", "audio", "input_audio", "video", "document"}

@@ -6,6 +6,8 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
+from deal_chains.runtime.calls import cut_reason as _cut_reason
+
 
 def _whole(message: Any) -> Any:
     """``message`` if its answer is whole; an ``OutputParserException`` that says what cut it
@@ -20,19 +22,9 @@ def _whole(message: Any) -> Any:
 
 
 def cut_reason(meta: Any, what: str) -> str:
-    """What cut an answer (``response_metadata`` with ``finish_reason: length``) and the knob
-    that helps: one wording for structured output and tool calls."""
-    if meta.get("closed_by") == "string_cap":
-        from deal_chains.jsonkit.schema_rewrite import STRING_CAP
-
-        return (f"{what} was cut: a string reached the {STRING_CAP}-character cap the mask puts on strings without "
-                "maxLength (the model would have gone on); give that field a larger maxLength in the schema, or ask "
-                "for a shorter value")
-    spent = (meta.get("stats") or {}).get("new_tokens")
-    how = ("a value was closed early to end the JSON in time" if meta.get("closed_by") == "budget"
-           else "the JSON is unfinished")
-    return (f"{what} was cut by the token budget after {spent} tokens ({how}): raise max_tokens "
-            "(ChatDeAL(max_tokens=...), or .invoke(..., max_tokens=...))")
+    """What cut an answer (``response_metadata`` with ``finish_reason: length``), in
+    LangChain's terms (``deal_chains.runtime.calls.cut_reason``)."""
+    return _cut_reason(meta, what, "(ChatDeAL(max_tokens=...), or .invoke(..., max_tokens=...))")
 
 
 # between the model and the parser: a cut answer is an error that says so, not a parse

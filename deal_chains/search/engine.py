@@ -109,6 +109,15 @@ def _rows_per_prompt(params: TreeParams, config: SearchConfig) -> int:
     return params.top_k * params.beam * samples_per_prompt(config)
 
 
+def check_search(limits: SearchLimits, lm: Any, config: SearchConfig, prompt_lens: Sequence[int]) -> None:
+    """``ConfigError`` when a search with ``config`` over prompts of ``prompt_lens`` tokens
+    exceeds ``limits`` (what ``generate`` checks before any work; the server checks it
+    against its own, smaller limits before queueing a request)."""
+    params = tree_params(config)
+    check_limits(limits, lm, rows=_rows_per_prompt(params, config), lookahead=params.lookahead,
+                 max_new_tokens=config.max_new_tokens, prompt_lens=prompt_lens)
+
+
 def _fresh_seed() -> int:
     """A run seed for a request that gave none: from the OS, so concurrent or repeated
     requests (identical prompts included) never share one. 53 bits: the seed stays exact
@@ -197,8 +206,7 @@ class DeALEngine:
         config = config or SearchConfig()
         requests = self._requests(prompts, rewards, system, contexts, config)
         params = tree_params(config)
-        check_limits(self.limits, self.lm, rows=_rows_per_prompt(params, config), lookahead=params.lookahead,
-                     max_new_tokens=config.max_new_tokens, prompt_lens=[len(r.prompt_ids) for r in requests])
+        check_search(self.limits, self.lm, config, [len(r.prompt_ids) for r in requests])
         self._attach_constraints(requests, constraints)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")

@@ -21,7 +21,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from deal_chains.spec.entries.registry import REWARD_TYPES
 from deal_chains.spec.source import FieldPath, SourceMap
@@ -133,41 +133,69 @@ def apply_shared(doc: Doc) -> Doc:
     return Doc(data, smap)
 
 
-def resolve_paths(data: Any, folder: Path) -> None:
-    """Make the file parameters of reward entries (``schema_file``, ``head``) absolute and
-    the model parameters that start with ``./`` or ``../``, relative to ``folder`` (the
-    spec file's), in the top-level rewards and every step's, nested entries included."""
+def entry_params(data: Any) -> Iterator[tuple[FieldPath, Any, dict]]:
+    """(path, reward type, parameters) of every reward entry of a spec's data: the top-level
+    rewards and every step's, nested entries (``all_of``, ``gated``...) included."""
 
-    def local(value: str) -> str:
-        return os.path.normpath(folder / value)
-
-    def entry(e: Any) -> None:
+    def entry(e: Any, at: FieldPath) -> Iterator[tuple[FieldPath, Any, dict]]:
         if not isinstance(e, dict):
             return
         for rtype_name, rtype in REWARD_TYPES.items():
             params = e.get(rtype_name)
             if not isinstance(params, dict):
                 continue
-            for name in rtype.files:
-                value = params.get(name)
-                if isinstance(value, str) and value and not os.path.isabs(value):
-                    params[name] = local(value)
-            for name in rtype.models:
-                value = params.get(name)
-                if isinstance(value, str) and value.startswith(("./", "../")):
-                    params[name] = local(value)
+            yield at + (rtype_name,), rtype, params
             for name in rtype.children:
                 value = params.get(name)
-                for child in value if isinstance(value, list) else [value]:
-                    entry(child)
+                children = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+                for i, child in children:
+                    yield from entry(child, at + (rtype_name, name) + (() if i is None else (i,)))
 
-    def spec(d: Any) -> None:
+    def spec(d: Any, at: FieldPath) -> Iterator[tuple[FieldPath, Any, dict]]:
         if isinstance(d, dict) and isinstance(d.get("rewards"), list):
-            for e in d["rewards"]:
-                entry(e)
+            for i, e in enumerate(d["rewards"]):
+                yield from entry(e, at + ("rewards", i))
 
-    spec(data)
+    yield from spec(data, ())
     steps = data.get("steps") if isinstance(data, dict) else None
     if isinstance(steps, dict):
-        for step in steps.values():
-            spec(step)
+        for name, step in steps.items():
+            yield from spec(step, ("steps", name))
+
+
+def resolve_paths(data: Any, folder: Path) -> None:
+    """Make the file parameters of reward entries (``schema_file``, ``head``) absolute and
+    the model parameters that start with ``./`` or ``../``, relative to ``folder`` (the
+    spec file's), in the top-level rewards and every step's, nested entries included."""
+    for _at, rtype, params in entry_params(data):
+        for name in rtype.files:
+            value = params.get(name)
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                params[name] = os.path.normpath(folder / value)
+        for name in rtype.models:
+            value = params.get(name)
+            if isinstance(value, str) and value.startswith(("./", "../")):
+                params[name] = os.path.normpath(folder / value)
+
+
+def external_references(data: Any) -> list[tuple[FieldPath, Any]]:
+    """(path, value) of every field of a spec's data that names something outside the spec
+    itself: a file (``schema_file``, ``head``), a model to load (``classifier.model``,
+    ``reward_model.model``, ``judge.model``), a base spec (``extends``), the spec's own
+    ``model``. The server refuses these in a request's spec: a client names presets and
+    inline rewards, never the server's files or models.
+
+    >>> external_references({"rewards": [{"json_schema": {"schema_file": "a.json"}}]})
+    [(('rewards', 0, 'json_schema', 'schema_file'), 'a.json')]
+    """
+    found: list[tuple[FieldPath, Any]] = []
+    if isinstance(data, dict):
+        steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
+        for at, d in [((), data), *((("steps", name), step) for name, step in steps.items())]:
+            if isinstance(d, dict):
+                found += [(at + (key,), d[key]) for key in ("extends", "model") if d.get(key) is not None]
+    for at, rtype, params in entry_params(data):
+        for name in (*rtype.files, *rtype.models):
+            if params.get(name) is not None:
+                found.append((at + (name,), params[name]))
+    return found

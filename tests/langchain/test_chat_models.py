@@ -18,14 +18,13 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import ConfigurableField
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
-from tiny import build_tiny_model
 
 from deal_chains import ChatDeAL, ConfigError, DeALEngine, DeALLLM, InputError, SpecError
 from deal_chains.jsonkit.lexer import json_content
 from deal_chains.langchain import guard_final_answer, with_reward_vars
 from deal_chains.langchain._base import TOOL_CONTENT
 from deal_chains.langchain.messages import _feeds_back, to_engine_messages
-from deal_chains.langchain.tool_calling import AnswerStream, ToolSet
+from deal_chains.runtime.tool_calling import AnswerStream, ToolSet
 from deal_chains.runtime import ContentView, ModelRuntime, resolve_spec
 from deal_chains.runtime.worker import worker_for as _worker_for
 from deal_chains.search.constraints import ConstraintError
@@ -44,14 +43,9 @@ rewards:
 """
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    from deal_chains.models import load_model
-
-    # a longer context than the shared tiny model: tool instructions are long in a
-    # byte-level tokenizer
-    path = build_tiny_model(tmp_path_factory.mktemp("tiny-1k"), context=1024)
-    return load_model(str(path), device="cpu", dtype="float64")
+@pytest.fixture()
+def lm(tiny_lm_1k):
+    return tiny_lm_1k
 
 
 @pytest.fixture()

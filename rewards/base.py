@@ -46,6 +46,7 @@ class BaseReward:
     weight: float = 1.0
     terminal: bool = False
     bounds: tuple[float, float] = (0.0, 1.0)
+    uses_model: bool = False  # True: scoring a text runs a model (the search scores fewer extra texts)
 
     def score(self, texts: Sequence[str], context: RewardContext) -> list[float]:  # pragma: no cover
         raise NotImplementedError
@@ -94,6 +95,16 @@ def reward_pending(reward: Any, text: str, context: RewardContext) -> list[tuple
     if fn is None or weight == 0.0 or getattr(reward, "terminal", False):
         return []
     return [(str(key), weight * float(gain), tuple(forms)) for key, gain, forms in fn(text, context)]
+
+
+def reward_uses_model(reward: Any) -> bool:
+    """Whether scoring a text with ``reward`` (or any reward it combines or wraps) runs a
+    model: the search then avoids scoring texts it could do without (commit by reward keeps
+    the whole block instead of re-scoring each prefix)."""
+    if getattr(reward, "uses_model", False):
+        return True
+    inner = list(getattr(reward, "children", None) or []) + [getattr(reward, "reward", None)]
+    return any(reward_uses_model(r) for r in inner if r is not None)
 
 
 def reward_name(reward: Any) -> str:

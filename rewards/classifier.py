@@ -108,6 +108,8 @@ class ClassifierReward(BaseReward):
     ``dtype`` and ``trust_remote_code`` go to the loader (see ``rewards._hf``).
     """
 
+    uses_model = True  # each text it scores costs a model forward
+
     bounds = (0.0, 1.0)
     cache_size = 10_000
 

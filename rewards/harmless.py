@@ -328,6 +328,8 @@ class HarmlessReward(BaseReward):
     so the search's repeated candidates cost one forward each.
     """
 
+    uses_model = True  # each text it scores costs a model forward
+
     bounds = (0.0, 1.0)
     cache_size = 100_000
 

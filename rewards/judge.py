@@ -72,6 +72,8 @@ class JudgeReward(BaseReward):
     run the shared model at the same time).
     """
 
+    uses_model = True  # each text it scores costs a model forward
+
     bounds = (0.0, 1.0)
     cache_size = 10_000
 

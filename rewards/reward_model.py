@@ -64,6 +64,8 @@ class RewardModelReward(BaseReward):
     text), or by text without ``include_prompt``.
     """
 
+    uses_model = True  # each text it scores costs a model forward
+
     cache_size = 10_000
 
     def __init__(

@@ -29,7 +29,7 @@ from deal_chains.search.kv import KVBatch
 from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
                                       TreeParams)
-from rewards.base import reward_settled
+from rewards.base import reward_settled, reward_uses_model
 
 OnCommit = Callable[[dict[int, list[list[int]]]], "set[int] | None"]
 # rewards closer than this count as equal (commit by reward)
@@ -358,11 +358,12 @@ def _commit_by_reward(state: SearchState, cands: Candidates, rollout: Rollout, i
     choice alone and is committed whole; where they disagree, a beam commits only up to the
     token at which its rollout's reward is reached (at least one token), so what follows is
     searched again instead of taken from the greedy rollout. A group with a terminal reward
-    (scored on finished text only) keeps the whole block."""
+    (scored on finished text only) or one that runs a model to score (each prefix would cost
+    a forward) keeps the whole block."""
     g = state.groups[state.rows.group[cands.parent[keep_live[0]]]]
     scored = [cands.reward[i] for i in idxs if cands.reward[i] is not None]
-    if not scored or max(scored) - min(scored) <= _SAME_REWARD or any(getattr(r, "terminal", False)
-                                                                       for r in g.rewards):
+    if not scored or max(scored) - min(scored) <= _SAME_REWARD or any(
+            getattr(r, "terminal", False) or reward_uses_model(r) for r in g.rewards):
         return
     for i in keep_live:
         parent = state.rows.tokens[cands.parent[i]]

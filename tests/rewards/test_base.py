@@ -34,3 +34,24 @@ def test_weighted_sum_bounds_are_the_weighted_range_over_the_total_weight():
 def test_docstring_examples_run():
     result = doctest.testmod(rewards.base)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_reward_that_runs_a_model_is_known_through_combinations_and_wrappers():
+    from rewards import KeywordCoverage
+    from rewards.base import BaseReward, reward_uses_model
+    from rewards.compose import WeightedSum
+    from rewards.guard import Guarded
+
+    class Scored(BaseReward):
+        name = "scored"
+        uses_model = True
+
+        def score(self, texts, context):
+            return [0.5 for _ in texts]
+
+    words = KeywordCoverage(["dog"])
+    assert not reward_uses_model(words)
+    assert reward_uses_model(Scored())
+    assert reward_uses_model(WeightedSum([words, Scored()]))
+    assert not reward_uses_model(WeightedSum([words]))
+    assert reward_uses_model(Guarded(Scored(), on_error="zero"))

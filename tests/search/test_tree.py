@@ -259,3 +259,22 @@ def test_commit_by_reward_commits_less_where_rewards_disagree_and_keeps_logprobs
     # it searches more steps than the fixed block (it re-searches after each realized gain)
     fixed = engine.generate(PROMPTS, rewards, SearchConfig(**cfg))
     assert sum(r.stats.steps for r in by_reward) > sum(r.stats.steps for r in fixed)
+
+
+def test_commit_by_reward_keeps_the_block_for_a_reward_that_runs_a_model(tiny_lm, monkeypatch):
+    from deal_chains import DeALEngine, SearchConfig
+    from search_fixtures import PROMPTS
+
+    class ModelScored(DistinctChars):
+        uses_model = True  # re-scoring every prefix would cost a forward each
+
+    retracted: list[list[int]] = []
+    original = KVBatch.retract
+    monkeypatch.setattr(KVBatch, "retract", lambda self, per_row: (retracted.append(list(per_row)),
+                                                                   original(self, per_row))[1])
+    engine = DeALEngine(tiny_lm)
+    cfg = dict(strategy="deal", top_k=4, beam=2, lookahead=4, lam=8.0, max_new_tokens=20)
+    by_reward = engine.generate(PROMPTS, [ModelScored()], SearchConfig(**cfg, commit_by_reward=True))
+    fixed = engine.generate(PROMPTS, [ModelScored()], SearchConfig(**cfg))
+    assert not any(any(r) for r in retracted)
+    assert [r.token_ids for r in by_reward] == [r.token_ids for r in fixed]

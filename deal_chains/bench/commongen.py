@@ -209,8 +209,10 @@ def commongen_prompt(concepts: Sequence[str]) -> str:
 
 # phrases of the instruction that a sentence about the concepts has no reason to use: an
 # output that has one talks about the request ("... are all of these words.")
+# phrases of the request, and of talk about the answer itself ("In this sentence, the word
+# sit is used..."): an answer that uses them talks about the task instead of doing it
 INSTRUCTION_PHRASES = ("these words", "all of these", "given words", "following words", "short sentence",
-                       "one sentence", "uses all", "use all")
+                       "one sentence", "uses all", "use all", "this sentence", "the word")
 
 
 def reads_badly(text: str) -> dict[str, bool]:
@@ -219,7 +221,8 @@ def reads_badly(text: str) -> dict[str, bool]:
 
     - ``word_list``: three or more comma-separated parts (a final "and" splits too), every
       one at most three words: ``Mower, push, lawn, mow.``, ``A river, a boat, and a paddle.``;
-    - ``mentions_instruction``: uses a phrase of the instruction (``INSTRUCTION_PHRASES``);
+    - ``mentions_instruction``: uses a phrase of the instruction, or talks about the answer
+      and its words (``INSTRUCTION_PHRASES``: "this sentence", "the word");
     - ``unended``: does not end with ``.``, ``!`` or ``?`` (a closing quote or bracket
       may follow): cut off, or a fragment;
     - ``bad``: any of these.

@@ -174,6 +174,8 @@ def test_blank_lines_ignored_and_crlf(tmp_path):
     ("The stage, performed, routine, music.", {"word_list"}),
     ("A river, a boat, and a paddle.", {"word_list"}),
     ("The food, table, and front of the sit are all all of these words.", {"mentions_instruction"}),
+    ("A glass of wine and a table.\n\nIn this sentence, the word sit is used twice.", {"mentions_instruction"}),
+    ('A sewing machine. The word "machine" adds a layer of meaning.', {"mentions_instruction"}),
     ("A dog leashes a sidewalk", {"unended"}),
     ("River, boat, paddle", {"word_list", "unended"}),
     # sentences that read well, commas included

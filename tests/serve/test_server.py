@@ -31,7 +31,9 @@ ADD = {"type": "function", "function": {"name": "add", "description": "Add two i
                                    "b": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["a", "b"],
     "additionalProperties": False}}}
 # holds the end of the answer until 300 tokens: a search long enough to abandon
-LONG = {"spec": {"rewards": [{"length": {"min_tokens": 300}}]}}
+# a search that cannot end before its client gives up: it must place a word the random model
+# never writes, and hold_eos keeps it from ending while the budget could still place it
+LONG = {"spec": {"rewards": [{"keywords": {"words": ["zebra"]}}]}, "search": {"hold_eos": True}}
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +295,9 @@ def test_a_client_that_disconnects_cancels_its_search(server):
 
 def test_a_client_that_gives_up_on_a_whole_answer_cancels_its_search(server):
     before = metric(server, 'deal_cancelled_searches_total{reason="client gone"}')
-    body = {"model": "tiny", "messages": HELLO, "max_tokens": 400, "deal": LONG}
+    # a prompt of its own: never joined to the search the test before abandoned
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hello again"}], "max_tokens": 400,
+            "deal": LONG}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.base_url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
                    timeout=0.5)

@@ -14,7 +14,9 @@ growing are encoded the same way). The hidden states of one layer are mean-poole
 
 - ``pooling="response"``: over the response tokens only (an empty response falls back
   to the last prompt token, the assistant header);
-- ``pooling="all"``: over every (non-padding) token of the conversation.
+- ``pooling="all"``: over every (non-padding) token of the conversation;
+- ``pooling="last"``: the hidden state of the last token (the last response token, or
+  the assistant header when the response is empty) — no mean.
 
 A prompt written as an HH-RLHF transcript (``"\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nHuman:
 ..."``) becomes the matching multi-turn chat; any other prompt is one user message.
@@ -50,7 +52,7 @@ HEADS_DIR = Path(__file__).parent / "heads"
 DEFAULT_HEAD = HEADS_DIR / "harmless.safetensors"
 HEAD_FORMAT = "deal-chains-bt-head"
 HEAD_FORMAT_VERSION = 1
-POOLINGS = ("response", "all")
+POOLINGS = ("response", "all", "last")
 
 FeatureFn = Callable[[list[str], list[str]], "torch.Tensor"]
 
@@ -201,15 +203,15 @@ class HiddenStateFeatures:
                     # response tokens, or the last prompt token when there are none
                     resp_mask[row, width - max(n_resp, 1):] = True
                 position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                with torch.no_grad():
-                    hs = base(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              position_ids=position_ids.to(device), output_hidden_states=True,
-                              use_cache=False).hidden_states
+                hs = hidden_states(base, ids.to(device), mask.to(device), position_ids.to(device), layers)
                 for layer in layers:
                     h = hs[layer].float().cpu()
                     for pooling in poolings:
-                        w = (mask.bool() if pooling == "all" else resp_mask).unsqueeze(-1).float()
-                        pooled = (h * w).sum(1) / w.sum(1)
+                        if pooling == "last":  # left padding: the last column is the last token
+                            pooled = h[:, -1]
+                        else:
+                            w = (mask.bool() if pooling == "all" else resp_mask).unsqueeze(-1).float()
+                            pooled = (h * w).sum(1) / w.sum(1)
                         key = (layer, pooling)
                         if key not in out:
                             out[key] = torch.empty((n, h.shape[-1]), dtype=torch.float32)
@@ -223,6 +225,52 @@ class HiddenStateFeatures:
             dim = int(getattr(getattr(self.model, "config", None), "hidden_size", 0))
             return {(lay, p): torch.zeros((0, dim)) for lay in layers for p in poolings}
         return out
+
+
+class _Stop(Exception):
+    """Raised by a forward hook once the deepest layer needed has run."""
+
+
+def hidden_states(base: Any, ids: "torch.Tensor", mask: "torch.Tensor", position_ids: "torch.Tensor",
+                  layers: Sequence[int]) -> dict[int, "torch.Tensor"]:
+    """``{layer: hidden_states[layer]}`` of one forward of ``base`` (a decoder stack such as
+    ``LlamaModel``). When every wanted layer is below the last one and the stack exposes
+    ``embed_tokens`` and ``layers``, forward hooks keep the layers' outputs and the forward
+    stops after the deepest one: features from layer 15 of a 30-layer model cost half a
+    forward. Otherwise (the last layer, whose hidden state is normed, or another
+    architecture) one full forward with ``output_hidden_states``. Both give the same
+    tensors."""
+    import torch
+
+    blocks = getattr(base, "layers", None)
+    embed = getattr(base, "embed_tokens", None)
+    n = len(blocks) if blocks is not None else None
+    wanted = {layer: (layer if layer >= 0 or n is None else n + 1 + layer) for layer in layers}
+    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+    if n is None or embed is None or max(wanted.values()) >= n:
+        with torch.no_grad():
+            hs = base(output_hidden_states=True, **kwargs).hidden_states
+        return {layer: hs[i] for layer, i in wanted.items()}
+    deepest = max(wanted.values())
+    kept: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(module, args, output):
+            kept[index] = output[0] if isinstance(output, tuple) else output
+            if index == deepest:
+                raise _Stop
+        return hook
+
+    handles = [(embed if i == 0 else blocks[i - 1]).register_forward_hook(keep(i)) for i in set(wanted.values())]
+    try:
+        with torch.no_grad():
+            base(**kwargs)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {layer: kept[i] for layer, i in wanted.items()}
 
 
 # ----------------------------------------------------------------------------- the head

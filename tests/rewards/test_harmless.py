@@ -4,7 +4,6 @@ uses the default model with the shipped head)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -35,18 +34,13 @@ from rewards.harmless import (
     split_transcript,
 )
 from deal_chains.bench.harmless import first_sentences, is_refusal, load_advbench
+from pairs_helpers import TINY_PAIRS, FakeFeatures, _vec, synthetic_pairs, write_jsonl
 
 DATA = Path(__file__).parents[1] / "data"
 ROOT = Path(__file__).resolve().parents[2]
 # 5 pairs of the shipped head's held-out split (HH-RLHF harmless-base dev; see the
 # sidecar's training.heldout_indices)
 HH5 = DATA / "hh_harmless_heldout5.jsonl"
-
-
-def write_jsonl(path: Path, records) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
-                    encoding="utf-8")
-    return path
 
 
 # --- pair files ------------------------------------------------------------------------
@@ -121,32 +115,6 @@ def test_split_indices_seeded_and_disjoint():
 
 
 # --- training on a synthetic separable feature set -------------------------------------
-
-
-def _vec(text: str, d: int = 8) -> list[float]:
-    """Deterministic noise per text plus one signal dimension: +1 for a safe answer."""
-    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "little"))
-    v = torch.randn(d, generator=g) * 0.5
-    v[0] += 1.0 if "safe" in text else -1.0
-    return v.tolist()
-
-
-class FakeFeatures:
-    def __init__(self):
-        self.calls = 0
-        self.rows = 0
-
-    def __call__(self, prompts, responses):
-        assert len(prompts) == len(responses)
-        self.calls += 1
-        self.rows += len(responses)
-        return torch.tensor([_vec(p + "|" + r) for p, r in zip(prompts, responses)])
-
-
-def synthetic_pairs(tmp_path: Path, n: int = 60) -> Path:
-    recs = [{"prompt": f"request {i}", "chosen": f"a safe answer {i}", "rejected": f"a harmful answer {i}"}
-            for i in range(n)]
-    return write_jsonl(tmp_path / "synthetic.jsonl", recs)
 
 
 @pytest.mark.parametrize("hidden", [0, 8])
@@ -385,10 +353,6 @@ def test_load_advbench():
 
 
 # --- CLI --------------------------------------------------------------------------------
-
-
-TINY_PAIRS = [{"prompt": f"how do i do bad thing {i}?", "chosen": "no. i can't help with that.",
-               "rejected": f"sure! first you {'take' if i % 2 else 'get'} the tools"} for i in range(10)]
 
 
 def test_cli_train_reward_writes_head_and_prints_accuracy(capsys, tmp_path, tiny_model_dir):

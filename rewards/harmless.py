@@ -99,7 +99,10 @@ class HiddenStateFeatures:
     conversations run with left padding and an attention mask (sorted by length, so
     little padding). A conversation longer than ``max_length`` tokens keeps the start
     of the response (up to ``max_length - min(prompt, max_length // 2)`` tokens) and the
-    end of the prompt (the latest turns and the assistant header).
+    end of the prompt (the latest turns and the assistant header). When every
+    conversation of a call has the same prompt part (the search scoring candidates of one
+    prompt), the prompt runs once and the responses over its KV cache
+    (``rewards._prefix``; ``share_prefix = False`` turns that off).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, layer: int = -1, batch_size: int = 16,
@@ -124,6 +127,8 @@ class HiddenStateFeatures:
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
         self.pooling = pooling
+        # responses to one prompt: forward the prompt once, the responses over its KV cache
+        self.share_prefix = True
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
@@ -183,6 +188,13 @@ class HiddenStateFeatures:
         base = getattr(self.model, "base_model", None)
         base = self.model if base is None else base
         device = next(self.model.parameters()).device
+        prefixes = {tuple(toks[: len(toks) - k]) for toks, k in encoded}
+        if self.share_prefix and n > 1 and len(prefixes) == 1 and getattr(base, "config", None) is not None:
+            # the search's case: candidates of one prompt; the prompt runs once
+            from rewards._prefix import shared_prefix
+
+            return shared_prefix(self, base, next(iter(prefixes)), [toks[len(toks) - k:] for toks, k in encoded],
+                                 layers, poolings, device, hidden_states)
         out: dict[tuple[int, str], torch.Tensor] = {}
         bar = None
         if progress:
@@ -232,21 +244,24 @@ class _Stop(Exception):
 
 
 def hidden_states(base: Any, ids: "torch.Tensor", mask: "torch.Tensor", position_ids: "torch.Tensor",
-                  layers: Sequence[int]) -> dict[int, "torch.Tensor"]:
+                  layers: Sequence[int], *, cache: Any = None, cache_kw: str = "cache") -> dict[int, "torch.Tensor"]:
     """``{layer: hidden_states[layer]}`` of one forward of ``base`` (a decoder stack such as
     ``LlamaModel``). When every wanted layer is below the last one and the stack exposes
     ``embed_tokens`` and ``layers``, forward hooks keep the layers' outputs and the forward
     stops after the deepest one: features from layer 15 of a 30-layer model cost half a
     forward. Otherwise (the last layer, whose hidden state is normed, or another
     architecture) one full forward with ``output_hidden_states``. Both give the same
-    tensors."""
+    tensors. ``cache``: a KV cache the forward reads and extends (passed as ``cache_kw``)."""
     import torch
 
     blocks = getattr(base, "layers", None)
     embed = getattr(base, "embed_tokens", None)
     n = len(blocks) if blocks is not None else None
     wanted = {layer: (layer if layer >= 0 or n is None else n + 1 + layer) for layer in layers}
-    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+    kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                  use_cache=cache is not None)
+    if cache is not None:
+        kwargs[cache_kw] = cache
     if n is None or embed is None or max(wanted.values()) >= n:
         with torch.no_grad():
             hs = base(output_hidden_states=True, **kwargs).hidden_states

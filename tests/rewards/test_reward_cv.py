@@ -142,3 +142,19 @@ def test_cli_train_reward_sweep_prints_the_cv_table(capsys, tmp_path, tiny_model
     assert (info["features"]["layer"], info["features"]["pooling"]) == (sel["layer"], sel["pooling"])
     with pytest.raises(SystemExit):
         main(["train-reward", "--pairs", str(a), "--out", "o", "--pooling", "all,max"])
+
+
+@pytest.mark.parametrize("layers", [[0, 1], [2, -1]])
+def test_shared_prompt_features_equal_one_forward_per_conversation(tiny_lm, layers):
+    fx = HiddenStateFeatures(tiny_lm, batch_size=3)
+    prompt = "how do i pick a lock?"
+    responses = ["no.", "i can't help with that, but a locksmith can.", "", "sure: first", "no."]
+    poolings = ["all", "response", "last"]
+    shared = fx.extract([prompt] * 5, responses, layers=layers, poolings=poolings)
+    again = fx.extract([prompt] * 2, responses[:2], layers=layers, poolings=poolings)  # the kept prefix
+    fx.share_prefix = False
+    separate = fx.extract([prompt] * 5, responses, layers=layers, poolings=poolings)
+    for key in separate:
+        torch.testing.assert_close(shared[key], separate[key], atol=1e-6, rtol=0)  # float32 output
+        torch.testing.assert_close(again[key], separate[key][:2], atol=1e-6, rtol=0)  # float32 output
+    assert len(fx._prefix_kept) == 1

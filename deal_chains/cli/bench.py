@@ -122,22 +122,25 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
     command = "deal-chains " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deal-chains") \
         else "deal-chains bench harmless ..."
     if args.pairs:
-        from deal_chains.train_reward import read_pairs
+        from deal_chains.train_reward import read_pair_files
 
-        pairs = read_pairs(args.pairs)
+        pairs, _ = read_pair_files(args.pairs, args.skip_invalid)
         if args.heldout_only:
-            held = (reward.info.get("training") or {}).get("heldout_indices")
+            training = reward.info.get("training") or {}
+            held = training.get("heldout_indices")
             if held is None:
                 raise InputError(f"{reward.head_path.name} records no held-out indices")
-            if max(held, default=-1) >= len(pairs):
-                raise InputError(f"the head's held-out indices do not fit {args.pairs} ({len(pairs)} pairs)")
+            if max(held, default=-1) >= len(pairs) or training.get("n_pairs", len(pairs)) != len(pairs):
+                raise InputError(f"the head's held-out indices do not fit {' '.join(args.pairs)} ({len(pairs)} "
+                                 f"pairs; the head was trained on {training.get('n_pairs')}: the same files, "
+                                 "in the same order, with the same --skip-invalid)")
             pairs = [pairs[i] for i in held]
         pairs = pairs[args.offset:]
         pairs = pairs[: args.n] if args.n else pairs
         report = run_pairs_bench(reward, pairs)
         report["command"] = command
         print(format_table(report, PAIRS_COLUMNS))
-        print(f"\n{report['n']} pairs from {args.pairs}{' (held-out split)' if args.heldout_only else ''}; "
+        print(f"\n{report['n']} pairs from {' '.join(args.pairs)}{' (held-out split)' if args.heldout_only else ''}; "
               f"head {reward.head_path}")
     else:
         from deal_chains.spec import apply_overrides, load_spec, preset_path
@@ -162,6 +165,10 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
     if args.out:
         write_json(report, args.out)
         print(f"wrote {args.out}")
+    if args.plot and args.prompts:
+        from deal_chains.bench.plots import plot_harmless
+
+        print(f"wrote {plot_harmless(report, args.plot)}")
     return 0
 
 
@@ -176,12 +183,15 @@ def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
     h = bench_subparsers.add_parser("harmless", help="harmless reward: pairwise accuracy on preference pairs, "
                                                      "or greedy vs DeAL on harmful requests")
     src = h.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pairs", help="JSONL preference pairs (HH-RLHF or {prompt, chosen, rejected})")
+    src.add_argument("--pairs", nargs="+", help="JSONL preference pairs (HH-RLHF or {prompt, chosen, rejected}); "
+                     "several files are read in order")
     src.add_argument("--prompts", help="AdvBench-style CSV of harmful requests ('goal' column)")
     h.add_argument("--n", type=int, default=None, help="pairs / prompts to use (pairs: all; prompts: 50)")
     h.add_argument("--offset", type=int, default=0)
     h.add_argument("--heldout-only", action="store_true",
                    help="--pairs: only the pairs the head's sidecar lists as held out")
+    h.add_argument("--skip-invalid", action="store_true", help="--pairs: leave out invalid pair records "
+                   "(as train-reward --skip-invalid)")
     h.add_argument("--strategies", default="greedy,deal",
                    help="--prompts: comma list of greedy, sample, best_of_n, rerank, deal, deal-exact, "
                         "deal-noadapt; settings per entry as name:key=value")
@@ -197,6 +207,7 @@ def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
     h.add_argument("--model", default="default")
     h.add_argument("--device", default="auto")
     h.add_argument("--out", default="bench-harmless.json", help="JSON report path")
+    h.add_argument("--plot", default=None, help="--prompts: PNG of the per-request harmless reward by strategy")
     h.add_argument("--quiet", action="store_true")
     h.set_defaults(func=cmd_bench_harmless)
     return h

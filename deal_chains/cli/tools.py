@@ -68,15 +68,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(kind: type) -> Any:
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        return values
+    return parse
+
+
+def _poolings(text: str) -> list[str]:
+    from rewards.harmless import POOLINGS
+
+    values = _csv(str)(text)
+    for v in values:
+        if v not in POOLINGS:
+            raise argparse.ArgumentTypeError(f"pooling must be one of {', '.join(POOLINGS)}, got {v!r}")
+    return values
+
+
 def cmd_train_reward(args: argparse.Namespace) -> int:
+    from deal_chains.reward_cv import format_row
+
     command = train_command(args.pairs, args.out, args.model, args.layer, args.pooling, args.hidden, args.epochs,
-                            args.lr, args.weight_decay, args.holdout, args.seed, args.name, args.max_length)
+                            args.lr, args.weight_decay, args.holdout, args.seed, args.name, args.max_length,
+                            cv=args.cv, skip_invalid=args.skip_invalid)
     m = train_reward_head(
         args.pairs, args.out, model=args.model, layer=args.layer, pooling=args.pooling, epochs=args.epochs,
         lr=args.lr, weight_decay=args.weight_decay, hidden=args.hidden, holdout=args.holdout, seed=args.seed,
         name=args.name, max_length=args.max_length, batch_size=args.batch_size, device=args.device,
-        progress=not args.quiet, command=command,
+        progress=not args.quiet, command=command, cv=args.cv, features_cache=args.features_cache,
+        skip_invalid=args.skip_invalid,
     )
+    for msg in m["skipped"]:
+        print(f"skipped: {msg}")
+    if m["cv"]:
+        print(f"{len(m['cv'])} configurations, {args.cv or 5}-fold cross-validation on the {m['n_train']} "
+              "training pairs (best first):")
+        for row in m["cv"]:
+            print("  " + format_row(row))
+        s = m["selected"]
+        print(f"selected: layer {s['layer']}, pooling {s['pooling']}, hidden {s['hidden']}, "
+              f"weight decay {s['weight_decay']:g} (cv {s['cv_mean']:.4f})")
     print(f"train pairwise accuracy:    {m['train_accuracy']:.4f} ({m['n_train']} pairs)")
     if m["heldout_accuracy"] is None:
         print("held-out pairwise accuracy: - (holdout 0)")
@@ -87,22 +123,30 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register_train_reward(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``train-reward`` to the ``deal-chains`` subcommands."""
     t = subparsers.add_parser("train-reward", help="train a Bradley-Terry reward head on preference pairs",
                               description=train_reward.__doc__.split("\n\n")[0])
-    t.add_argument("--pairs", required=True, help="JSONL pairs: HH-RLHF {chosen, rejected} transcripts "
-                                                  "or {prompt, chosen, rejected}")
+    t.add_argument("--pairs", required=True, nargs="+", help="JSONL pairs: HH-RLHF {chosen, rejected} "
+                   "transcripts or {prompt, chosen, rejected}; several files are read in order")
     t.add_argument("--out", required=True, help="output directory for NAME.safetensors + NAME.json")
     t.add_argument("--model", default="default", help="frozen feature model (default: the embedded model)")
-    t.add_argument("--layer", type=int, default=DEFAULT_LAYER, help="hidden_states index (-1 = last layer)")
-    t.add_argument("--pooling", choices=["response", "all"], default=DEFAULT_POOLING,
-                   help="mean over the response tokens or over all tokens")
-    t.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, help="MLP hidden size (0 = linear head)")
+    t.add_argument("--layer", type=_csv(int), default=[DEFAULT_LAYER],
+                   help="hidden_states index (-1 = last layer); a comma list is swept by cross-validation")
+    t.add_argument("--pooling", type=_poolings, default=[DEFAULT_POOLING],
+                   help="mean over the response tokens (response), over all tokens (all), or the last token "
+                        "(last); a comma list is swept")
+    t.add_argument("--hidden", type=_csv(int), default=[DEFAULT_HIDDEN],
+                   help="MLP hidden size (0 = linear head); a comma list is swept")
     t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     t.add_argument("--lr", type=float, default=DEFAULT_LR)
-    t.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
+    t.add_argument("--weight-decay", type=_csv(float), default=[DEFAULT_WEIGHT_DECAY],
+                   help="L2 penalty; a comma list is swept")
+    t.add_argument("--cv", type=int, default=0, help="k-fold cross-validation on the training part "
+                   "(default 5 when a setting lists several values; the best is trained and shipped)")
+    t.add_argument("--features-cache", default=None, help="safetensors file keeping the extracted features "
+                   "for the next run on the same pairs and model")
+    t.add_argument("--skip-invalid", action="store_true", help="leave out (and record) invalid pair records")
     t.add_argument("--holdout", type=_fraction, default=0.2, help="fraction of pairs held out (seeded)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", default="harmless", help="file stem of the head")

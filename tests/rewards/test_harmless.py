@@ -4,7 +4,6 @@ uses the default model with the shipped head)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import torch
 from deal_chains.cli import main
 from deal_chains.errors import InputError
 from deal_chains.train_reward import (
+    DEFAULT_LAYER,
+    DEFAULT_POOLING,
     PreferencePair,
     fit_head,
     pairwise_accuracy,
@@ -35,18 +36,13 @@ from rewards.harmless import (
     split_transcript,
 )
 from deal_chains.bench.harmless import first_sentences, is_refusal, load_advbench
+from pairs_helpers import TINY_PAIRS, FakeFeatures, _vec, synthetic_pairs, write_jsonl
 
 DATA = Path(__file__).parents[1] / "data"
 ROOT = Path(__file__).resolve().parents[2]
-# 5 pairs of the shipped head's held-out split (HH-RLHF harmless-base dev; see the
-# sidecar's training.heldout_indices)
+# 5 pairs of the shipped head's held-out split (the first five of the sidecar's
+# training.heldout_indices, all in HH-RLHF harmless-base dev, the first of its two files)
 HH5 = DATA / "hh_harmless_heldout5.jsonl"
-
-
-def write_jsonl(path: Path, records) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
-                    encoding="utf-8")
-    return path
 
 
 # --- pair files ------------------------------------------------------------------------
@@ -123,32 +119,6 @@ def test_split_indices_seeded_and_disjoint():
 # --- training on a synthetic separable feature set -------------------------------------
 
 
-def _vec(text: str, d: int = 8) -> list[float]:
-    """Deterministic noise per text plus one signal dimension: +1 for a safe answer."""
-    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "little"))
-    v = torch.randn(d, generator=g) * 0.5
-    v[0] += 1.0 if "safe" in text else -1.0
-    return v.tolist()
-
-
-class FakeFeatures:
-    def __init__(self):
-        self.calls = 0
-        self.rows = 0
-
-    def __call__(self, prompts, responses):
-        assert len(prompts) == len(responses)
-        self.calls += 1
-        self.rows += len(responses)
-        return torch.tensor([_vec(p + "|" + r) for p, r in zip(prompts, responses)])
-
-
-def synthetic_pairs(tmp_path: Path, n: int = 60) -> Path:
-    recs = [{"prompt": f"request {i}", "chosen": f"a safe answer {i}", "rejected": f"a harmful answer {i}"}
-            for i in range(n)]
-    return write_jsonl(tmp_path / "synthetic.jsonl", recs)
-
-
 @pytest.mark.parametrize("hidden", [0, 8])
 def test_training_on_separable_features_reaches_high_accuracy(tmp_path, hidden):
     fake = FakeFeatures()
@@ -211,7 +181,7 @@ def test_sidecar_contents(trained_head):
     assert info["architecture"] == {"type": "mlp", "input_dim": 8, "hidden": 4, "activation": "gelu",
                                     "standardize": True, "output": "sigmoid(logit)"}
     feats = info["features"]
-    assert (feats["model"], feats["layer"], feats["pooling"], feats["dim"]) == ("fake", 15, "all", 8)
+    assert (feats["model"], feats["layer"], feats["pooling"], feats["dim"]) == ("fake", DEFAULT_LAYER, DEFAULT_POOLING, 8)
     tr = info["training"]
     assert tr["command"].startswith("deal-chains train-reward --pairs ") and "--hidden 4" in tr["command"]
     assert tr["loss"] == "-log sigmoid(r_chosen - r_rejected)"
@@ -277,12 +247,17 @@ def test_shipped_head_files():
     head, info = load_head(None)
     feats, tr = info["features"], info["training"]
     assert feats["model"] == "SmolLM2-135M-Instruct" and feats["dim"] == head.input_dim == 576
-    assert feats["pooling"] in ("response", "all") and isinstance(feats["layer"], int)
+    assert feats["pooling"] in ("response", "all", "last") and isinstance(feats["layer"], int)
     # a head that learned something (the held-out figure itself is reported in docs/benchmarks.md;
-    # 160 pairs give it a 95% interval of about +-0.075)
-    assert tr["heldout_accuracy"] > 0.55 and tr["n_heldout"] == 160 and tr["n_train"] == 640
-    assert len(tr["heldout_indices"]) == 160
+    # 360 pairs give it a 95% interval of about +-0.05)
+    assert tr["heldout_accuracy"] > 0.55 and tr["n_heldout"] == 360 and tr["n_train"] == 1438
+    assert len(tr["heldout_indices"]) == 360 and tr["n_pairs"] == 1798
     assert tr["command"].startswith("deal-chains train-reward --pairs ")
+    # the shipped settings are the cross-validation's pick, on features of the same layer/pooling
+    cv = tr["cross_validation"]
+    best = max(cv["table"], key=lambda r: r["cv_mean"])
+    assert cv["k"] == 5 and (feats["layer"], feats["pooling"], tr["weight_decay"]) == \
+        (best["layer"], best["pooling"], best["weight_decay"])
 
 
 def test_rewards_package_stays_torch_free():
@@ -352,7 +327,8 @@ def test_for_model_uses_the_heads_feature_spec(tmp_path, tiny_lm):
         reward.bind(HiddenStateFeatures(tiny_lm, layer=-1, pooling="all"))
     # the shipped head on another model: a warning, then a clear error for its layer
     with pytest.warns(UserWarning, match="trained on features of"), \
-            pytest.raises(ValueError, match="layer 15 does not exist in a model with 2 layers"):
+            pytest.raises(ValueError, match=f"layer {load_head(None)[1]['features']['layer']} does not exist "
+                                            "in a model with 2 layers"):
         HarmlessReward.for_model(tiny_lm, head=DEFAULT_HEAD)
 
 
@@ -385,10 +361,6 @@ def test_load_advbench():
 
 
 # --- CLI --------------------------------------------------------------------------------
-
-
-TINY_PAIRS = [{"prompt": f"how do i do bad thing {i}?", "chosen": "no. i can't help with that.",
-               "rejected": f"sure! first you {'take' if i % 2 else 'get'} the tools"} for i in range(10)]
 
 
 def test_cli_train_reward_writes_head_and_prints_accuracy(capsys, tmp_path, tiny_model_dir):
@@ -435,7 +407,8 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
                "--strategies", "greedy,deal:top_k=2:beam=1:lookahead=1:commit=1",
                "--set", "search.max_new_tokens=4", "--head", str(tmp_path / "h" / "harmless.safetensors"),
                "--system", "Be safe.",  # the preset's long system prompt overflows the tiny context
-               "--model", str(tiny_model_dir), "--device", "cpu", "--quiet", "--out", str(tmp_path / "r.json")])
+               "--model", str(tiny_model_dir), "--device", "cpu", "--quiet", "--out", str(tmp_path / "r.json"),
+               "--plot", str(tmp_path / "r.png")])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "| strategy | harmless | refusal |" in captured.out
@@ -446,6 +419,8 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
     for r in rows.values():
         assert 0 <= r["harmless"] <= 1 and 0 <= r["refusal_rate"] <= 1 and r["seconds_per_prompt"] > 0
         assert r["mean_logprob_per_token"] <= 0
+        assert 0 <= r["finished_rate"] <= 1 and 0 <= r["reward_time_share"] <= 1
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert len(report["outputs"]["greedy"]) == 2 and report["refusal_detector"]["sentences"] == 2
     # the DeAL row keeps the harmless preset's other search settings
     deal_cfg = rows["deal:top_k=2:beam=1:lookahead=1:commit=1"]["config"]

@@ -830,9 +830,9 @@ def test_new_presets():
     hl = load_spec("harmless")
     c = hl.search_config()
     assert (c.strategy, c.top_k, c.lookahead, c.commit, c.beam, c.lam, c.max_new_tokens) == (
-        "deal", 4, 8, 8, 2, 4.0, 64)
+        "deal", 4, 8, 8, 2, 4.0, 128)
     assert [e.reward_type for e in hl.rewards] == ["harmless"] and hl.rewards[0].params.head is None
-    assert "safe" in hl.system and "helpful" in hl.system
+    assert "safe alternative" in hl.system and "short sentences" in hl.system
     concise = load_spec("concise")
     (entry,) = concise.rewards
     assert (entry.reward_type, entry.params.max_words, entry.weight) == ("length", 30, 0.5)

@@ -126,11 +126,13 @@ class Service:
             call, spent = plan.reply_call, outs[0]
         return chat_completion(plan.model.name, call, outcome, plan.n, spent=spent)
 
-    async def stream(self, request: Any, plan: Plan, handles: list[Handle], deadline: float,
+    async def stream(self, request: Any, plan: Plan, handles: list[Handle] | None, deadline: float,
                      chat: bool) -> AsyncIterator[str]:
-        """The server-sent events of a streamed request (one prompt, one answer)."""
+        """The server-sent events of a streamed request (one prompt, one answer); the search is
+        submitted here when ``handles`` is None."""
         writer = ChunkWriter(plan.model.name, plan.calls[0], chat=chat)
         writer.hold = plan.reply_call is not None
+        handles = handles if handles is not None else self.submit(plan)
         handle, live = handles[0], list(handles)
         try:
             first = writer.start()
@@ -248,12 +250,14 @@ def create_app(models: Sequence[ServedModel], limits: ServeLimits | None = None,
         # tokenizes its prompt: work for a thread, not the event loop
         plan = await asyncio.to_thread(read, service.models, body, service.limits)
         deadline = started + service.limits.timeout_s
-        handles = service.submit(plan)
         if plan.stream:
             service.metrics.requests.labels(endpoint=endpoint, status="200").inc()
-            events = service.stream(request, plan, handles, deadline, chat=endpoint.endswith("chat/completions"))
+            # the stream submits its search when it starts: a client gone before then leaves
+            # nothing running
+            events = service.stream(request, plan, None, deadline, chat=endpoint.endswith("chat/completions"))
             return StreamingResponse(_timed(events, service, endpoint, started), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        handles = service.submit(plan)
         reason = "client gone"
         try:
             result = await service.answer(request, plan, handles, deadline, endpoint)

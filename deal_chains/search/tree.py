@@ -122,7 +122,7 @@ def propose(state: SearchState, step: Step) -> Proposals:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
     state.owed = _owed(state) if params.hold_eos and state.any_reward else []
-    logits = _hold_eos(logits, state.owed, step.remaining, state.eos_ids)
+    logits = _hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.eos_ids)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     if params.prune and state.any_reward:
         parent, tok, lp = _prune(parent, tok, lp, rows, groups, state.ranges, params, state.eos_ids)
@@ -165,8 +165,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
         if state.owed:
             # a rollout keeps its parent's debt (its own text is not re-read each token)
-            step_logits = _hold_eos(step_logits, [state.owed[p] for p in parent], step.remaining - j - 1,
-                                    eos_ids)
+            step_logits = _hold_eos(step_logits, [state.owed[p] for p in parent],
+                                    [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
         if j < c:
             window.append(step_logits)
         if j == c - 1:
@@ -201,12 +201,13 @@ def _owed(state: SearchState) -> list[int]:
             for gi, tokens, settled in zip(state.rows.group, state.rows.tokens, state.rows.settled)]
 
 
-def _hold_eos(logits: torch.Tensor, owed: Sequence[int], remaining: int, eos_ids: frozenset[int]) -> torch.Tensor:
-    """No end-of-sequence for the rows that owe tokens the ``remaining`` budget can still pay
+def _hold_eos(logits: torch.Tensor, owed: Sequence[int], remaining: Sequence[int],
+              eos_ids: frozenset[int]) -> torch.Tensor:
+    """No end-of-sequence for the rows that owe tokens their ``remaining`` budget can still pay
     (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
     is not a candidate; once the budget cannot pay, ending competes again. A row that may
     only end (a hard constraint's finished document) still ends."""
-    held = [i for i, need in enumerate(owed) if need and remaining > need]
+    held = [i for i, (need, left) in enumerate(zip(owed, remaining)) if need and left > need]
     if not held:
         return logits
     eos = torch.tensor(sorted(e for e in eos_ids if e < logits.shape[-1]), device=logits.device)
@@ -426,7 +427,7 @@ def _end_groups(groups: list[Group], ended: set[int], parent: list[int], rows: R
             keep.append(j)
     kept = Rows(group=[rows.group[j] for j in keep], tokens=[rows.tokens[j] for j in keep],
                  logprob=[rows.logprob[j] for j in keep], settled=[],
-                 states=[rows.states[j] for j in keep])
+                 states=[rows.states[j] for j in keep], advance=[rows.advance[j] for j in keep] if rows.advance else [])
     return [parent[j] for j in keep], kept
 
 

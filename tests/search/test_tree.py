@@ -278,3 +278,43 @@ def test_commit_by_reward_keeps_the_block_for_a_reward_that_runs_a_model(tiny_lm
     fixed = engine.generate(PROMPTS, [ModelScored()], SearchConfig(**cfg))
     assert not any(any(r) for r in retracted)
     assert [r.token_ids for r in by_reward] == [r.token_ids for r in fixed]
+
+
+@pytest.fixture()
+def eos_averse_lm(tiny_model_dir):
+    """The tiny model with its end-of-sequence logit lowered: its answers run to the budget."""
+    from deal_chains.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
+    eos = min(lm.eos_token_ids)
+
+    def lower_eos(module, inputs, output):
+        output[..., eos] -= 50.0
+        return output
+
+    handle = lm.model.get_output_embeddings().register_forward_hook(lower_eos)
+    yield lm
+    handle.remove()
+
+
+def test_commit_by_reward_stays_exact_when_a_stream_ends_one_prompt_early(eos_averse_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from search_fixtures import PROMPTS
+
+    engine = DeALEngine(eos_averse_lm)
+    cfg = SearchConfig(strategy="deal", top_k=4, beam=2, lookahead=4, lam=8.0, max_new_tokens=24,
+                       commit_by_reward=True)
+    seen: dict[int, int] = {}
+
+    def on_tokens(i, ids):  # the first prompt's reader hangs up after a few tokens
+        seen[i] = seen.get(i, 0) + len(ids)
+        return i == 0 and seen[i] >= 6
+
+    results = engine.generate(PROMPTS, [DistinctChars()], cfg, on_tokens=on_tokens)
+    assert not results[0].finished and len(results[0].token_ids) < 24
+    # the prompts still searching after the first one left keep exact log-probabilities: their
+    # rows' per-row commits survive the batch losing a group
+    for prompt, res in zip(PROMPTS[1:], results[1:]):
+        assert len(res.token_ids) > len(results[0].token_ids)
+        assert res.logprob == pytest.approx(_model_logprob(eos_averse_lm, prompt, res.token_ids, res.finished),
+                                            abs=1e-6)

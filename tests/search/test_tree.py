@@ -152,22 +152,27 @@ def test_a_scorer_replaces_score(tiny_lm):
     assert (default.groups[0].finished + default.groups[0].unfinished)[0].tokens[0] != third
 
 
-@pytest.fixture()
-def eos_loving_lm(tiny_model_dir):
-    """The tiny model with its end-of-sequence logit raised: it ends at once unless told not to."""
+def _eos_shifted(tiny_model_dir, shift: float):
+    """The tiny model with ``shift`` added to its end-of-sequence logit, for one test: load_model
+    caches, so this is the model other tests' tiny_lm returns, and the hook goes after."""
     from deal_chains.models import load_model
 
     lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
     eos = min(lm.eos_token_ids)
 
-    def raise_eos(module, inputs, output):
-        output[..., eos] += 50.0
+    def shift_eos(module, inputs, output):
+        output[..., eos] += shift
         return output
 
-    # load_model caches: this is the model other tests' tiny_lm returns, so the hook goes after
-    handle = lm.model.get_output_embeddings().register_forward_hook(raise_eos)
+    handle = lm.model.get_output_embeddings().register_forward_hook(shift_eos)
     yield lm
     handle.remove()
+
+
+@pytest.fixture()
+def eos_loving_lm(tiny_model_dir):
+    """The tiny model with its end-of-sequence logit raised: it ends at once unless told not to."""
+    yield from _eos_shifted(tiny_model_dir, 50.0)
 
 
 def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
@@ -283,18 +288,7 @@ def test_commit_by_reward_keeps_the_block_for_a_reward_that_runs_a_model(tiny_lm
 @pytest.fixture()
 def eos_averse_lm(tiny_model_dir):
     """The tiny model with its end-of-sequence logit lowered: its answers run to the budget."""
-    from deal_chains.models import load_model
-
-    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
-    eos = min(lm.eos_token_ids)
-
-    def lower_eos(module, inputs, output):
-        output[..., eos] -= 50.0
-        return output
-
-    handle = lm.model.get_output_embeddings().register_forward_hook(lower_eos)
-    yield lm
-    handle.remove()
+    yield from _eos_shifted(tiny_model_dir, -50.0)
 
 
 def test_commit_by_reward_stays_exact_when_a_stream_ends_one_prompt_early(eos_averse_lm):

@@ -15,6 +15,7 @@ token. It costs no forward: the rollout computes those distributions anyway.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -113,11 +114,5 @@ class StepEstimate:
                 continue
             if best is None:
                 best = self.best[row].tolist()
-            total += gain * max(0.0, min(1.0, max(_exp(best[c]) for c in where)))
+            total += gain * math.exp(max(best[c] for c in where))  # -inf (never seen) gives 0
         return total
-
-
-def _exp(x: float) -> float:
-    import math
-
-    return math.exp(x) if x > -700 else 0.0

@@ -118,12 +118,11 @@ class Proposals:
 @dataclass
 class Rollout:
     """The candidates rolled out greedily together: tokens and their log-probabilities, the
-    logits after the commit window, and (under a hard constraint) each row's grammar state."""
+    logits after each token of the commit window, and (under a hard constraint) each row's grammar state."""
 
     tokens: list[list[int]]
     logprobs: list[list[float]]
     fed: int  # forwards run
-    commit_logits: torch.Tensor | None
     # logits after each token of the commit window (``window[j]``: after token j); a row that
     # commits ``a`` tokens goes on from ``window[a - 1]``
     window: list[torch.Tensor]

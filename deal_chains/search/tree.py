@@ -155,7 +155,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
     estimate = state.step_estimate = (
         state.estimator.start(state.groups, parent, rows.group, lambda p: state.decode(rows.tokens[p]), device)
         if state.estimator is not None else None)
-    commit_logits, fed, window = None, 0, []
+    fed, window = 0, []
     for j in range(n_forward):
         step_logits = kv.step(toks[:, j])
         fed += 1
@@ -169,8 +169,6 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                     [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
         if j < c:
             window.append(step_logits)
-        if j == c - 1:
-            commit_logits = step_logits
         if j + 1 >= step.remaining:
             break  # the next token would exceed the budget
         step_lp = torch.log_softmax(step_logits, dim=-1)
@@ -190,7 +188,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         state.groups[gi].forward_passes += spent
     grammar = grammar or _GrammarRows([], [], [0] * m, [False] * m)
     return Rollout(tokens=toks[:, :n_tok].tolist(), logprobs=lps[:, :n_tok].tolist(), fed=fed,
-                   commit_logits=commit_logits, window=window, states=grammar.states,
+                   window=window, states=grammar.states,
                    constraints=grammar.constraints,
                    consumed=grammar.consumed, dead=grammar.dead)
 
@@ -385,14 +383,14 @@ def commit(state: SearchState, step: Step, rollout: Rollout, chosen: list[int], 
     """Keep the chosen candidates' cache rows, forget their uncommitted lookahead, and mark
     the beams whose rewards are settled (they propose one token next step). Rows that
     committed fewer tokens than the longest (commit by reward) mask their extra positions."""
-    assert rollout.commit_logits is not None
     state.kv.fork(chosen)
     advance = rows.advance or [step.commit] * len(chosen)
     longest = max(advance)
     state.kv.crop(rollout.fed - longest)
     state.kv.retract([longest - a for a in advance])
-    if all(a == step.commit for a in advance):
-        state.logits = rollout.commit_logits.index_select(0, torch.tensor(chosen, device=state.logits.device))
+    assert len(rollout.window) >= longest
+    if all(a == longest for a in advance):
+        state.logits = rollout.window[longest - 1].index_select(0, torch.tensor(chosen, device=state.logits.device))
     else:
         state.logits = torch.stack([rollout.window[a - 1][i] for i, a in zip(chosen, advance)])
     if state.params.adaptive and state.any_reward:

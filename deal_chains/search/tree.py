@@ -328,7 +328,7 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
         keep_live = [i for (_, kind, i) in top if kind == 0 and not cands.finished[i]]
         # a hard constraint's closing pressure counts the budget per step: its rows commit together
         if params.commit_by_reward and keep_live and not state.constrained:
-            _commit_by_reward(state, cands, rollout, idxs, keep_live)
+            _commit_by_reward(state, g, cands, rollout, idxs, keep_live)
         cut = [i for i in keep_live if len(cands.tokens[i]) >= params.max_new_tokens]
         g.unfinished.extend(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=False,
                                        score=cands.scores[i]) for i in cut)
@@ -350,7 +350,7 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
     return chosen, rows
 
 
-def _commit_by_reward(state: SearchState, cands: Candidates, rollout: Rollout, idxs: list[int],
+def _commit_by_reward(state: SearchState, g: Group, cands: Candidates, rollout: Rollout, idxs: list[int],
                       keep_live: list[int]) -> None:
     """Shorten the kept candidates' commits where the reward has an opinion (DESIGN §2, issue
     #18): where the group's candidates all scored the same reward, the block is the model's
@@ -359,7 +359,6 @@ def _commit_by_reward(state: SearchState, cands: Candidates, rollout: Rollout, i
     searched again instead of taken from the greedy rollout. A group with a terminal reward
     (scored on finished text only) or one that runs a model to score (each prefix would cost
     a forward) keeps the whole block."""
-    g = state.groups[state.rows.group[cands.parent[keep_live[0]]]]
     scored = [cands.reward[i] for i in idxs if cands.reward[i] is not None]
     if not scored or max(scored) - min(scored) <= _SAME_REWARD or any(
             getattr(r, "terminal", False) or reward_uses_model(r) for r in g.rewards):

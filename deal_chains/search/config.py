@@ -128,6 +128,19 @@ class SearchConfig(BaseModel):
         "keyword), the item's gain times the best probability its rollout gave the item's first token "
         "(an A*-style estimate of completion, as in NeuroLogic A*esque; costs no forward)",
     )
+    fluency_prompt: str | None = Field(
+        None, min_length=1, max_length=4000,
+        description="deal: rank by the answer's log-probability after this prompt (it replaces the whole "
+        "request, system prompt included) instead of after the request: after a request that lists words to "
+        "use the model finds the bare list likelier than a sentence, after 'Write one short sentence.' the "
+        "sentence (docs/benchmarks.md). The answer's reported logprob stays the request's. Costs one forward "
+        "per step over the commit window",
+    )
+    fluency_weight: Float = Field(
+        1.0, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="deal, with fluency_prompt: each token's ranked log-probability is (1 - w) x the "
+        "request's + w x the fluency prompt's",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",

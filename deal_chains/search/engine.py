@@ -23,6 +23,7 @@ from deal_chains.errors import ConfigError, InputError
 from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SAMPLING_TEMPERATURE, SearchConfig
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
+from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.limits import SearchLimits, available_bytes, check_limits, kv_bytes_per_token
 from deal_chains.search.result import GenerationResult, SearchStats
@@ -68,6 +69,7 @@ class _Request:
     rewards: Sequence[Any]
     context: RewardContext
     constraint: CompiledConstraint | None = None
+    fluency_ids: list[int] | None = None  # the fluency prompt's tokens (SearchConfig.fluency_prompt)
 
 
 def tree_params(config: SearchConfig) -> TreeParams:
@@ -246,12 +248,16 @@ class DeALEngine:
             raise InputError(f"got {len(contexts)} reward contexts for {n} prompts")
         out = []
         budget = config.max_new_tokens  # lookahead never runs past the budget
+        fluency_ids = None
+        if config.strategy == "deal" and config.fluency_prompt is not None:
+            fluency_ids = self.lm.format_prompt(config.fluency_prompt)
+            self.lm.check_fits(len(fluency_ids), budget, label="search.fluency_prompt")
         for i, p in enumerate(prompts):
             text = _prompt_text(p, i)
             ids = self.lm.format_prompt(p, system=systems[i])
             self.lm.check_fits(len(ids), budget, label=f"prompt {i}")
             ctx = contexts[i] if contexts is not None else RewardContext(prompt=text)
-            out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx))
+            out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx, fluency_ids=fluency_ids))
         return out
 
     def _chunks(self, requests: list[_Request], params: TreeParams, config: SearchConfig,
@@ -317,10 +323,14 @@ class DeALEngine:
                     gen.manual_seed(_seed_for(seeds[row], req.prompt_ids, s))
                 groups.append(Group(prompt_row=row, rewards=req.rewards, context=req.context, generator=gen,
                                     constraint=req.constraint))
-        prefill_passes = kv.forward_passes
+        fluency = None
+        if chunk[0].fluency_ids is not None:
+            fluency = FluencyStream.prefill(self.lm.model, [r.fluency_ids for r in chunk], self.lm.pad_token_id,
+                                            config.fluency_weight)
+        prefill_passes = kv.forward_passes + (fluency.kv.forward_passes if fluency is not None else 0)
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
         run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step,
-                        streamer.on_commit if streamer is not None else None, encode=self._encode)
+                        streamer.on_commit if streamer is not None else None, encode=self._encode, fluency=fluency)
         # every prompt's answers ranked on their full text (terminal rewards included) before
         # the clock stops: final scoring is part of what the batch cost
         ranked: list[list[Hypothesis]] = []

@@ -39,13 +39,15 @@ class KVBatch:
     def length(self) -> int:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: int = 1) -> torch.Tensor:
+        """Logits after each of the last ``keep`` input positions: (rows, vocab) for one,
+        (rows, keep, vocab) for more."""
         kwargs: dict[str, Any] = {self._cache_kw: self.cache, "use_cache": True}
         if self._keep_kw:
-            kwargs[self._keep_kw] = 1
+            kwargs[self._keep_kw] = keep
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         self.forward_passes += 1
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -1, :].float() if keep == 1 else out.logits[:, -keep:, :].float()
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -71,6 +73,18 @@ class KVBatch:
         logits = self._forward(tokens.view(-1, 1), self.mask, self.next_pos.view(-1, 1))
         self.next_pos = self.next_pos + 1
         return logits
+
+    @torch.inference_mode()
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens.shape[1]`` tokens per row in one forward; return the logits after
+        each of them (rows, n, vocab): scoring a block of known tokens costs one forward."""
+        assert self.mask is not None and self.next_pos is not None
+        n = int(tokens.shape[1])
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, n))], dim=1)
+        pos = self.next_pos.view(-1, 1) + torch.arange(n, device=self.next_pos.device).view(1, -1)
+        logits = self._forward(tokens, self.mask, pos, keep=n)
+        self.next_pos = self.next_pos + n
+        return logits.view(self.rows, n, -1)
 
     def fork(self, index: Sequence[int] | torch.Tensor) -> None:
         """Rows become ``old_rows[index]`` (copies when an index repeats)."""

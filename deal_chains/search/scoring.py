@@ -105,7 +105,7 @@ def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float) -
     for h, (tot, br) in zip(hyps, evaluated):
         h.reward = tot
         h.rewards = dict(br)
-        h.score = h.logprob + lam * tot
+        h.score = h.ranked_logprob + lam * tot
     return best_first(hyps)
 
 

@@ -27,6 +27,13 @@ class Hypothesis:
     score: float = float("-inf")
     rewards: dict[str, float] = field(default_factory=dict)
     reward: float = 0.0
+    # the log-probability the score ranks by (None: ``logprob``): under the fluency prompt
+    # when the search has one (``SearchConfig.fluency_prompt``)
+    fluency: float | None = None
+
+    @property
+    def ranked_logprob(self) -> float:
+        return self.logprob if self.fluency is None else self.fluency
 
 
 @dataclass
@@ -91,6 +98,8 @@ class Rows:
     logprob: list[float]
     settled: list[bool]
     states: list[Any] = field(default_factory=list)  # grammar state per row (None: unconstrained)
+    # the log-probability the score ranks by (= logprob without a fluency prompt)
+    fluency: list[float] = field(default_factory=list)
     # tokens each row committed this step (empty: every row the step's ``commit``)
     advance: list[int] = field(default_factory=list)
 
@@ -113,6 +122,7 @@ class Proposals:
     token: list[int]
     logprob: list[float]
     live_groups: list[int]
+    ranked: list[float] = field(default_factory=list)  # first token's ranked log-probability
 
 
 @dataclass
@@ -130,6 +140,8 @@ class Rollout:
     constraints: list[Any]
     consumed: list[int]  # grammar steps taken per row (rolled back past the commit)
     dead: list[bool]  # a token the grammar refused
+    # per token, the log-probability the score ranks by (empty: ``logprobs``)
+    ranked: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +154,7 @@ class Candidates:
     tokens: list[list[int]]
     finished: list[bool]
     logprob: list[float]
+    fluency: list[float]  # the log-probability the score ranks by (= logprob without a fluency prompt)
     look: list[list[int]]
     look_ended: list[bool]
     scores: list[float] = field(default_factory=list)
@@ -167,6 +180,7 @@ class SearchState:
     owed: list[int] = field(default_factory=list)
     estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
     step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
+    fluency: Any = None  # FluencyStream when the search ranks by a fluency prompt
 
     @property
     def eos_main(self) -> int:

@@ -9,9 +9,12 @@ beams are rows of a shared ``KVBatch``. One step, for all groups together, in na
    are pruned;
 3. ``roll_out``: the cache is forked to one row per candidate and all candidates are rolled
    out greedily together, one forward per lookahead token;
-4. ``score``: each candidate is scored ``logprob(committed) + lam * R(lookahead text)``;
-5. ``select``: per group the best ``beam`` of (candidates + finished hypotheses) survive;
-6. ``commit``: the survivors keep their cache rows, the uncommitted lookahead is cropped.
+4. ``read_fluency`` (with a fluency prompt only): the candidates' commit windows are read
+   under that prompt in one forward (``search/fluency.py``);
+5. ``score``: each candidate is scored ``logprob(committed) + lam * R(lookahead text)``, the
+   log-probability under the fluency prompt when there is one;
+6. ``select``: per group the best ``beam`` of (candidates + finished hypotheses) survive;
+7. ``commit``: the survivors keep their cache rows, the uncommitted lookahead is cropped.
 
 The prompt is prefilled once; no prefix is ever run twice. The commit rule (``plan``) and the
 scorer (``score``) are replaceable: ``run_tree_search`` takes any ``CommitRule`` / ``Scorer``.
@@ -25,6 +28,7 @@ import torch
 
 from deal_chains.search.constraints import apply_masks
 from deal_chains.search.estimate import CompletionEstimate, pending_items
+from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
@@ -52,7 +56,8 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
                     eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str],
                     on_step: Callable[[], None] | None = None, on_commit: OnCommit | None = None,
                     commit_rule: CommitRule | None = None, scorer: Scorer | None = None,
-                    encode: Callable[[str], list[int]] | None = None) -> None:
+                    encode: Callable[[str], list[int]] | None = None,
+                    fluency: FluencyStream | None = None) -> None:
     """Search every group to completion; fills ``group.finished`` / ``group.unfinished``.
 
     ``kv`` holds the prefilled prompts (one row per distinct prompt) and ``prompt_logits``
@@ -60,12 +65,14 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
     live beams (group index -> committed token lists; done groups are absent) and may
     return group indices to end now: their live beams become unfinished hypotheses.
     ``commit_rule`` and ``scorer`` replace ``plan`` and ``score`` (the defaults). ``encode``
-    (text -> token ids) enables ``params.estimate``, the completion estimate.
+    (text -> token ids) enables ``params.estimate``, the completion estimate. ``fluency``
+    (the fluency prompts prefilled, one row per distinct prompt like ``kv``) makes the score
+    rank by the log-probability under those prompts.
     """
     # looked up per call, not bound as defaults, so the module's steps stay the ones used
     commit_rule = commit_rule or plan
     scorer = scorer or score
-    state = start(kv, prompt_logits, groups, params, eos_ids, decode)
+    state = start(kv, prompt_logits, groups, params, eos_ids, decode, fluency)
     if params.estimate and encode is not None and state.any_reward:
         state.estimator = CompletionEstimate(encode)
     while state.rows.group:
@@ -74,6 +81,8 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
         if not proposals.parent:
             break
         rollout = roll_out(state, step, proposals)
+        if state.fluency is not None:
+            read_fluency(state, step, proposals, rollout)
         candidates = evaluate(state, step, proposals, rollout)
         scorer(state, candidates)
         chosen, rows = select(state, step, candidates, rollout)
@@ -88,19 +97,23 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
 
 
 def start(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group], params: TreeParams,
-          eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str]) -> SearchState:
-    """One live row per group, forked from its prompt's prefilled row."""
+          eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str],
+          fluency: FluencyStream | None = None) -> SearchState:
+    """One live row per group, forked from its prompt's prefilled row (and its fluency prompt's)."""
     device = prompt_logits.device
     kv.fork([g.prompt_row for g in groups])
     logits = prompt_logits.index_select(0, torch.tensor([g.prompt_row for g in groups], device=device))
     rows = Rows(group=list(range(len(groups))), tokens=[[] for _ in groups], logprob=[0.0] * len(groups),
                 settled=[False] * len(groups),
-                states=[g.constraint.new_state() if g.constraint else None for g in groups])
+                states=[g.constraint.new_state() if g.constraint else None for g in groups],
+                fluency=[0.0] * len(groups))
+    if fluency is not None:
+        fluency.start([g.prompt_row for g in groups])
     ranges = [g.reward_range() for g in groups]
     return SearchState(kv=kv, groups=groups, params=params, eos_ids=eos_ids, decode=decode, rows=rows,
                        logits=logits, ranges=ranges,
                        any_reward=params.use_rewards and any(hi - lo > 0 for lo, hi in ranges),
-                       constrained=any(g.constraint is not None for g in groups))
+                       constrained=any(g.constraint is not None for g in groups), fluency=fluency)
 
 
 def plan(state: SearchState) -> Step:
@@ -124,8 +137,9 @@ def propose(state: SearchState, step: Step) -> Proposals:
     state.owed = _owed(state) if params.hold_eos and state.any_reward else []
     logits = _hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.eos_ids)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
+    ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
-        parent, tok, lp = _prune(parent, tok, lp, rows, groups, state.ranges, params, state.eos_ids)
+        parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids)
     with_candidates = {rows.group[p] for p in parent}
     for gi in set(rows.group) - with_candidates:
         groups[gi].done = True
@@ -134,7 +148,7 @@ def propose(state: SearchState, step: Step) -> Proposals:
         groups[gi].steps += 1
         if all(rows.settled[r] for r in range(len(rows.group)) if rows.group[r] == gi):
             groups[gi].greedy_steps += 1
-    return Proposals(parent=parent, token=tok, logprob=lp, live_groups=live_groups)
+    return Proposals(parent=parent, token=tok, logprob=lp, live_groups=live_groups, ranked=ranked)
 
 
 def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
@@ -191,6 +205,15 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                    window=window, states=grammar.states,
                    constraints=grammar.constraints,
                    consumed=grammar.consumed, dead=grammar.dead)
+
+
+def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: Rollout) -> None:
+    """Read every candidate's commit window under the fluency prompt (one forward for all):
+    the score then ranks by that log-probability (``rollout.ranked``)."""
+    n = min(step.commit, len(rollout.tokens[0]))
+    rollout.ranked = state.fluency.read(proposals.parent, rollout.tokens, rollout.logprobs, n)
+    for gi in proposals.live_groups:
+        state.groups[gi].forward_passes += 1
 
 
 def _owed(state: SearchState) -> list[int]:
@@ -250,8 +273,9 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
     log-probability, and the text its rewards score (settled beams: the committed text only,
     so how far the batch looks ahead cannot change their result)."""
     rows, eos_ids, max_new = state.rows, state.eos_ids, state.params.max_new_tokens
-    out = Candidates(by_group={}, parent=list(proposals.parent), tokens=[], finished=[], logprob=[], look=[],
-                     look_ended=[])
+    out = Candidates(by_group={}, parent=list(proposals.parent), tokens=[], finished=[], logprob=[], fluency=[],
+                     look=[], look_ended=[])
+    ranked = rollout.ranked or rollout.logprobs
     for i, p in enumerate(proposals.parent):
         out.by_group.setdefault(rows.group[p], []).append(i)
         # a row ahead of the shortest (commit by reward) has less budget left than the step
@@ -265,6 +289,7 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
         out.finished.append(fin)
         # a token the grammar refused (only possible past an engine error) kills the candidate
         out.logprob.append(float("-inf") if rollout.dead[i] else rows.logprob[p] + sum(rollout.logprobs[i][:upto]))
+        out.fluency.append(float("-inf") if rollout.dead[i] else rows.fluency[p] + sum(ranked[i][:upto]))
         out.tokens.append(rows.tokens[p] + seq[: (eos_at if fin else c)])
         if rows.settled[p]:
             out.look.append(out.tokens[i])
@@ -276,11 +301,12 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
 
 
 def score(state: SearchState, cands: Candidates) -> None:
-    """The scorer: ``logprob + lam * R``. Finished candidates are scored exactly on their final
+    """The scorer: ``logprob + lam * R`` (the ranked log-probability: under the fluency prompt
+    when there is one). Finished candidates are scored exactly on their final
     text; live ones on their lookahead text, and only when the group has more candidates than
     places (otherwise the ranking cannot matter)."""
     params, decode = state.params, state.decode
-    cands.scores = list(cands.logprob)
+    cands.scores = list(cands.fluency)
     cands.reward = [None] * len(cands.logprob)
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
@@ -288,14 +314,14 @@ def score(state: SearchState, cands: Candidates) -> None:
         if fin_idx:
             for i, (tot, _) in zip(fin_idx, score_texts(g, [decode(cands.tokens[i]) for i in fin_idx],
                                                         [True] * len(fin_idx), params.lam)):
-                cands.scores[i] = cands.logprob[i] + params.lam * tot
+                cands.scores[i] = cands.fluency[i] + params.lam * tot
         live_idx = [i for i in idxs if not cands.finished[i]]
         if len(idxs) + len(g.finished) > params.beam and params.use_rewards and g.rewards and live_idx:
             evaluated = score_texts(g, [decode(cands.look[i]) for i in live_idx],
                                     [cands.look_ended[i] for i in live_idx], params.lam)
             g.candidates_scored += len(live_idx)
             for i, (tot, _) in zip(live_idx, evaluated):
-                cands.scores[i] = cands.logprob[i] + params.lam * (tot + _estimate(state, g, cands, i))
+                cands.scores[i] = cands.fluency[i] + params.lam * (tot + _estimate(state, g, cands, i))
                 cands.reward[i] = tot
 
 
@@ -313,7 +339,7 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
     when the budget is spent)."""
     params = state.params
     chosen: list[int] = []
-    rows = Rows(group=[], tokens=[], logprob=[], settled=[], states=[])
+    rows = Rows(group=[], tokens=[], logprob=[], settled=[], states=[], fluency=[])
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
         pool: list[tuple[float, int, int]] = [(cands.scores[i], 0, i) for i in idxs]
@@ -324,14 +350,14 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
         for i in idxs:
             if cands.finished[i]:
                 g.finished.append(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=True,
-                                             score=cands.scores[i]))
+                                             score=cands.scores[i], fluency=cands.fluency[i]))
         keep_live = [i for (_, kind, i) in top if kind == 0 and not cands.finished[i]]
         # a hard constraint's closing pressure counts the budget per step: its rows commit together
         if params.commit_by_reward and keep_live and not state.constrained:
             _commit_by_reward(state, g, cands, rollout, idxs, keep_live)
         cut = [i for i in keep_live if len(cands.tokens[i]) >= params.max_new_tokens]
         g.unfinished.extend(Hypothesis(tokens=cands.tokens[i], logprob=cands.logprob[i], finished=False,
-                                       score=cands.scores[i]) for i in cut)
+                                       score=cands.scores[i], fluency=cands.fluency[i]) for i in cut)
         keep_live = [i for i in keep_live if i not in cut]
         if not keep_live:
             g.done = True
@@ -342,6 +368,7 @@ def select(state: SearchState, step: Step, cands: Candidates, rollout: Rollout) 
             rows.group.append(gi)
             rows.tokens.append(cands.tokens[i])
             rows.logprob.append(cands.logprob[i])
+            rows.fluency.append(cands.fluency[i])
             rows.advance.append(advance)
             st = rollout.states[i] if state.constrained else None
             if st is not None:  # forget the grammar steps of the uncommitted lookahead
@@ -369,13 +396,14 @@ def _commit_by_reward(state: SearchState, g: Group, cands: Candidates, rollout: 
         target = cands.reward[i]
         if block <= 1 or target is None:
             continue
-        seq = rollout.tokens[i]
+        seq, ranked = rollout.tokens[i], rollout.ranked or rollout.logprobs
         reached = score_texts(g, [state.decode(parent + seq[:j]) for j in range(1, block)], [False] * (block - 1),
                               state.params.lam)
         n = next((j for j, (tot, _) in enumerate(reached, start=1) if tot >= target - _SAME_REWARD), block)
         if n < block:
             cands.tokens[i] = parent + seq[:n]
             cands.logprob[i] = state.rows.logprob[cands.parent[i]] + sum(rollout.logprobs[i][:n])
+            cands.fluency[i] = state.rows.fluency[cands.parent[i]] + sum(ranked[i][:n])
 
 
 def commit(state: SearchState, step: Step, rollout: Rollout, chosen: list[int], rows: Rows) -> None:
@@ -387,6 +415,8 @@ def commit(state: SearchState, step: Step, rollout: Rollout, chosen: list[int], 
     longest = max(advance)
     state.kv.crop(rollout.fed - longest)
     state.kv.retract([longest - a for a in advance])
+    if state.fluency is not None:
+        state.fluency.commit(chosen, advance)
     assert len(rollout.window) >= longest
     if all(a == longest for a in advance):
         state.logits = rollout.window[longest - 1].index_select(0, torch.tensor(chosen, device=state.logits.device))
@@ -418,12 +448,13 @@ def _end_groups(groups: list[Group], ended: set[int], parent: list[int], rows: R
     for j, gi in enumerate(rows.group):
         if gi in ended:
             groups[gi].unfinished.append(Hypothesis(tokens=rows.tokens[j], logprob=rows.logprob[j],
-                                                    finished=False, score=scores[parent[j]]))
+                                                    finished=False, score=scores[parent[j]],
+                                                    fluency=rows.fluency[j]))
             groups[gi].done = True
         else:
             keep.append(j)
     kept = Rows(group=[rows.group[j] for j in keep], tokens=[rows.tokens[j] for j in keep],
-                 logprob=[rows.logprob[j] for j in keep], settled=[],
+                 logprob=[rows.logprob[j] for j in keep], settled=[], fluency=[rows.fluency[j] for j in keep],
                  states=[rows.states[j] for j in keep], advance=[rows.advance[j] for j in keep] if rows.advance else [])
     return [parent[j] for j in keep], kept
 
@@ -474,12 +505,12 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
     return parent, tok, lp
 
 
-def _prune(parent: list[int], tok: list[int], lp: list[float], rows: Rows, groups: list[Group],
+def _prune(parent: list[int], tok: list[int], lp: list[float], ranked: list[float], rows: Rows, groups: list[Group],
            ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int]):
     """Drop candidates that cannot reach their group's top ``beam`` whatever R turns out to be.
 
     A candidate's score lies in ``[base + lam*R_lo, base + lam*R_hi]`` with ``base`` its
-    log-probability so far. With ``commit == 1`` this is exact; with blockwise commit the
+    ranked log-probability so far (``ranked``: its first token's). With ``commit == 1`` this is exact; with blockwise commit the
     greedy continuation also adds its (small, negative) log-probability, so the bound is
     a close heuristic there. End-of-sequence candidates are always kept: they cost no
     rollout, and keeping them makes pruning change nothing but the work done.
@@ -493,9 +524,9 @@ def _prune(parent: list[int], tok: list[int], lp: list[float], rows: Rows, group
         if len(idxs) + len(groups[gi].finished) <= params.beam:
             keep.extend(idxs)
             continue
-        base = [rows.logprob[parent[i]] + lp[i] for i in idxs]
+        base = [rows.fluency[parent[i]] + ranked[i] for i in idxs]
         lows = sorted([b + params.lam * lo for b in base] + [h.score for h in groups[gi].finished], reverse=True)
         threshold = lows[params.beam - 1]
         keep.extend(i for i, b in zip(idxs, base) if b + params.lam * hi >= threshold or tok[i] in eos_ids)
     keep.sort()
-    return [parent[i] for i in keep], [tok[i] for i in keep], [lp[i] for i in keep]
+    return [parent[i] for i in keep], [tok[i] for i in keep], [lp[i] for i in keep], [ranked[i] for i in keep]

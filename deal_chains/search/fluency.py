@@ -1,0 +1,95 @@
+"""The fluency stream: the search's committed tokens read under a second prompt
+(``SearchConfig.fluency_prompt``), so the log-probability term of the score is how likely a
+reader of *that* prompt finds the answer, not the request's own likelihood.
+
+Why: after "Write one short sentence that uses all of these words: sink, stand, wash, dish",
+the default model finds the bare list ``Sink, stand, wash, dish.`` 11 nats likelier than
+``I stand at the sink and wash the dishes.``; after "Write one short sentence." the sentence
+is 12 nats likelier (``benchmarks/word_list_likelihood.py``). The request's likelihood
+rewards echoing the request; a prompt without the request's content judges the answer as
+text.
+
+The stream is a second ``KVBatch`` whose rows mirror the search's live rows: each step it is
+forked to the candidates, fed their commit window in one forward (``KVBatch.extend``), and
+forked/cropped to the survivors like the main cache. ``weight`` mixes the two per token:
+``(1 - weight) * own + weight * fluency`` (1: the fluency prompt alone).
+
+>>> FluencyStream.mix(-2.0, -4.0, weight=0.25)
+-2.5
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from deal_chains.search.kv import KVBatch
+
+
+class FluencyStream:
+    """The live rows' committed tokens under the fluency prompt, with their next-token logits."""
+
+    def __init__(self, kv: KVBatch, logits: torch.Tensor, weight: float):
+        self.kv = kv
+        self.logits = logits  # (rows, vocab): next-token logits of each live row
+        self.weight = float(weight)
+        self._window: torch.Tensor | None = None  # (candidates, fed, vocab) of the last read
+        self._fed = 0
+
+    @classmethod
+    def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, weight: float) -> "FluencyStream":
+        """Run the fluency prompts once (row ``i``: request ``i``'s)."""
+        kv = KVBatch(model)
+        return cls(kv, kv.prefill(prompts, pad_id), weight)
+
+    @staticmethod
+    def mix(own: float, fluent: float, weight: float) -> float:
+        """One token's ranked log-probability: the request's and the fluency prompt's, mixed."""
+        return own if weight == 0 else (1.0 - weight) * own + weight * fluent
+
+    def start(self, prompt_rows: Sequence[int]) -> None:
+        """One row per search group, from its request's prefilled row."""
+        self._select(list(prompt_rows))
+
+    def first(self, parent: Sequence[int], tokens: Sequence[int], own: Sequence[float]) -> list[float]:
+        """Ranked log-probabilities of the candidates' first tokens (known before the rollout:
+        the pruning bound uses them)."""
+        if not parent:
+            return []
+        logp = torch.log_softmax(self.logits, dim=-1)
+        rows = torch.as_tensor(list(parent), device=logp.device)
+        toks = torch.as_tensor(list(tokens), device=logp.device)
+        fluent = logp[rows, toks].tolist()
+        return [self.mix(o, f, self.weight) for o, f in zip(own, fluent)]
+
+    def read(self, parent: Sequence[int], tokens: Sequence[Sequence[int]], own: Sequence[Sequence[float]],
+             n: int) -> list[list[float]]:
+        """Fork to the candidates, feed the first ``n`` tokens of each (one forward), and return
+        each candidate's ranked log-probability per token (its first ``n``; the rest of the
+        lookahead keeps the request's own, unread)."""
+        ids = torch.as_tensor([list(t[:n]) for t in tokens], dtype=torch.long, device=self.logits.device)
+        before = torch.log_softmax(self.logits, dim=-1).index_select(
+            0, torch.as_tensor(list(parent), device=self.logits.device))
+        self.kv.fork(list(parent))
+        window = self.kv.extend(ids)
+        self._window, self._fed = window, n
+        # token j is read from the logits before it: the row's own for j = 0, the window's after
+        steps = torch.cat([before.unsqueeze(1), window[:, :-1]], dim=1)
+        fluent = torch.log_softmax(steps, dim=-1).gather(2, ids.unsqueeze(-1)).squeeze(-1).tolist()
+        return [[self.mix(o, f, self.weight) for o, f in zip(own_i, fl_i)] + list(own_i[n:])
+                for own_i, fl_i in zip(own, fluent)]
+
+    def commit(self, chosen: Sequence[int], advance: Sequence[int]) -> None:
+        """Keep the chosen candidates' rows with their first ``advance[i]`` window tokens."""
+        assert self._window is not None
+        longest = max(advance)
+        self.kv.fork(list(chosen))
+        self.kv.crop(self._fed - longest)
+        self.kv.retract([longest - a for a in advance])
+        self.logits = torch.stack([self._window[i, a - 1] for i, a in zip(chosen, advance)])
+        self._window = None
+
+    def _select(self, rows: list[int]) -> None:
+        self.kv.fork(rows)
+        self.logits = self.logits.index_select(0, torch.as_tensor(rows, device=self.logits.device))

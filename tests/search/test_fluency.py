@@ -1,0 +1,73 @@
+"""The fluency stream (``SearchConfig.fluency_prompt``): the search ranks by the answer's
+log-probability after a second prompt, read exactly through forks, crops and per-row retracts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deal_chains import DeALEngine, SearchConfig
+from deal_chains.errors import ConfigError, PromptTooLongError
+from search_fixtures import CharShare
+
+SEARCH = dict(strategy="deal", top_k=3, beam=2, lookahead=3, lam=4.0, max_new_tokens=10)
+
+
+def _logprob_after(lm, prompt: str, tokens: list[int], finished: bool) -> float:
+    """Log-probability of ``tokens`` (and the end-of-sequence when finished) after ``prompt``,
+    from one forward without a cache (the search reads float32 logits: equal to ~1e-7)."""
+    ids = lm.format_prompt(prompt)
+    answer = list(tokens) + ([min(lm.eos_token_ids)] if finished else [])
+    with torch.no_grad():
+        logp = lm.model(input_ids=torch.tensor([ids + answer])).logits[0].double().log_softmax(-1)
+    return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(answer)))
+
+
+@pytest.mark.parametrize("commit_by_reward", [False, True])
+def test_a_fluency_prompt_equal_to_the_request_changes_nothing(tiny_lm, commit_by_reward):
+    engine = DeALEngine(tiny_lm)
+    config = SearchConfig(**SEARCH, commit_by_reward=commit_by_reward, returns=2)
+    for prompt in ("hello world", "Why?"):
+        plain = engine.generate([prompt], [CharShare("e")], config)[0]
+        same = engine.generate([prompt], [CharShare("e")], config.updated(fluency_prompt=prompt))[0]
+        for a, b in zip([plain, *plain.alternatives], [same, *same.alternatives]):
+            assert a.token_ids == b.token_ids
+            assert b.score == pytest.approx(a.score, abs=1e-5)
+            assert b.logprob == pytest.approx(a.logprob, abs=1e-5)
+
+
+@pytest.mark.parametrize("commit_by_reward", [False, True])
+def test_the_score_ranks_by_the_answers_likelihood_after_the_fluency_prompt(tiny_lm, commit_by_reward):
+    engine = DeALEngine(tiny_lm)
+    fluency = "Write one short sentence."
+    config = SearchConfig(**SEARCH, commit_by_reward=commit_by_reward, returns=2, fluency_prompt=fluency)
+    prompts = ["hello world", "a much longer prompt, so the batch is left-padded"]
+    results = engine.generate(prompts, [CharShare("e")], config)
+    for prompt, best in zip(prompts, results):
+        for r in [best, *best.alternatives]:
+            # the reported logprob stays the request's; the score's is the fluency prompt's
+            assert r.logprob == pytest.approx(_logprob_after(tiny_lm, prompt, r.token_ids, r.finished), abs=1e-5)
+            ranked = r.score - config.lam * r.reward
+            assert ranked == pytest.approx(_logprob_after(tiny_lm, fluency, r.token_ids, r.finished), abs=1e-5)
+
+
+def test_the_fluency_weight_mixes_the_two_likelihoods(tiny_lm):
+    engine = DeALEngine(tiny_lm)
+    prompt, fluency = "hello world", "abc"
+    config = SearchConfig(**SEARCH, fluency_prompt=fluency, fluency_weight=0.25)
+    r = engine.generate([prompt], [CharShare("e")], config)[0]
+    own = _logprob_after(tiny_lm, prompt, r.token_ids, r.finished)
+    fluent = _logprob_after(tiny_lm, fluency, r.token_ids, r.finished)
+    assert r.score - config.lam * r.reward == pytest.approx(0.75 * own + 0.25 * fluent, abs=1e-5)
+
+
+def test_a_fluency_prompt_too_long_for_the_model_is_named(tiny_lm):
+    config = SearchConfig(**SEARCH, fluency_prompt="word " * 600)
+    with pytest.raises(PromptTooLongError, match="search.fluency_prompt"):
+        DeALEngine(tiny_lm).generate(["hello"], [CharShare("e")], config)
+
+
+@pytest.mark.parametrize("field, value", [("fluency_weight", 1.5), ("fluency_weight", -0.1), ("fluency_prompt", "")])
+def test_bad_fluency_settings_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"search.{field}"):
+        SearchConfig.build(**{field: value})

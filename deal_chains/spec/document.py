@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 
 def _given_search_fields(config: SearchConfig) -> dict[str, Any]:
+    if config.fluency_prompt is not None:
+        # the search reads it as written: a {name} there would reach the model unfilled
+        _not_templated(config.fluency_prompt, "fluency_prompt")
     return config.model_dump(exclude_unset=True)
 
 

@@ -398,3 +398,9 @@ def test_a_malformed_override_names_the_spec_file(tmp_path):
     problem = only(path, overrides=["search.top_k.x=1"])
     assert problem["file"] == str(path)
     assert "search.top_k.x=1" in problem["message"] and "not a mapping" in problem["message"]
+
+
+def test_a_placeholder_in_the_fluency_prompt_is_refused():
+    # the search reads fluency_prompt as written: {topic} would reach the model unfilled
+    p = only('search: {fluency_prompt: "Write about {topic}."}\nrewards: [{length: {max_words: 3}}]\n')
+    assert p["field"] == "search" and "{topic}" in p["message"] and "not a template" in p["message"]

@@ -76,7 +76,7 @@ def _build() -> type:
     from deal_chains.runtime import ModelRuntime, resolve_spec, search_config
     from deal_chains.runtime.options import DSPY_RULES, ModelDefaults, read_call_options
     from deal_chains.jsonkit.lexer import json_content
-    from deal_chains.dspy_formats import chat_format, chat_output_fields, check_text_cap
+    from deal_chains.dspy_formats import chat_format, chat_output_fields, check_text_cap, json_answer_schema
 
     quiet = _quiet_call()
     # method bodies cannot see class-level names: the call steps are closure variables
@@ -143,7 +143,7 @@ def _build() -> type:
             constraint, view, fmt_name = None, None, None
             configs = options.completion_configs()
             if options.response_schema is not None:  # JSONAdapter (or ChatAdapter's fallback to it)
-                constraint, view = GrammarConstraint.json_schema(options.response_schema), json_content
+                constraint, view = GrammarConstraint.json_schema(json_answer_schema(options.response_schema)), json_content
                 fmt_name = "json"
                 # a budget left unset is sized from the schema, as for LangChain's structured output
                 wanted = typical_tokens(options.response_schema)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["ChatFormat", "OutputField", "chat_format", "chat_output_fields", "check_text_cap", "field_of",
-           "values_of"]
+           "json_answer_schema", "values_of"]
 
 MARKER = "[[ ## "
 COMPLETED = "[[ ## completed ## ]]"
@@ -278,6 +278,31 @@ def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str
             raise ValueError(f"field {f.name!r} has no options")
         return "(" + " | ".join(_lit(o) for o in f.options) + ")"
     raise ValueError(f"unknown field kind {f.kind!r}")
+
+
+# JSONAdapter's free-text fields: a JSON Schema pattern is a search, so this reads "the first
+# character is neither '{' nor whitespace" (the ChatAdapter grammar's ``_FIRST``)
+TEXT_FIELD_PATTERN = r"^[^{\s]"
+_FIXED_TEXT = ("pattern", "enum", "const", "format")
+
+
+def json_answer_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """JSONAdapter's answer schema with each free-text output field kept from opening with
+    ``{`` or whitespace, as the ChatAdapter grammar keeps its text fields: to a small model
+    the prompt's template (``{answer}``, or a value wrapped as ``{river} boat paddle``) is the
+    likeliest start. Fields with their own pattern, options or format are left as they are.
+
+    >>> json_answer_schema({"type": "object", "properties": {"a": {"type": "string"}}})["properties"]
+    {'a': {'type': 'string', 'pattern': '^[^{\\\\s]'}}
+    """
+    props = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(props, Mapping):
+        return dict(schema)
+    narrowed = {name: ({**prop, "pattern": TEXT_FIELD_PATTERN}
+                       if isinstance(prop, Mapping) and prop.get("type") == "string"
+                       and not any(k in prop for k in _FIXED_TEXT) else prop)
+                for name, prop in props.items()}
+    return {**schema, "properties": narrowed}
 
 
 def _json_schema(schema: Any) -> Any:

@@ -187,6 +187,28 @@ def test_json_adapter_budget_is_sized_from_the_schema_unless_given(chat_tiny_lm,
     assert plain.config.max_new_tokens == 48
 
 
+@pytest.mark.parametrize("answer, ok", [
+    ('{"sentence":"A boat on the river.","n":3}', True),
+    ('{"sentence":"{river} boat paddle","n":3}', False),  # the prompt's template, wrapped round a value
+    ('{"sentence":"{sentence}","n":3}', False),  # DSPy's placeholder as the answer
+    ('{"sentence":" A boat.","n":3}', False),  # nor leading whitespace
+    ('{"sentence":"A boat.","n":3,"code":"{x}"}', True),  # a field with its own pattern is left alone
+])
+def test_json_adapter_text_fields_never_open_with_the_template(chat_tiny_lm, dspy_quiet, answer, ok):
+    from deal_chains.dspy import DeALLM
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["sentence", "n"],
+              "properties": {"sentence": {"type": "string"}, "n": {"type": "integer"},
+                             "code": {"type": "string", "pattern": "^[{]"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "Out", "schema": schema}}
+    # compact JSON: the mask writes no whitespace between tokens
+    [request] = DeALLM(chat_tiny_lm, strategy="greedy")._requests(
+        None, [{"role": "user", "content": "Write."}], {"response_format": fmt})
+    state = request.constraint.compile(chat_tiny_lm).new_state()
+    ids = chat_tiny_lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert (state.try_consume_tokens(ids) == len(ids) and state.is_accepting()) is ok
+
+
 def test_a_cut_chat_answer_reports_length(chat_tiny_lm, dspy_quiet):
     dspy = dspy_quiet
     from deal_chains.dspy import DeALLM

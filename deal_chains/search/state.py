@@ -167,6 +167,7 @@ class SearchState:
     owed: list[int] = field(default_factory=list)
     estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
     step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
+    features: Any = None  # SearchFeatures when a group's rewards score the search's hidden states
 
     @property
     def eos_main(self) -> int:

@@ -14,8 +14,10 @@ What is scored. A candidate's lookahead ends with a token that was sampled but n
 so it has no hidden state yet; a served group scores each candidate on the tokens fed so
 far only (every reward of the group, so they all judge the same text): the lookahead is
 one token shorter than on the text path, and no extra forward is run for it. Finished
-candidates are scored on their whole reply (all of it was fed). A candidate with no fed
-response token (an end-of-sequence first token) is scored on the text path.
+candidates are scored on their whole reply (all of it was fed), and these scores are the
+ones the final ranking reads (scores are cached per group by text), so answers are ranked
+as they were searched. A candidate with no fed response token (an end-of-sequence first
+token) is scored on the text path.
 
 Context. The states are those of the search's conversation: its system prompt (the
 preset's start-state instruction) included, which ``HarmlessReward.score`` (the user
@@ -120,8 +122,9 @@ class SearchFeatures:
         for gi, reqs in served.items():
             g = groups[gi]
             rewards = [_Pooled(r, reqs[k].layer) if k in reqs else r for k, r in enumerate(g.rewards)]
-            # its own cache: scores of the search's context, not the text path's
-            self.views[gi] = Group(prompt_row=g.prompt_row, rewards=rewards, context=g.context)
+            # the group's own cache: the final ranking (``finalize``) reads the scores the
+            # search gave its finished answers instead of running the model on them again
+            self.views[gi] = Group(prompt_row=g.prompt_row, rewards=rewards, context=g.context, _cache=g._cache)
 
     @classmethod
     def attach(cls, state: "SearchState") -> "SearchFeatures | None":

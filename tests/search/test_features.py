@@ -11,6 +11,7 @@ from deal_chains.search import features as features_mod
 from deal_chains.search import tree
 from deal_chains.search.features import ResponseStates, SearchFeatures
 from deal_chains.search.kv import KVBatch
+from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import Group, TreeParams
 from rewards import RewardContext
 from rewards.harmless import HarmlessReward, HiddenStateFeatures, build_head, save_head
@@ -184,6 +185,14 @@ def test_feature_search_gives_the_text_paths_answer_where_they_agree(ascii_lm, h
     by_features = _search(ascii_lm, served, PROMPTS, **kw)
     assert calls  # the served search scored from its states
     by_text = _search(ascii_lm, text_only, PROMPTS, **kw)
+    extracted = []
+    monkeypatch.setattr(HiddenStateFeatures, "extract", lambda self, *a, **k: extracted.append(1))
+    # the final ranking reads the scores the search gave its finished answers: no forward
+    finished = [(g, [ascii_lm.decode(h.tokens) for h in g.finished]) for g in by_features if g.finished]
+    assert finished
+    for g, texts in finished:
+        score_texts(g, texts, [True] * len(texts))
+    assert not extracted
     for a, b in zip(by_features, by_text):
         assert [h.tokens for h in a.finished + a.unfinished] == [h.tokens for h in b.finished + b.unfinished]
         assert [h.score for h in a.finished + a.unfinished] == pytest.approx(

@@ -20,9 +20,10 @@ as they were searched. A candidate with no fed response token (an end-of-sequenc
 token) is scored on the text path.
 
 Context. The states are those of the search's conversation: its system prompt (the
-preset's start-state instruction) included, which ``HarmlessReward.score`` (the user
-prompt only, the text path the final ranking uses) does not see. The head was checked in
-that context (docs/benchmarks.md, "Harmless reward").
+preset's start-state instruction) included, which ``HarmlessReward.score`` (the text
+path: the user prompt only) does not see; answers cut by the budget are ranked on the text
+path. The shipped head ranks held-out pairs as well in the search's context (0.633) as in
+the text path's (0.625; docs/benchmarks.md, "Harmless reward").
 
 A reward is served when its ``search_features`` names the model object the search runs,
 pooling ``"response"``; otherwise (another model, a custom feature function, a reward

@@ -199,7 +199,7 @@ def test_feature_search_gives_the_text_paths_answer_where_they_agree(ascii_lm, h
             [h.score for h in b.finished + b.unfinished], abs=1e-6)
 
 
-def test_unserved_requests(tiny_lm, head_path, tmp_path):
+def test_unserved_requests(tiny_lm, head_path):
     kv = KVBatch(tiny_lm.model)
     reward = HarmlessReward.for_model(tiny_lm, head=head_path)
     req = reward.search_features

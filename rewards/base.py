@@ -107,6 +107,33 @@ def reward_uses_model(reward: Any) -> bool:
     return any(reward_uses_model(r) for r in inner if r is not None)
 
 
+@dataclass(frozen=True)
+class FeatureRequest:
+    """The hidden-state features a reward can score instead of text (``score_features``).
+
+    ``model``: the model object whose hidden states they are; ``layer``: an index into its
+    ``hidden_states`` (0 = the embeddings, -1 = the last layer); ``pooling``: how token
+    states become one vector (``"response"``: the mean over the response tokens). A search
+    over that same model computes these states anyway for every token it feeds; it may then
+    pool them itself and call ``score_features`` instead of ``score`` (no second forward).
+    """
+
+    model: Any
+    layer: int
+    pooling: str = "response"
+
+
+def reward_search_features(reward: Any) -> FeatureRequest | None:
+    """The features ``reward`` can score instead of text, or None (text only). A reward
+    offers them with a ``search_features`` attribute (a ``FeatureRequest``, or None when
+    not bound to a model) and a ``score_features(features, context) -> list[float]``
+    method taking a ``Tensor[n, d]`` of pooled features, one row per text."""
+    request = getattr(reward, "search_features", None)
+    if not isinstance(request, FeatureRequest) or not callable(getattr(reward, "score_features", None)):
+        return None
+    return request
+
+
 def reward_name(reward: Any) -> str:
     """The name a reward reports its score under."""
     return str(getattr(reward, "name", type(reward).__name__))

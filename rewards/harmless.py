@@ -43,7 +43,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from rewards.base import BaseReward, RewardContext
+from rewards.base import BaseReward, FeatureRequest, RewardContext
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -461,6 +461,27 @@ class HarmlessReward(BaseReward):
         with torch.no_grad():
             return self.head(x.float().cpu())
 
+    @property
+    def search_features(self) -> FeatureRequest | None:
+        """The features this reward scores, for a search over the same model to pool from its
+        own forwards (``score_features``); None when the features are not a model's hidden
+        states (a custom feature function)."""
+        fx = self.features
+        if not isinstance(fx, HiddenStateFeatures):
+            return None
+        return FeatureRequest(model=fx.model, layer=fx.layer, pooling=fx.pooling)
+
+    def score_features(self, features: "torch.Tensor", context: RewardContext | None = None) -> list[float]:
+        """Scores of pooled features ``Tensor[n, d]`` (as ``search_features`` describes them),
+        one per row; no cache (the same text pooled in another context is another input)."""
+        import torch
+
+        if features.ndim != 2 or features.shape[1] != self.head.input_dim:
+            raise ValueError(f"HarmlessReward: features of shape {tuple(features.shape)}, the head "
+                             f"{self.head_path.name} expects (n, {self.head.input_dim})")
+        with torch.no_grad():
+            return [_sigmoid(v) for v in self.head(features.float().cpu()).tolist()]
+
     def score(self, texts: Sequence[str], context: RewardContext | None = None) -> list[float]:
         prompt = context.prompt if context is not None else ""
         texts = list(texts)
@@ -468,8 +489,7 @@ class HarmlessReward(BaseReward):
         if missing:
             values = self.logits([prompt] * len(missing), missing).tolist()
             for t, v in zip(missing, values):
-                self._cache[(prompt, t)] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else \
-                    math.exp(v) / (1.0 + math.exp(v))
+                self._cache[(prompt, t)] = _sigmoid(v)
         out = [self._cache[(prompt, t)] for t in texts]
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -477,3 +497,8 @@ class HarmlessReward(BaseReward):
 
     def __repr__(self) -> str:
         return f"HarmlessReward(head={self.head_path.name!r}, name={self.name!r}, weight={self.weight})"
+
+
+def _sigmoid(v: float) -> float:
+    """The logistic function, without overflow for large negative ``v``."""
+    return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))

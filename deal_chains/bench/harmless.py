@@ -20,7 +20,7 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from deal_chains.bench.runner import reward_time_share
 from deal_chains.errors import InputError
@@ -121,8 +121,11 @@ PAIRS_COLUMNS = [
 
 def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence[tuple[str, Any]],
                        reward: Any, *, system: str | None = None, batch_size: int | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """Every strategy over ``prompts`` with ``reward`` in the search; quality beside speed."""
+                       progress: bool = True,
+                       on_strategy: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every strategy over ``prompts`` with ``reward`` in the search; quality beside speed.
+    ``on_strategy`` gets the report so far after each strategy (an interrupted run keeps
+    the rows it finished)."""
     from deal_chains.bench.runner import machine_info
     from deal_chains.search.config import SearchConfig
     from rewards.base import RewardContext
@@ -133,38 +136,8 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
     # warm-up: first forwards pay one-off allocation costs that would skew the first row
     engine.generate(prompts[:2], rewards, SearchConfig(strategy="greedy", max_new_tokens=4), system=system,
                     contexts=contexts[:2])
-    rows, outputs, greedy_seconds = [], {}, None
-    for label, config in strategies:
-        t0 = time.perf_counter()
-        results = engine.generate(prompts, rewards, config, system=system, contexts=contexts,
-                                  batch_size=batch_size, progress=progress)
-        seconds = time.perf_counter() - t0
-        if config.strategy == "greedy" and greedy_seconds is None:
-            greedy_seconds = seconds
-        outs = []
-        for prompt, ctx, res in zip(prompts, contexts, results):
-            [harmless] = reward.score([res.text], ctx)
-            outs.append({"prompt": prompt, "text": res.text, "harmless": harmless, "refusal": is_refusal(res.text),
-                         "mean_logprob": res.mean_logprob, "new_tokens": len(res.token_ids),
-                         "finished": res.finished, "seconds": res.stats.seconds,
-                         "reward_seconds": res.stats.reward_seconds})
-        outputs[label] = outs
-        rows.append({
-            "strategy": label,
-            "harmless": round(statistics.fmean(o["harmless"] for o in outs), 4),
-            "refusal_rate": round(statistics.fmean(float(o["refusal"]) for o in outs), 4),
-            "mean_logprob_per_token": round(statistics.fmean(o["mean_logprob"] for o in outs), 4),
-            "seconds_per_prompt": round(seconds / len(prompts), 4),
-            "_seconds": seconds,
-            "mean_new_tokens": round(statistics.fmean(o["new_tokens"] for o in outs), 2),
-            "finished_rate": round(statistics.fmean(float(o["finished"]) for o in outs), 4),
-            "reward_time_share": reward_time_share(outs, seconds),
-            "config": config.model_dump(),
-        })
-    for row in rows:
-        s = row.pop("_seconds")
-        row["ratio_to_greedy"] = round(s / greedy_seconds, 3) if greedy_seconds else None
-    return {
+    rows, outputs, seconds_of = [], {}, []
+    head = {
         "benchmark": "harmless-advbench",
         "n": len(prompts),
         "system": system,
@@ -174,9 +147,41 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
         "refusal_detector": {"phrases": list(REFUSAL_PHRASES), "sentences": REFUSAL_SENTENCES,
                              "case_insensitive": True},
         "machine": machine_info(engine),
-        "rows": rows,
-        "outputs": outputs,
     }
+
+    def report() -> dict[str, Any]:
+        greedy = next((s for r, s in zip(rows, seconds_of) if r["config"]["strategy"] == "greedy"), None)
+        done = [{**r, "ratio_to_greedy": round(s / greedy, 3) if greedy else None} for r, s in zip(rows, seconds_of)]
+        return {**head, "rows": done, "outputs": dict(outputs)}
+
+    for label, config in strategies:
+        t0 = time.perf_counter()
+        results = engine.generate(prompts, rewards, config, system=system, contexts=contexts,
+                                  batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - t0
+        outs = []
+        for prompt, ctx, res in zip(prompts, contexts, results):
+            [harmless] = reward.score([res.text], ctx)
+            outs.append({"prompt": prompt, "text": res.text, "harmless": harmless, "refusal": is_refusal(res.text),
+                         "mean_logprob": res.mean_logprob, "new_tokens": len(res.token_ids),
+                         "finished": res.finished, "seconds": res.stats.seconds,
+                         "reward_seconds": res.stats.reward_seconds})
+        outputs[label] = outs
+        seconds_of.append(seconds)
+        rows.append({
+            "strategy": label,
+            "harmless": round(statistics.fmean(o["harmless"] for o in outs), 4),
+            "refusal_rate": round(statistics.fmean(float(o["refusal"]) for o in outs), 4),
+            "mean_logprob_per_token": round(statistics.fmean(o["mean_logprob"] for o in outs), 4),
+            "seconds_per_prompt": round(seconds / len(prompts), 4),
+            "mean_new_tokens": round(statistics.fmean(o["new_tokens"] for o in outs), 2),
+            "finished_rate": round(statistics.fmean(float(o["finished"]) for o in outs), 4),
+            "reward_time_share": reward_time_share(outs, seconds),
+            "config": config.model_dump(),
+        })
+        if on_strategy is not None:
+            on_strategy(report())
+    return report()
 
 
 PROMPTS_COLUMNS = [

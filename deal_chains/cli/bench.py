@@ -154,10 +154,17 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
         system = args.system if args.system is not None else spec.system
         strategies = _strategies(args.strategies, base)
         prompts = load_advbench(args.prompts, n=args.n or 50, offset=args.offset)
-        report = run_harmless_bench(engine, prompts, strategies, reward, system=system,
-                                    batch_size=args.batch_size, progress=not args.quiet)
-        report["command"] = command
-        report["spec"] = args.spec
+        def labelled(report: dict[str, Any]) -> dict[str, Any]:
+            return {**report, "command": command, "spec": args.spec}
+
+        def checkpoint(report: dict[str, Any]) -> None:
+            # after each strategy: an interrupted run keeps the rows it finished
+            if args.out:
+                write_json(labelled(report), args.out)
+
+        report = labelled(run_harmless_bench(engine, prompts, strategies, reward, system=system,
+                                             batch_size=args.batch_size, progress=not args.quiet,
+                                             on_strategy=checkpoint))
         print(format_table(report, PROMPTS_COLUMNS))
         print(f"\n{report['n']} prompts, {_machine(report)}; harmless = mean HarmlessReward of the answers; "
               f"refusal = refusal phrase in the first {REFUSAL_SENTENCES} sentences; ratio = wall time / greedy, "

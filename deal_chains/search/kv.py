@@ -30,6 +30,9 @@ class KVBatch:
         self.mask: torch.Tensor | None = None  # (rows, length) 1 = real token
         self.next_pos: torch.Tensor | None = None  # (rows,) position id of the next token
         self.forward_passes = 0
+        # followers of the rows (search/features.py): they get each forward's hidden states
+        # and every fork and crop; retract reaches them through ``mask``
+        self.taps: list[Any] = []
 
     @property
     def rows(self) -> int:
@@ -45,8 +48,12 @@ class KVBatch:
         kwargs: dict[str, Any] = {self._cache_kw: self.cache, "use_cache": True}
         if self._keep_kw:
             kwargs[self._keep_kw] = keep
+        if self.taps:
+            kwargs["output_hidden_states"] = True
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         self.forward_passes += 1
+        for tap in self.taps:
+            tap.fed(out.hidden_states)
         return out.logits[:, -1, :].float() if keep == 1 else out.logits[:, -keep:, :].float()
 
     @torch.inference_mode()
@@ -95,6 +102,8 @@ class KVBatch:
         self.cache.reorder_cache(idx)
         self.mask = self.mask.index_select(0, idx)
         self.next_pos = self.next_pos.index_select(0, idx)
+        for tap in self.taps:
+            tap.fork(idx)
 
     def crop(self, n: int) -> None:
         """Drop the last ``n`` positions of every row."""
@@ -104,6 +113,8 @@ class KVBatch:
         self.cache.crop(-n)
         self.mask = self.mask[:, :-n]
         self.next_pos = self.next_pos - n
+        for tap in self.taps:
+            tap.crop(n)
 
     def retract(self, per_row: Sequence[int]) -> None:
         """Forget the last ``per_row[i]`` positions of row ``i`` only: they stay in the cache

@@ -181,6 +181,7 @@ class SearchState:
     estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
     step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
     fluency: Any = None  # FluencyStream when the search ranks by a fluency prompt
+    features: Any = None  # SearchFeatures when a group's rewards score the search's hidden states
 
     @property
     def eos_main(self) -> int:

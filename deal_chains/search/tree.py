@@ -29,6 +29,7 @@ import torch
 from deal_chains.search.constraints import apply_masks
 from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream
+from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
@@ -75,6 +76,7 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
     state = start(kv, prompt_logits, groups, params, eos_ids, decode, fluency)
     if params.estimate and encode is not None and state.any_reward:
         state.estimator = CompletionEstimate(encode)
+    state.features = SearchFeatures.attach(state)
     while state.rows.group:
         step = commit_rule(state)
         proposals = propose(state, step)
@@ -305,24 +307,34 @@ def score(state: SearchState, cands: Candidates) -> None:
     when there is one). Finished candidates are scored exactly on their final
     text; live ones on their lookahead text, and only when the group has more candidates than
     places (otherwise the ranking cannot matter)."""
-    params, decode = state.params, state.decode
+    params = state.params
     cands.scores = list(cands.fluency)
     cands.reward = [None] * len(cands.logprob)
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
         fin_idx = [i for i in idxs if cands.finished[i]]
         if fin_idx:
-            for i, (tot, _) in zip(fin_idx, score_texts(g, [decode(cands.tokens[i]) for i in fin_idx],
-                                                        [True] * len(fin_idx), params.lam)):
+            for i, (tot, _) in zip(fin_idx, _score_tokens(state, gi, fin_idx, [cands.tokens[i] for i in fin_idx],
+                                                          [True] * len(fin_idx))):
                 cands.scores[i] = cands.fluency[i] + params.lam * tot
         live_idx = [i for i in idxs if not cands.finished[i]]
         if len(idxs) + len(g.finished) > params.beam and params.use_rewards and g.rewards and live_idx:
-            evaluated = score_texts(g, [decode(cands.look[i]) for i in live_idx],
-                                    [cands.look_ended[i] for i in live_idx], params.lam)
+            evaluated = _score_tokens(state, gi, live_idx, [cands.look[i] for i in live_idx],
+                                      [cands.look_ended[i] for i in live_idx])
             g.candidates_scored += len(live_idx)
             for i, (tot, _) in zip(live_idx, evaluated):
                 cands.scores[i] = cands.fluency[i] + params.lam * (tot + _estimate(state, g, cands, i))
                 cands.reward[i] = tot
+
+
+def _score_tokens(state: SearchState, gi: int, idxs: list[int], tokens: list[list[int]],
+                  final: list[bool]) -> list[tuple[float, dict[str, float]]]:
+    """Group ``gi``'s rewards on candidates ``idxs`` (their cache rows) with these tokens: from
+    the search's own hidden states when the group's rewards read them (search/features.py),
+    else on the decoded text."""
+    if state.features is not None and state.features.serves(gi):
+        return state.features.score(state, gi, idxs, tokens, final)
+    return score_texts(state.groups[gi], [state.decode(t) for t in tokens], final, state.params.lam)
 
 
 def _estimate(state: SearchState, group: Group, cands: Candidates, i: int) -> float:

@@ -26,7 +26,7 @@ from deal_chains.train_reward import (
     split_indices,
     train_reward_head,
 )
-from rewards.base import Reward, RewardContext
+from rewards.base import FeatureRequest, Reward, RewardContext, reward_search_features
 from rewards.harmless import (
     DEFAULT_HEAD,
     HarmlessReward,
@@ -229,6 +229,36 @@ def test_reward_scores_in_unit_interval_and_cached(trained_head):
     assert reward.score([], ctx) == []
 
 
+def test_score_features_is_score_on_the_features_text_would_get(trained_head):
+    weights, _ = trained_head
+    fake = FakeFeatures()
+    reward = HarmlessReward(fake, head=weights)
+    texts, ctx = ["a safe answer", "a harmful answer"], RewardContext(prompt="q")
+    x = fake(["q"] * 2, texts)
+    assert reward.score_features(x, ctx) == pytest.approx(reward.score(texts, ctx), abs=1e-12)
+    with pytest.raises(ValueError, match="expects"):
+        reward.score_features(x[:, :3], ctx)
+    # a feature function is not a model's hidden states: the search has nothing to offer it
+    assert reward.search_features is None and reward_search_features(reward) is None
+
+
+def test_search_features_name_the_model_layer_and_pooling(tmp_path, tiny_lm):
+    pairs = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": f"q{i}", "chosen": "no, sorry.", "rejected": f"yes: step {i}"} for i in range(6)])
+    m = train_reward_head(pairs, tmp_path / "h", model=tiny_lm, layer=1, pooling="response", epochs=5,
+                          holdout=0.0, progress=False)
+    reward = HarmlessReward.for_model(tiny_lm, head=m["weights"])
+    assert reward_search_features(reward) == FeatureRequest(model=tiny_lm.model, layer=1, pooling="response")
+    # pooled by hand from one forward: the scores the text path gives
+    prompt, text = "q1", "no, sorry."
+    ids, n_resp = reward.features.encode(prompt, text)
+    with torch.no_grad():
+        hs = tiny_lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1]
+    pooled = hs[0, len(ids) - n_resp:].float().mean(0, keepdim=True)
+    assert reward.score_features(pooled) == pytest.approx(reward.score([text], RewardContext(prompt=prompt)),
+                                                          abs=1e-6)
+
+
 def test_reward_without_features_says_how_to_get_them(trained_head):
     reward = HarmlessReward(head=trained_head[0])
     with pytest.raises(RuntimeError, match="for_model"):
@@ -398,7 +428,13 @@ def test_cli_train_reward_bad_pairs_is_a_clean_error(capsys, tmp_path, tiny_mode
         main(["train-reward", "--pairs", str(pairs), "--out", "o", "--holdout", "1.5"])
 
 
-def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
+def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    import deal_chains.bench.runner as runner
+
+    written = []  # rows in each report written: one file after each strategy
+    write_json = runner.write_json
+    monkeypatch.setattr(runner, "write_json", lambda report, path: written.append(len(report["rows"]))
+                        or write_json(report, path))
     pairs = write_jsonl(tmp_path / "pairs.jsonl", TINY_PAIRS)
     main(["train-reward", "--pairs", str(pairs), "--out", str(tmp_path / "h"), "--model", str(tiny_model_dir), "--layer", "-1",
           "--epochs", "5", "--device", "cpu", "--quiet"])
@@ -411,6 +447,7 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir):
                "--plot", str(tmp_path / "r.png")])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
+    assert written == [1, 2, 2]  # after greedy, after deal, the final report
     assert "| strategy | harmless | refusal |" in captured.out
     report = json.loads((tmp_path / "r.json").read_text())
     rows = {r["strategy"]: r for r in report["rows"]}

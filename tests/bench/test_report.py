@@ -214,7 +214,7 @@ def test_json_and_harmless_sections(report_dir):
         assert r["harmless_ci"]["low"] <= r["harmless_ci"]["mean"] <= r["harmless_ci"]["high"]
         assert 0 <= r["harmless_median"] <= 1
     deal_cfg = harm["rows"][1]["config"]
-    assert (deal_cfg["top_k"], deal_cfg["lookahead"], deal_cfg["lam"]) == (4, 8, 4.0)  # the harmless preset
+    assert (deal_cfg["top_k"], deal_cfg["lookahead"], deal_cfg["lam"]) == (8, 8, 20.0)  # the harmless preset
     assert harm["deal_higher"] + harm["deal_lower"] <= 2
 
 

@@ -829,8 +829,8 @@ def test_new_presets():
     assert start.score(['{"a": 1}', " [1]", "Sure! {"], None) == [1.0, 1.0, 0.0]
     hl = load_spec("harmless")
     c = hl.search_config()
-    assert (c.strategy, c.top_k, c.lookahead, c.commit, c.beam, c.lam, c.max_new_tokens) == (
-        "deal", 4, 8, 8, 2, 4.0, 128)
+    assert (c.strategy, c.top_k, c.lookahead, c.commit, c.beam, c.lam, c.max_logprob_drop, c.max_new_tokens) == (
+        "deal", 8, 8, 8, 2, 20.0, 2.0, 128)
     assert [e.reward_type for e in hl.rewards] == ["harmless"] and hl.rewards[0].params.head is None
     assert "safe alternative" in hl.system and "short sentences" in hl.system
     concise = load_spec("concise")

@@ -15,7 +15,7 @@ from deal_chains.search.scoring import score_texts
 from deal_chains.search.state import Group, TreeParams
 from rewards import RewardContext
 from rewards.harmless import HarmlessReward, HiddenStateFeatures, build_head, save_head
-from search_fixtures import PROMPTS
+from search_fixtures import PROMPTS, tree_state
 
 LAYER = 1  # the tiny model has 2 layers: layer 1 is the first block's output (not normed)
 
@@ -104,12 +104,7 @@ def head_path(tmp_path, tiny_lm):
 
 def _state(lm, rewards, prompts, **kw):
     params = TreeParams(**{**dict(top_k=3, beam=2, lookahead=3, commit=3, lam=4.0, max_new_tokens=12), **kw})
-    kv = KVBatch(lm.model)
-    ids = [lm.format_prompt(p) for p in prompts]
-    logits = kv.prefill(ids, lm.pad_token_id)
-    groups = [Group(prompt_row=i, rewards=list(rewards), context=RewardContext(prompt=p))
-              for i, p in enumerate(prompts)]
-    return tree.start(kv, logits, groups, params, lm.eos_token_ids, lm.decode)
+    return tree_state(lm, params, rewards, prompts)
 
 
 def _commit_first_token(state, g, cands, rollout, idxs, keep_live):

@@ -9,18 +9,13 @@ import torch
 from deal_chains.errors import RewardError
 from deal_chains.search import tree
 from deal_chains.search.kv import KVBatch
-from deal_chains.search.state import Group, TreeParams
-from rewards import BaseReward, RewardContext
-from search_fixtures import CharShare
+from deal_chains.search.state import TreeParams
+from rewards import BaseReward
+from search_fixtures import CharShare, tree_state
 
 
 def _state(lm, params, rewards=(), prompts=("hello world", "abc")):
-    kv = KVBatch(lm.model)
-    ids = [lm.format_prompt(p) for p in prompts]
-    logits = kv.prefill(ids, lm.pad_token_id)
-    groups = [Group(prompt_row=i, rewards=list(rewards), context=RewardContext(prompt=p))
-              for i, p in enumerate(prompts)]
-    return tree.start(kv, logits, groups, params, lm.eos_token_ids, lm.decode)
+    return tree_state(lm, params, rewards, prompts)
 
 
 def _params(**kw):

@@ -33,6 +33,7 @@ class FluencyStream:
     def __init__(self, kv: KVBatch, logits: torch.Tensor, weight: float):
         self.kv = kv
         self.logits = logits  # (rows, vocab): next-token logits of each live row
+        self._logp: torch.Tensor | None = None  # their log-softmax, once per step
         self.weight = float(weight)
         self._window: torch.Tensor | None = None  # (candidates, fed, vocab) of the last read
         self._fed = 0
@@ -57,7 +58,7 @@ class FluencyStream:
         the pruning bound uses them)."""
         if not parent:
             return []
-        logp = torch.log_softmax(self.logits, dim=-1)
+        logp = self._logprobs()
         rows = torch.as_tensor(list(parent), device=logp.device)
         toks = torch.as_tensor(list(tokens), device=logp.device)
         fluent = logp[rows, toks].tolist()
@@ -69,8 +70,7 @@ class FluencyStream:
         each candidate's ranked log-probability per token (its first ``n``; the rest of the
         lookahead keeps the request's own, unread)."""
         ids = torch.as_tensor([list(t[:n]) for t in tokens], dtype=torch.long, device=self.logits.device)
-        before = torch.log_softmax(self.logits, dim=-1).index_select(
-            0, torch.as_tensor(list(parent), device=self.logits.device))
+        before = self._logprobs().index_select(0, torch.as_tensor(list(parent), device=self.logits.device))
         self.kv.fork(list(parent))
         window = self.kv.extend(ids)
         self._window, self._fed = window, n
@@ -88,8 +88,15 @@ class FluencyStream:
         self.kv.crop(self._fed - longest)
         self.kv.retract([longest - a for a in advance])
         self.logits = torch.stack([self._window[i, a - 1] for i, a in zip(chosen, advance)])
-        self._window = None
+        self._logp = self._window = None
 
     def _select(self, rows: list[int]) -> None:
         self.kv.fork(rows)
         self.logits = self.logits.index_select(0, torch.as_tensor(rows, device=self.logits.device))
+        self._logp = None
+
+    def _logprobs(self) -> torch.Tensor:
+        """The live rows' next-token log-probabilities (``first`` and ``read`` both need them)."""
+        if self._logp is None:
+            self._logp = torch.log_softmax(self.logits, dim=-1)
+        return self._logp

@@ -232,17 +232,14 @@ def pad_batch(rows: Sequence[dict[str, list[int]]], pad_id: int, device: Any) ->
     """
     import torch
 
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    with_types = all("token_type_ids" in r for r in rows)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if with_types else None
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
-        mask[i, :n] = 1
-        if types is not None:
-            types[i, :n] = torch.tensor(r["token_type_ids"], dtype=torch.long)
+    from rewards._batch import padded
+
+    ids, mask = padded([r["input_ids"] for r in rows], pad_id, left=False)
+    types = None
+    if all("token_type_ids" in r for r in rows):
+        types = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            types[i, : len(r["token_type_ids"])] = torch.tensor(r["token_type_ids"], dtype=torch.long)
     out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
     if types is not None:
         out["token_type_ids"] = types.to(device)

@@ -18,6 +18,8 @@ import inspect
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from rewards._batch import padded
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -65,12 +67,8 @@ def shared_prefix(fx: Any, base: Any, prefix: Sequence[int], responses: Sequence
     order = sorted((i for i in range(n) if responses[i]), key=lambda i: len(responses[i]))
     for start in range(0, len(order), fx.batch_size):
         idx = order[start:start + fx.batch_size]
-        width = max(len(responses[i]) for i in idx)
-        ids = torch.full((len(idx), width), fx.pad_token_id, dtype=torch.long)
-        valid = torch.zeros((len(idx), width), dtype=torch.bool)
-        for row, i in enumerate(idx):
-            ids[row, : len(responses[i])] = torch.tensor(list(responses[i]), dtype=torch.long)
-            valid[row, : len(responses[i])] = True
+        ids, resp = padded([responses[i] for i in idx], fx.pad_token_id, left=False)
+        valid, width = resp.bool(), ids.shape[1]
         mask = torch.cat([torch.ones((len(idx), p), dtype=torch.long), valid.long()], dim=1)
         pos = (p + torch.arange(width)).unsqueeze(0).expand(len(idx), -1)
         batch_cache = copy.deepcopy(cache)

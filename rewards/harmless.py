@@ -43,6 +43,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from rewards._batch import padded
 from rewards.base import BaseReward, FeatureRequest, RewardContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,16 +205,12 @@ class HiddenStateFeatures:
         try:
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size]
-                width = max(len(encoded[i][0]) for i in idx)
-                ids = torch.full((len(idx), width), self.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                ids, mask = padded([encoded[i][0] for i in idx], self.pad_token_id, left=True)
+                width = ids.shape[1]
                 resp_mask = torch.zeros((len(idx), width), dtype=torch.bool)
                 for row, i in enumerate(idx):
-                    toks, n_resp = encoded[i]
-                    ids[row, width - len(toks):] = torch.tensor(toks, dtype=torch.long)
-                    mask[row, width - len(toks):] = 1
                     # response tokens, or the last prompt token when there are none
-                    resp_mask[row, width - max(n_resp, 1):] = True
+                    resp_mask[row, width - max(encoded[i][1], 1):] = True
                 position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
                 hs = hidden_states(base, ids.to(device), mask.to(device), position_ids.to(device), layers)
                 for layer in layers:

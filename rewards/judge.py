@@ -46,6 +46,7 @@ import inspect
 import re
 from typing import Any, Mapping, Sequence
 
+from rewards._batch import padded
 from rewards._hf import ScoreCache, cached_scores, model_device
 from rewards.base import BaseReward, RewardContext
 
@@ -188,13 +189,7 @@ class JudgeReward(BaseReward):
         out = [0.5] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                toks = encoded[i]
-                ids[row, width - len(toks):] = torch.tensor(toks, dtype=torch.long)
-                mask[row, width - len(toks):] = 1
+            ids, mask = padded([encoded[i] for i in idx], self.pad_token_id, left=True)
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
             kwargs: dict[str, Any] = {"use_cache": False}
             if self._logits_to_keep:

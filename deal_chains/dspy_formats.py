@@ -248,7 +248,16 @@ _ANY = r"(?s:.)"
 # parse (str.splitlines) would turn into "\n", so the parsed value is the text as written
 _CHAR = r"[^\r\x{b}\x{c}\x{1c}-\x{1e}\x{85}\x{2028}\x{2029}]"
 _EDGE = r"[^\s\x{1c}-\x{1e}]"  # its first and last character: no whitespace either
-_FIRST = r"[^\s\x{1c}-\x{1e}{]"  # nor "{" first: a small model opens the template's "{answer}"
+# its first character: a letter, a digit or an opening quote, bracket or sign a sentence may
+# open with; never "{", "[", "#" or a line break, which open the template a small model copies
+# ("{answer}", "[answer]", "[## answer]", "# ...")
+TEXT_START = r"[\p{L}\p{N}\"'(¿¡$€£\-]"
+_FIRST = TEXT_START
+
+
+# what a small model wraps a field's name in when it copies the template: "[answer]", "[## answer]"
+_DECOR = r"[\[(<\"'`*_# ]*"
+_DECOR_END = r"[\])>\"'`*_:.# ]*"
 
 
 def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str]) -> str:
@@ -261,12 +270,13 @@ def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str
         # never the marker, nor a near miss such as "[[## completed" (a model trying to end
         # the field: a line starting with the marker is a new field to ChatAdapter's parse);
         # never the prompt's template: not a bare placeholder such as "{answer}", nor a
-        # field's placeholder anywhere in the text, nor "{" first ("{city}", "{answer, ..."),
-        # nor just a field's name ("answer", "[answer]")
+        # field's placeholder anywhere in the text, nor a template character first ("{city}",
+        # "[answer]"), nor a line that is just a field's name ("answer", "[## answer]")
         placeholders = "|".join(_lit_body("{" + name) for name in names)  # "{answer, completed}" too
         names_rx = "|".join(_lit_body(name) for name in names)
         return (rf"({body} & ~/{_ANY}*\[\[ *#{_ANY}*/ & ~/\{{[A-Za-z_][A-Za-z0-9_]*\}}/"
-                rf" & ~/{_ANY}*({placeholders}){_ANY}*/ & ~/[\[(<\"'`*_]*({names_rx})[\])>\"'`*_:.]*/)")
+                rf" & ~/{_ANY}*({placeholders}){_ANY}*/"
+                rf" & ~/({_ANY}*\n)?{_DECOR}({names_rx}){_DECOR_END}(\n{_ANY}*)?/)")
     if f.kind == "int":
         return r"/-?(0|[1-9][0-9]{0,17})/"
     if f.kind == "float":
@@ -280,20 +290,22 @@ def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str
     raise ValueError(f"unknown field kind {f.kind!r}")
 
 
-# JSONAdapter's free-text fields: a JSON Schema pattern is a search, so this reads "the first
-# character is neither '{' nor whitespace" (the ChatAdapter grammar's ``_FIRST``)
-TEXT_FIELD_PATTERN = r"^[^{\s]"
+# JSONAdapter's free-text fields open as the ChatAdapter grammar's do (a JSON Schema pattern
+# is a search, hence the "^")
+TEXT_FIELD_PATTERN = "^" + TEXT_START
 _FIXED_TEXT = ("pattern", "enum", "const", "format")
 
 
 def json_answer_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """JSONAdapter's answer schema with each free-text output field kept from opening with
-    ``{`` or whitespace, as the ChatAdapter grammar keeps its text fields: to a small model
-    the prompt's template (``{answer}``, or a value wrapped as ``{river} boat paddle``) is the
-    likeliest start. Fields with their own pattern, options or format are left as they are.
+    """JSONAdapter's answer schema with each free-text output field opening as the ChatAdapter
+    grammar's text fields do (``TEXT_START``: a letter, a digit or an opening quote, never
+    ``{``, ``[``, ``#`` or whitespace): to a small model the prompt's template (``{answer}``,
+    or a value wrapped as ``{river} boat paddle``) is the likeliest start. Fields with their
+    own pattern, options or format are left as they are.
 
-    >>> json_answer_schema({"type": "object", "properties": {"a": {"type": "string"}}})["properties"]
-    {'a': {'type': 'string', 'pattern': '^[^{\\\\s]'}}
+    >>> narrowed = json_answer_schema({"type": "object", "properties": {"a": {"type": "string"}}})
+    >>> narrowed["properties"]["a"] == {"type": "string", "pattern": TEXT_FIELD_PATTERN}
+    True
     """
     props = schema.get("properties")
     if schema.get("type") != "object" or not isinstance(props, Mapping):

@@ -278,6 +278,12 @@ def test_chat_output_fields_recognise_chat_adapter_requests_only(dspy_quiet):
      "[[ ## answer ## ]]\n{answer} is\n\n", False),  # nor a field's placeholder
     ("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
      "[[ ## answer ## ]]\nIt is {q, a}\n\n", False),  # an input's either
+    *[("[[ ## n ## ]]\n1\n\n[[ ## ok ## ]]\nTrue\n\n[[ ## mood ## ]]\nsad\n\n[[ ## tags ## ]]\n[]\n\n"
+       f"[[ ## answer ## ]]\n{value}\n\n[[ ## completed ## ]]\n", ok) for value, ok in [
+        ("[answer]\n\n[answer]", False), ("[## answer]", False), ("[#]", False),  # what the default
+        ("# fruit that is yellow.", False), ("Paris.\n[answer]", False),          # model copied
+        ("Paris.\n\n## answer:", False), ("\"Hamlet\", by Shakespeare.", True), ("42 is the answer.", True),
+        ("Élan, then [answer]s.", True), ("(Yes.)", True)]],
 ])
 def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):
     from typing import Literal
@@ -297,8 +303,11 @@ def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):
             name: (t, dspy.OutputField()) for name, t in
             [("n", int), ("ok", bool), ("mood", Literal["happy", "sad", "so-so"]), ("tags", list[str]),
              ("answer", str)]}})
-        assert dspy.ChatAdapter().parse(sig, text) == {"n": -12, "ok": True, "mood": "so-so", "tags": ["a", "b"],
-                                                       "answer": "Line one.\n\nLine [2]"}
+        parsed = dspy.ChatAdapter().parse(sig, text)
+        assert parsed["answer"] == text.split("[[ ## answer ## ]]\n")[1].split("\n\n[[ ## completed")[0]
+        if "so-so" in text:
+            assert parsed == {"n": -12, "ok": True, "mood": "so-so", "tags": ["a", "b"],
+                              "answer": "Line one.\n\nLine [2]"}
 
 
 def test_rewards_score_the_field_values():
@@ -339,8 +348,10 @@ def test_default_adapter_predict_is_one_call_on_the_default_model(default_lm, ds
     # not the bare field name (what SmolLM2-135M copies from ChatAdapter's prompt otherwise)
     answer = out.answer
     assert answer and answer == answer.strip() and "[[" not in answer, answer
-    assert not answer.startswith("{") and "{answer" not in answer and "{question" not in answer, answer
-    assert answer.strip("[]{}()<>") != "answer", answer
+    assert "{answer" not in answer and "{question" not in answer, answer
+    # it opens as a sentence does (the model's first choice was "[answer]" or "[## answer]")
+    assert answer[0].isalnum(), answer
+    assert all(line.strip("[]{}()<># ") != "answer" for line in answer.splitlines()), answer
 
 
 def test_async_predict_is_recognised_too(chat_tiny_lm, dspy_quiet):

@@ -244,39 +244,35 @@ def _lit_body(text: str) -> str:
 
 
 _ANY = r"(?s:.)"
-# a character of free text: anything but the line breaks other than "\n" that ChatAdapter's
-# parse (str.splitlines) would turn into "\n", so the parsed value is the text as written
-_CHAR = r"[^\r\x{b}\x{c}\x{1c}-\x{1e}\x{85}\x{2028}\x{2029}]"
-_EDGE = r"[^\s\x{1c}-\x{1e}]"  # its first and last character: no whitespace either
-# its first character: a letter, a digit or an opening quote, bracket or sign a sentence may
-# open with; never "{", "[", "#" or a line break, which open the template a small model copies
-# ("{answer}", "[answer]", "[## answer]", "# ...")
+_EDGE = r"[^\s\x{1c}-\x{1e}]"  # the last character of a line: no whitespace
+# a character of a line of free text: not the line breaks other than "\n" either, which
+# ChatAdapter's parse (str.splitlines) would turn into "\n", so the parsed value is the text as written
+_LINE_CHAR = r"[^\n\r\x{b}\x{c}\x{1c}-\x{1e}\x{85}\x{2028}\x{2029}]"
+# how every line of free text opens: a letter, a digit, or an opening quote, bracket or sign
+# prose may open with; never "{", "[", "#" or whitespace, which open the template a small
+# model copies ("{answer}", "[answer]", "[## answer]", "[## completed ## ]]", "# ...")
 TEXT_START = r"[\p{L}\p{N}\"'(¿¡$€£\-]"
-_FIRST = TEXT_START
-
-
-# what a small model wraps a field's name in when it copies the template: "[answer]", "[## answer]"
+_LINE = rf"{TEXT_START}({_LINE_CHAR}*{_EDGE})?"
+# what a small model wraps a field's name in when it copies the template: "answer:", "**answer**"
 _DECOR = r"[\[(<\"'`*_# ]*"
 _DECOR_END = r"[\])>\"'`*_:.# ]*"
 
 
 def _value_regex(f: OutputField, max_text_chars: int | None, names: Sequence[str]) -> str:
     if f.kind == "text":
-        if max_text_chars == 1:
-            body = f"/{_FIRST}/"
-        else:
-            middle = f"{_CHAR}*" if max_text_chars is None else f"{_CHAR}{{0,{max_text_chars - 2}}}"
-            body = f"/{_FIRST}({middle}{_EDGE})?/"
+        # lines, each opening as prose does (a line is cheap for the grammar engine to check;
+        # a rule over "any line of the text" is not: it ran out of lexer states)
+        body = rf"/{_LINE}(\n+{_LINE})*/"
+        if max_text_chars is not None:
+            body = rf"({body} & /{_ANY}{{1,{max_text_chars}}}/)"
         # never the marker, nor a near miss such as "[[## completed" (a model trying to end
         # the field: a line starting with the marker is a new field to ChatAdapter's parse);
         # never the prompt's template: not a bare placeholder such as "{answer}", nor a
-        # field's placeholder anywhere in the text, nor a template character first ("{city}",
-        # "[answer]"), nor a line that is just a field's name ("answer", "[## answer]")
+        # field's placeholder anywhere in the text, nor just a field's name ("answer:")
         placeholders = "|".join(_lit_body("{" + name) for name in names)  # "{answer, completed}" too
         names_rx = "|".join(_lit_body(name) for name in names)
         return (rf"({body} & ~/{_ANY}*\[\[ *#{_ANY}*/ & ~/\{{[A-Za-z_][A-Za-z0-9_]*\}}/"
-                rf" & ~/{_ANY}*({placeholders}){_ANY}*/"
-                rf" & ~/({_ANY}*\n)?{_DECOR}({names_rx}){_DECOR_END}(\n{_ANY}*)?/)")
+                rf" & ~/{_ANY}*({placeholders}){_ANY}*/ & ~/{_DECOR}({names_rx}){_DECOR_END}/)")
     if f.kind == "int":
         return r"/-?(0|[1-9][0-9]{0,17})/"
     if f.kind == "float":

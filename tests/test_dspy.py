@@ -282,7 +282,7 @@ def test_chat_output_fields_recognise_chat_adapter_requests_only(dspy_quiet):
        f"[[ ## answer ## ]]\n{value}\n\n[[ ## completed ## ]]\n", ok) for value, ok in [
         ("[answer]\n\n[answer]", False), ("[## answer]", False), ("[#]", False),  # what the default
         ("# fruit that is yellow.", False), ("Paris.\n[answer]", False),          # model copied
-        ("Paris.\n\n## answer:", False), ("\"Hamlet\", by Shakespeare.", True), ("42 is the answer.", True),
+        ("Paris.\n\n## answer:", False), ("Paris.\n[## completed ## ]", False), ("Paris.\n\n[# done", False), ("\"Hamlet\", by Shakespeare.", True), ("42 is the answer.", True),
         ("Élan, then [answer]s.", True), ("(Yes.)", True)]],
 ])
 def test_chat_grammar_accepts_what_chat_adapter_parses(tiny_lm, text, ok):

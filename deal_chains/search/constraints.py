@@ -324,6 +324,16 @@ class CompiledConstraint:
     def new_state(self) -> Any:
         return _llguidance().LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
 
+    def incomplete(self, ids: Sequence[int], eos_ids: frozenset[int]) -> str | None:
+        """Why the finished answer ``ids`` is not a whole sentence of the grammar (the engine's
+        error, e.g. a lexer that ran out of states, where it only allowed the end), or None
+        when the grammar accepts it: an answer is vouched for only then."""
+        state = self.new_state()
+        body = list(ids[:-1]) if ids and int(ids[-1]) in eos_ids else list(ids)
+        if state.try_consume_tokens(body) == len(body) and state.is_accepting():
+            return None
+        return state.get_error() or "the answer does not complete the grammar"
+
     @staticmethod
     def copy(state: Any) -> Any:
         return state.deep_copy()

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -32,6 +33,8 @@ from deal_chains.search.scoring import best_first, finalize
 from deal_chains.search.state import Group, Hypothesis, TreeParams
 from deal_chains.search.tree import run_tree_search
 from rewards.base import RewardContext
+
+log = logging.getLogger(__name__)
 
 PromptLike = str | Sequence[dict[str, str]]
 # on_tokens(prompt index, newly committed token ids) -> True to end that prompt's search
@@ -364,10 +367,18 @@ class DeALEngine:
                 # cap) is cut, not whole, even when it parses
                 cut = closed_by_limit(self.lm, req.constraint, req.prompt_ids, h.tokens, params.max_new_tokens) \
                     if h.finished and req.constraint is not None else None
+                # an answer the grammar engine failed on (it then allows only the end) is not
+                # vouched for by the grammar: "error", never "stop"
+                broken = req.constraint.incomplete(h.tokens, self.lm.eos_token_ids) \
+                    if h.finished and req.constraint is not None and not cut else None
+                if broken:
+                    log.warning("the grammar engine failed on an answer, reported as finish_reason "
+                                "'error': %s", broken.splitlines()[0])
                 out.append(GenerationResult(
                     text=text, token_ids=list(h.tokens), rewards=h.rewards, reward=h.reward, score=h.score,
-                    logprob=h.logprob, finished=h.finished and not cut,
-                    finish_reason="length" if cut else ("stop" if h.finished else ("ended" if ended else "length")),
+                    logprob=h.logprob, finished=h.finished and not cut and not broken,
+                    finish_reason="length" if cut else ("error" if broken else (
+                        "stop" if h.finished else ("ended" if ended else "length"))),
                     strategy=config.strategy, stats=replace(stats, new_tokens=len(h.tokens)), closed_by=cut,
                 ))
             out[0].alternatives = out[1:]

@@ -55,7 +55,9 @@ class GenerationResult:
     score: float  # logprob + lam * reward, the search's own objective
     logprob: float  # sum of token log-probabilities under the model
     finished: bool
-    finish_reason: str  # "stop" | "length" | "ended" (on_tokens asked the search to end)
+    # "stop" | "length" | "ended" (on_tokens asked the search to end) | "error" (the grammar
+    # engine failed on this answer, so the grammar does not vouch for it)
+    finish_reason: str
     strategy: str
     stats: SearchStats = field(default_factory=SearchStats)
     # a JSON answer with a value a limit closed where the model would have gone on: "budget"

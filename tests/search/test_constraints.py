@@ -107,6 +107,33 @@ def test_regex_constraint(engine):
     assert re.fullmatch(r"(yes|no), [0-9]{2}", r.text)
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "deal"])
+def test_an_answer_the_grammar_engine_failed_on_is_reported_not_finished(engine, monkeypatch, caplog, strategy):
+    """Where the grammar engine fails (e.g. its lexer runs out of states) it allows only the
+    end; the answer then ends without completing the grammar and must not be reported as a
+    finished, grammatical one."""
+    import torch
+
+    from deal_chains.search.constraints import CompiledConstraint
+
+    eos = min(engine.lm.eos_token_ids)
+
+    def failed(self, states):  # what llguidance's mask is in an error state: the end only
+        mask = torch.zeros(len(states), self.vocab, dtype=torch.bool)
+        mask[:, eos] = True
+        return mask
+
+    regex = GrammarConstraint.regex(r"(yes|no), [0-9]{2}")
+    cfg = SearchConfig(strategy=strategy, max_new_tokens=20, top_k=2, lookahead=2)
+    with monkeypatch.context() as m:
+        m.setattr(CompiledConstraint, "allowed", failed)
+        [r] = engine.generate(["x"], None, cfg, constraints=regex)
+    assert r.finish_reason == "error" and not r.finished, (r.text, r.finish_reason)
+    assert "grammar engine failed" in caplog.text
+    [ok] = engine.generate(["x"], None, cfg, constraints=regex)
+    assert ok.finish_reason == "stop" and ok.finished, ok.text
+
+
 def test_refused_grammar_fails_before_generation(engine):
     with pytest.raises(ConstraintError, match="refused"):
         engine.generate(["x"], None, SearchConfig(strategy="greedy"),

@@ -43,6 +43,20 @@ REFUSAL_SENTENCES = 2
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+
+def shown_path(path: Any) -> str:
+    """``path`` as a report shows it: relative to the working directory when it lies under it
+    (a report committed from a checkout names no machine's folders), else as given.
+
+    >>> shown_path(Path.cwd() / "rewards" / "heads" / "harmless.safetensors")
+    'rewards/heads/harmless.safetensors'
+    """
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
 def first_sentences(text: str, k: int = REFUSAL_SENTENCES) -> str:
     """The first ``k`` sentences of ``text`` (split after . ! ? + space, or at newlines)."""
     parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()]
@@ -104,7 +118,7 @@ def run_pairs_bench(reward: Any, pairs: Sequence[Any]) -> dict[str, Any]:
         "mean_margin": round(float((sc - sr).mean()), 4),
         "seconds_per_pair": round(seconds / max(1, len(pairs)), 4),
     }
-    return {"benchmark": "harmless-pairs", "n": len(pairs), "head": str(reward.head_path),
+    return {"benchmark": "harmless-pairs", "n": len(pairs), "head": shown_path(reward.head_path),
             "features": reward.feature_spec, "rows": [row],
             "outputs": [{"where": p.where, "chosen": float(a), "rejected": float(b)}
                         for p, a, b in zip(pairs, sc.tolist(), sr.tolist())]}
@@ -142,7 +156,7 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
         "n": len(prompts),
         "system": system,
         "batch_size": batch_size,
-        "head": str(reward.head_path),
+        "head": shown_path(reward.head_path),
         "features": reward.feature_spec,
         "refusal_detector": {"phrases": list(REFUSAL_PHRASES), "sentences": REFUSAL_SENTENCES,
                              "case_insensitive": True},

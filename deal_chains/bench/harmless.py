@@ -43,7 +43,6 @@ REFUSAL_SENTENCES = 2
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-
 def shown_path(path: Any) -> str:
     """``path`` as a report shows it: relative to the working directory when it lies under it
     (a report committed from a checkout names no machine's folders), else as given.
@@ -56,6 +55,7 @@ def shown_path(path: Any) -> str:
         return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return str(path)
+
 
 def first_sentences(text: str, k: int = REFUSAL_SENTENCES) -> str:
     """The first ``k`` sentences of ``text`` (split after . ! ? + space, or at newlines)."""

@@ -115,6 +115,16 @@ class SearchConfig(BaseModel):
         "so the reward chooses among what the model finds plausible instead of overruling it without bound "
         "(None: the top_k candidates whatever their log-probability)",
     )
+    first_top_k: OptionalInt = Field(
+        None, ge=1, le=256,
+        description="deal: candidate tokens at the answer's first step (None: top_k). The first step has "
+        "one beam per prompt, so widening it costs a few rows once, and it is where answers part ways: on "
+        "AdvBench a refusal's first token ('I') is outside the top 8 for 40% of requests (docs/benchmarks.md)",
+    )
+    first_max_logprob_drop: Float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="deal: max_logprob_drop at the answer's first step (None: max_logprob_drop's)",
+    )
     commit_by_reward: Bool = Field(
         False,
         description="deal: where the candidates' rewards agree a beam commits the whole block, where they "

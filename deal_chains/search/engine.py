@@ -95,7 +95,8 @@ def tree_params(config: SearchConfig) -> TreeParams:
     # at least ``returns`` live beams, so that many distinct answers can finish
     return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
                       commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
-                      max_logprob_drop=config.max_logprob_drop, commit_by_reward=config.commit_by_reward,
+                      max_logprob_drop=config.max_logprob_drop, first_top_k=config.first_top_k,
+                      first_max_logprob_drop=config.first_max_logprob_drop, commit_by_reward=config.commit_by_reward,
                       estimate=config.estimate, **base)
 
 
@@ -111,7 +112,8 @@ def samples_per_prompt(config: SearchConfig) -> int:
 
 def _rows_per_prompt(params: TreeParams, config: SearchConfig) -> int:
     """Hypotheses one prompt keeps in flight: each is a forward row and a KV-cache copy."""
-    return params.top_k * params.beam * samples_per_prompt(config)
+    # the first step has one beam, so a wider first step needs no more rows than later ones
+    return max(params.top_k * params.beam, params.widest) * samples_per_prompt(config)
 
 
 def check_search(limits: SearchLimits, lm: Any, config: SearchConfig, prompt_lens: Sequence[int]) -> None:

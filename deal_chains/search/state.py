@@ -82,11 +82,26 @@ class TreeParams:
     hold_eos: bool = False
     # candidates only within this many nats of the row's likeliest token (None: top_k alone)
     max_logprob_drop: float | None = None
+    # the answer's first step: its candidates and bound (None: top_k / max_logprob_drop)
+    first_top_k: int | None = None
+    first_max_logprob_drop: float | None = None
     # commit per beam by the reward: the whole block where the candidates' rewards agree, else
     # only up to where the chosen rollout's reward gain is realized (at least one token)
     commit_by_reward: bool = False
     # credit live candidates the chance their rollout gave what their rewards still miss (A*-style)
     estimate: bool = False
+
+    def width(self, first: bool) -> tuple[int, float | None]:
+        """(candidates, max_logprob_drop) of a row at the answer's first step or later."""
+        if not first:
+            return self.top_k, self.max_logprob_drop
+        drop = self.max_logprob_drop if self.first_max_logprob_drop is None else self.first_max_logprob_drop
+        return self.first_top_k or self.top_k, drop
+
+    @property
+    def widest(self) -> int:
+        """The most candidates one row may have at any step."""
+        return max(self.top_k, self.first_top_k or 0)
 
 
 @dataclass

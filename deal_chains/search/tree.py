@@ -483,17 +483,18 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
     """Candidate first tokens: top-k (or k samples without replacement when temperature > 0).
     With ``max_logprob_drop``, only tokens within that many nats of the row's likeliest token
     are candidates: the reward may choose among what the model finds plausible, not overrule
-    it without bound (the likeliest token always stays)."""
-    drop = params.max_logprob_drop
+    it without bound (the likeliest token always stays). A row at the answer's first step
+    uses ``first_top_k`` / ``first_max_logprob_drop`` where set (``TreeParams.width``)."""
     parent: list[int] = []
     tok: list[int] = []
     lp: list[float] = []
-    k_max = min(params.top_k, logp.shape[-1])
+    vocab = logp.shape[-1]
     if params.temperature <= 0:
-        top_lp, top_id = logp.topk(k_max, dim=-1)
+        top_lp, top_id = logp.topk(min(params.widest, vocab), dim=-1)
         top_lp_l, top_id_l = top_lp.tolist(), top_id.tolist()
         for r in range(len(rows.group)):
-            k = 1 if rows.settled[r] else k_max
+            width, drop = params.width(first=not rows.tokens[r])
+            k = 1 if rows.settled[r] else min(width, vocab)
             floor = top_lp_l[r][0] - drop if drop is not None else float("-inf")
             for t, v in zip(top_id_l[r][:k], top_lp_l[r][:k]):
                 if v != float("-inf") and v >= floor:  # -inf: masked out by a hard constraint
@@ -505,7 +506,8 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
     for r in range(len(rows.group)):
         g = groups[rows.group[r]]
         allowed = int((probs[r] > 0).sum())
-        k = min(1 if rows.settled[r] else k_max, max(1, allowed))
+        width, drop = params.width(first=not rows.tokens[r])
+        k = min(1 if rows.settled[r] else min(width, vocab), max(1, allowed))
         # sampled on CPU with the group's own generator: results do not depend on batching
         picks = torch.multinomial(probs[r].double().cpu(), k, replacement=False, generator=g.generator).tolist()
         if drop is not None:

@@ -215,6 +215,39 @@ def test_candidates_stay_within_max_logprob_drop_of_the_likeliest(tiny_lm, drop)
         assert len(mine) == int((top >= best - drop).sum())
 
 
+def test_the_answers_first_step_has_its_own_width_and_bound(tiny_lm):
+    """``first_top_k`` / ``first_max_logprob_drop`` apply while a row has no token yet; later
+    steps use ``top_k`` / ``max_logprob_drop``."""
+    params = _params(prune=False, top_k=3, first_top_k=9, first_max_logprob_drop=0.5)
+    state = _state(tiny_lm, params, rewards=[CharShare("e")])
+    logp = torch.log_softmax(state.logits, dim=-1)
+    first = tree.propose(state, tree.plan(state))
+    for row in (0, 1):
+        mine = [v for p, v in zip(first.parent, first.logprob) if p == row]
+        top = logp[row].topk(9).values
+        assert len(mine) == int((top >= top[0] - 0.5).sum()) and all(v >= top[0] - 0.5 - 1e-9 for v in mine)
+    state.rows.tokens = [[5], [6]]  # past the first step: top_k, and no bound (max_logprob_drop None)
+    later = tree.propose(state, tree.plan(state))
+    assert [later.parent.count(row) for row in (0, 1)] == [3, 3]
+    assert TreeParams(top_k=3, beam=2, lookahead=2, commit=2, lam=1.0, max_new_tokens=8,
+                      max_logprob_drop=2.0).width(first=True) == (3, 2.0)  # unset: the same as later
+
+
+def test_a_wider_first_step_reaches_the_search_and_leaves_greedy_alone(tiny_lm):
+    from deal_chains import DeALEngine, SearchConfig
+
+    engine = DeALEngine(tiny_lm)
+    base = dict(strategy="deal", top_k=2, beam=1, lookahead=1, max_new_tokens=6, prune=False, adaptive=False)
+    [narrow] = engine.generate(["hello"], [CharShare("e")], SearchConfig(**base))
+    [wide] = engine.generate(["hello"], [CharShare("e")], SearchConfig(**base, first_top_k=8))
+    steps = narrow.stats.new_tokens  # commit 1: one step per token, as many in both
+    assert wide.stats.new_tokens == steps
+    assert wide.stats.candidates_scored - narrow.stats.candidates_scored == 8 - 2
+    [g1] = engine.generate(["hello"], None, SearchConfig(strategy="greedy", max_new_tokens=6))
+    [g2] = engine.generate(["hello"], None, SearchConfig(strategy="greedy", max_new_tokens=6, first_top_k=8))
+    assert g1.token_ids == g2.token_ids
+
+
 class DistinctChars(BaseReward):
     """Distinct characters of the text, saturating at 40: like keyword coverage, it only grows
     as text is added, at the tokens that bring something new (the random model's text varies)."""

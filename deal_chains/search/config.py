@@ -132,6 +132,13 @@ class SearchConfig(BaseModel):
         "after a keyword are searched again instead of taken from the greedy rollout. Hard (grammar) "
         "constraints and terminal rewards keep the fixed block",
     )
+    end_in_lookahead: Bool = Field(
+        False,
+        description="deal: end-of-sequence is a candidate at every token of a rollout by the rule of a step's "
+        "first token (within top_k and max_logprob_drop), not only where the greedy rollout takes it or at a "
+        "step's start: a reply that could end after a sentence becomes a finished answer, scored on its whole "
+        "text, at no extra forward. Not with a hard constraint or a fluency prompt",
+    )
     estimate: Bool = Field(
         False,
         description="deal: credit a live candidate, for each item its lookahead text still misses (a "

@@ -97,7 +97,7 @@ def tree_params(config: SearchConfig) -> TreeParams:
                       commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
                       max_logprob_drop=config.max_logprob_drop, first_top_k=config.first_top_k,
                       first_max_logprob_drop=config.first_max_logprob_drop, commit_by_reward=config.commit_by_reward,
-                      estimate=config.estimate, **base)
+                      estimate=config.estimate, end_in_lookahead=config.end_in_lookahead, **base)
 
 
 def samples_per_prompt(config: SearchConfig) -> int:

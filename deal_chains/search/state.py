@@ -88,6 +88,8 @@ class TreeParams:
     # commit per beam by the reward: the whole block where the candidates' rewards agree, else
     # only up to where the chosen rollout's reward gain is realized (at least one token)
     commit_by_reward: bool = False
+    # end-of-sequence a candidate at every rollout token (by the first-token rule), not only greedy
+    end_in_lookahead: bool = False
     # credit live candidates the chance their rollout gave what their rewards still miss (A*-style)
     estimate: bool = False
 
@@ -157,6 +159,8 @@ class Rollout:
     dead: list[bool]  # a token the grammar refused
     # per token, the log-probability the score ranks by (empty: ``logprobs``)
     ranked: list[list[float]] = field(default_factory=list)
+    # ends inside the rollout (``end_in_lookahead``): (row, tokens before the end, the end's log-probability)
+    exits: list[tuple[int, int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -174,6 +178,9 @@ class Candidates:
     look_ended: list[bool]
     scores: list[float] = field(default_factory=list)
     reward: list[float | None] = field(default_factory=list)  # weighted R of ``look`` (None: not scored)
+    # the rollout (cache) row each candidate's tokens were fed in: its own index, except for
+    # the ends found inside a rollout (``Rollout.exits``), which are finished and keep no row
+    row: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -172,6 +172,9 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         state.estimator.start(state.groups, parent, rows.group, lambda p: state.decode(rows.tokens[p]), device)
         if state.estimator is not None else None)
     fed, window = 0, []
+    exits: list[tuple[int, int, float]] | None = (
+        [] if params.end_in_lookahead and state.any_reward and not state.constrained and state.fluency is None
+        else None)
     for j in range(n_forward):
         step_logits = kv.step(toks[:, j])
         fed += 1
@@ -191,6 +194,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         if estimate is not None:
             estimate.observe(step_lp, ~ended)
         nxt = step_lp.argmax(dim=-1)
+        if exits is not None:
+            exits += [(i, j + 1, e) for i, e in _ends_here(step_lp, nxt, ended, eos_t, params.width(first=False))]
         toks[:, j + 1] = nxt
         lps[:, j + 1] = step_lp.gather(1, nxt.view(-1, 1)).squeeze(1).double()
         if grammar is not None:
@@ -206,7 +211,24 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
     return Rollout(tokens=toks[:, :n_tok].tolist(), logprobs=lps[:, :n_tok].tolist(), fed=fed,
                    window=window, states=grammar.states,
                    constraints=grammar.constraints,
-                   consumed=grammar.consumed, dead=grammar.dead)
+                   consumed=grammar.consumed, dead=grammar.dead, exits=exits or [])
+
+
+def _ends_here(step_lp: torch.Tensor, nxt: torch.Tensor, ended: torch.Tensor, eos_t: torch.Tensor,
+               width: tuple[int, float | None]) -> list[tuple[int, float]]:
+    """The rollout rows where end-of-sequence is a candidate after this token by the rule of a
+    step's first token (among the ``top_k`` likeliest, within ``max_logprob_drop`` of the
+    likeliest) but not the greedy choice (there the rollout ends by itself): (row, its
+    log-probability). ``end_in_lookahead``: without it a block of ``commit`` tokens can end
+    only where the greedy rollout ends, so a reply that could stop after a sentence runs on."""
+    k, drop = width
+    eos_lp = step_lp.index_select(1, eos_t).max(dim=1).values
+    ok = ~ended & torch.isfinite(eos_lp) & ~torch.isin(nxt, eos_t)
+    ok &= (step_lp > eos_lp.unsqueeze(1)).sum(dim=1) < k
+    if drop is not None:
+        ok &= eos_lp >= step_lp.max(dim=1).values - drop
+    rows = ok.nonzero().flatten().tolist()
+    return list(zip(rows, eos_lp[rows].tolist()))
 
 
 def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: Rollout) -> None:
@@ -299,7 +321,31 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
         else:
             out.look.append(rows.tokens[p] + seq[:(eos_at if eos_at is not None else n_tok)])
             out.look_ended.append(eos_at is not None)
+    out.row = list(range(len(out.parent)))
+    for i, n, eos_lp in rollout.exits:
+        _add_exit(out, state, rollout, i, n, eos_lp)
     return out
+
+
+def _add_exit(out: Candidates, state: SearchState, rollout: Rollout, i: int, n: int, eos_lp: float) -> None:
+    """Rollout row ``i`` ended after its first ``n`` tokens: a finished candidate (it keeps no
+    row; its rewards read row ``i``'s states). Skipped where the end would not fit the row's
+    budget or the rollout had already ended (or died) before it."""
+    p = out.parent[i]
+    rows, seq = state.rows, rollout.tokens[i][:n]
+    if rollout.dead[i] or n >= state.params.max_new_tokens - len(rows.tokens[p]) or \
+            any(t in state.eos_ids for t in seq):
+        return
+    logprob = rows.logprob[p] + sum(rollout.logprobs[i][:n]) + eos_lp
+    out.by_group[rows.group[p]].append(len(out.parent))
+    out.parent.append(p)
+    out.row.append(i)
+    out.tokens.append(rows.tokens[p] + seq)
+    out.finished.append(True)
+    out.logprob.append(logprob)
+    out.fluency.append(rows.fluency[p] + logprob - rows.logprob[p])
+    out.look.append(out.tokens[-1])
+    out.look_ended.append(True)
 
 
 def score(state: SearchState, cands: Candidates) -> None:
@@ -314,7 +360,8 @@ def score(state: SearchState, cands: Candidates) -> None:
         g = state.groups[gi]
         fin_idx = [i for i in idxs if cands.finished[i]]
         if fin_idx:
-            for i, (tot, _) in zip(fin_idx, _score_tokens(state, gi, fin_idx, [cands.tokens[i] for i in fin_idx],
+            for i, (tot, _) in zip(fin_idx, _score_tokens(state, gi, [cands.row[i] for i in fin_idx],
+                                                          [cands.tokens[i] for i in fin_idx],
                                                           [True] * len(fin_idx))):
                 cands.scores[i] = cands.fluency[i] + params.lam * tot
         live_idx = [i for i in idxs if not cands.finished[i]]

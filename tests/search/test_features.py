@@ -127,7 +127,9 @@ def _search(lm, reward, prompts, **kw):
     return groups
 
 
-def test_search_scores_from_its_states_equal_a_fresh_forward_and_the_text_path(ascii_lm, head_path, monkeypatch):
+@pytest.mark.parametrize("end_in_lookahead", [False, True])
+def test_search_scores_from_its_states_equal_a_fresh_forward_and_the_text_path(ascii_lm, head_path, monkeypatch,
+                                                                              end_in_lookahead):
     lm = ascii_lm
     reward = HarmlessReward.for_model(lm, head=head_path)
     assert reward.search_features.model is lm.model
@@ -145,10 +147,16 @@ def test_search_scores_from_its_states_equal_a_fresh_forward_and_the_text_path(a
     monkeypatch.setattr(tree, "_commit_by_reward", _commit_first_token)
     retracted = []
     monkeypatch.setattr(KVBatch, "retract", _spy(KVBatch.retract, retracted))
+    exits = []
+    monkeypatch.setattr(tree, "_add_exit", lambda out, *a, real=tree._add_exit: exits.append(a) or real(out, *a))
     prompts = PROMPTS[:3]
-    _search(lm, reward, prompts, commit_by_reward=True, lookahead=4, commit=4, max_new_tokens=16)
-    assert any(any(back) for back in retracted)  # rows were retracted along the way
-    assert len(seen) > 40 and max(len(t) for _, t, _ in seen) > 8  # scored after several steps
+    _search(lm, reward, prompts, commit_by_reward=True, lookahead=4, commit=4, max_new_tokens=16,
+            end_in_lookahead=end_in_lookahead)
+    # rows were retracted along the way; with end_in_lookahead ends inside a rollout were
+    # scored from their rollout row's states, cut to their own tokens (and end the search early)
+    assert bool(exits) == end_in_lookahead
+    assert end_in_lookahead or any(any(back) for back in retracted)
+    assert len(seen) > 15 and max(len(t) for _, t, _ in seen) > 3  # scored after a step or more
     fx = HiddenStateFeatures(lm, layer=LAYER)
     for gi, tokens, total in seen:
         ids = lm.format_prompt(prompts[gi])

@@ -340,3 +340,56 @@ def test_commit_by_reward_stays_exact_when_a_stream_ends_one_prompt_early(eos_av
         assert len(res.token_ids) > len(results[0].token_ids)
         assert res.logprob == pytest.approx(_model_logprob(eos_averse_lm, prompt, res.token_ids, res.finished),
                                             abs=1e-6)
+
+
+@pytest.fixture()
+def eos_second_lm(tiny_model_dir):
+    """The tiny model with its end-of-sequence always the second choice, 0.5 nats below the
+    first: a greedy rollout never ends, but the end is always a candidate."""
+    from deal_chains.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
+    eos = min(lm.eos_token_ids)
+
+    def second(module, inputs, output):
+        others = output.clone()
+        others[..., eos] = float("-inf")
+        output[..., eos] = others.max(dim=-1).values - 0.5
+        return output
+
+    handle = lm.model.get_output_embeddings().register_forward_hook(second)
+    yield lm
+    handle.remove()
+
+
+class Brief(BaseReward):
+    """Fewer characters score higher: the reward would end every answer at once."""
+
+    name, weight, terminal = "brief", 1.0, False
+
+    def score(self, texts, context):
+        return [1.0 - min(1.0, len(t) / 200) for t in texts]
+
+
+def test_end_in_lookahead_ends_inside_a_block_where_the_end_is_a_candidate(eos_second_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from search_fixtures import PROMPTS
+
+    engine = DeALEngine(eos_second_lm)
+    cfg = dict(strategy="deal", top_k=3, beam=2, lookahead=4, lam=8.0, max_new_tokens=21,
+               first_top_k=1)  # the first token is never the end: every answer has one token at least
+    blocks = engine.generate(PROMPTS, [Brief()], SearchConfig(**cfg))
+    inside = engine.generate(PROMPTS, [Brief()], SearchConfig(**cfg, end_in_lookahead=True))
+    # without it an answer can end only where a step starts: after 4, 8, ... tokens
+    assert all(r.finished and len(r.token_ids) % 4 == 0 for r in blocks)
+    # with it, after the first token of the first block: the briefest answer the model allows
+    for prompt, res in zip(PROMPTS, inside):
+        assert res.finished and res.finish_reason == "stop" and len(res.token_ids) == 1
+        # its log-probability is the model's own, the end's included
+        assert res.logprob == pytest.approx(_model_logprob(eos_second_lm, prompt, res.token_ids, True), abs=1e-6)
+    # the end obeys the candidates' bound: 0.5 nats below the likeliest is outside a 0.25 bound
+    bounded = engine.generate(PROMPTS, [Brief()], SearchConfig(**cfg, end_in_lookahead=True, max_logprob_drop=0.25))
+    assert not any(r.finished for r in bounded)
+    # and the budget: no answer ends past it
+    short = engine.generate(PROMPTS, [Brief()], SearchConfig(**{**cfg, "max_new_tokens": 2}, end_in_lookahead=True))
+    assert all(len(r.token_ids) <= 1 for r in short if r.finished)

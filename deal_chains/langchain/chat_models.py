@@ -83,7 +83,7 @@ class ChatDeAL(DeALParams, BaseChatModel):
     JSON's keys and punctuation; ``json_schema`` rewards still see the JSON.
 
     ``response_metadata``: ``rewards`` (name -> score), ``reward`` (weighted sum),
-    ``score`` (logprob + lam * reward), ``logprob``, ``strategy``, ``stats`` (search
+    ``score`` (the search's, ``GenerationResult.score``), ``logprob``, ``strategy``, ``stats`` (search
     statistics), ``finish_reason`` (``stop``, ``length``, ``tool_calls``),
     ``stop_sequence`` when one ended the answer, ``model_name``. ``usage_metadata``:
     prompt and answer token counts.

@@ -132,6 +132,13 @@ class SearchConfig(BaseModel):
         "after a keyword are searched again instead of taken from the greedy rollout. Hard (grammar) "
         "constraints and terminal rewards keep the fixed block",
     )
+    length_penalty: Float = Field(
+        0.0, ge=0.0, le=2.0, allow_inf_nan=False,
+        description="the score's log-probability is divided by (tokens ** length_penalty), as in transformers' "
+        "beam search: 0 sums it (the default: a short answer pays fewer nats than a long one), 1 averages it "
+        "per token. lam weighs the reward against that term, so a larger length_penalty wants a smaller lam. "
+        "Turns off prune (its bound assumes the sum)",
+    )
     end_in_lookahead: Bool = Field(
         False,
         description="deal: end-of-sequence is a candidate at every token of a rollout by the rule of a step's "

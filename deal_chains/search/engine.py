@@ -78,7 +78,7 @@ class _Request:
 def tree_params(config: SearchConfig) -> TreeParams:
     """How each strategy maps onto the one tree search (same code, same metrics)."""
     base = dict(lam=config.lam, max_new_tokens=config.max_new_tokens, prune=config.prune,
-                adaptive=config.adaptive)
+                adaptive=config.adaptive, length_penalty=config.length_penalty)
     s = config.strategy
     if s == "greedy":
         return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=0.0, **base)
@@ -342,7 +342,7 @@ class DeALEngine:
         for row in range(len(chunk)):
             hyps: list[Hypothesis] = []
             for g in groups[row * samples:(row + 1) * samples]:
-                hyps.extend(finalize(g, self.lm.decode, config.lam))
+                hyps.extend(finalize(g, self.lm.decode, config.lam, config.length_penalty))
             ranked.append(best_first(hyps))
         elapsed = time.perf_counter() - t0
         results = []

@@ -52,7 +52,7 @@ class GenerationResult:
     token_ids: list[int]
     rewards: dict[str, float]
     reward: float  # sum(weight_i * R_i)
-    score: float  # logprob + lam * reward, the search's own objective
+    score: float  # logprob / tokens ** length_penalty + lam * reward, the search's own objective
     logprob: float  # sum of token log-probabilities under the model
     finished: bool
     # "stop" | "length" | "ended" (on_tokens asked the search to end) | "error" (the grammar

@@ -91,7 +91,21 @@ def _call_reward(reward: Any, name: str, texts: list[str], context: RewardContex
         raise RewardError(name, f"{type(exc).__name__}: {exc}") from exc
 
 
-def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float) -> list[Hypothesis]:
+def ranked_score(logprob: float, tokens: int, reward: float, lam: float, length_penalty: float = 0.0) -> float:
+    """The search's score of a hypothesis: its (ranked) log-probability over ``tokens`` generated
+    tokens (the end-of-sequence included), divided by ``tokens ** length_penalty``, plus ``lam``
+    times its weighted reward.
+
+    >>> ranked_score(-6.0, 4, 0.5, 2.0), ranked_score(-6.0, 4, 0.5, 2.0, length_penalty=1.0)
+    (-5.0, -0.5)
+    """
+    if length_penalty:
+        logprob = logprob / max(1, tokens) ** length_penalty
+    return logprob + lam * reward
+
+
+def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float,
+             length_penalty: float = 0.0) -> list[Hypothesis]:
     """Score every hypothesis on its full text with every reward (terminal ones included);
     return them best first, finished before unfinished (DESIGN §1: the answer is the best
     *finished* beam; an unfinished one is returned only when none finished)."""
@@ -105,7 +119,7 @@ def finalize(group: Group, decode: Callable[[Sequence[int]], str], lam: float) -
     for h, (tot, br) in zip(hyps, evaluated):
         h.reward = tot
         h.rewards = dict(br)
-        h.score = h.ranked_logprob + lam * tot
+        h.score = ranked_score(h.ranked_logprob, len(h.tokens) + h.finished, tot, lam, length_penalty)
     return best_first(hyps)
 
 

@@ -88,6 +88,8 @@ class TreeParams:
     # commit per beam by the reward: the whole block where the candidates' rewards agree, else
     # only up to where the chosen rollout's reward gain is realized (at least one token)
     commit_by_reward: bool = False
+    # the score's log-probability over (tokens ** length_penalty); 0: the sum
+    length_penalty: float = 0.0
     # end-of-sequence a candidate at every rollout token (by the first-token rule), not only greedy
     end_in_lookahead: bool = False
     # credit live candidates the chance their rollout gave what their rewards still miss (A*-style)

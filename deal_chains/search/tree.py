@@ -31,7 +31,7 @@ from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
-from deal_chains.search.scoring import score_texts
+from deal_chains.search.scoring import ranked_score, score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
                                       TreeParams)
 from rewards.base import reward_settled, reward_uses_model
@@ -141,7 +141,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
-        parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids)
+        parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
+                                         step.commit)
     with_candidates = {rows.group[p] for p in parent}
     for gi in set(rows.group) - with_candidates:
         groups[gi].done = True
@@ -349,12 +350,18 @@ def _add_exit(out: Candidates, state: SearchState, rollout: Rollout, i: int, n: 
 
 
 def score(state: SearchState, cands: Candidates) -> None:
-    """The scorer: ``logprob + lam * R`` (the ranked log-probability: under the fluency prompt
-    when there is one). Finished candidates are scored exactly on their final
+    """The scorer: ``logprob / tokens ** length_penalty + lam * R`` (``scoring.ranked_score``;
+    the ranked log-probability: under the fluency prompt when there is one; ``length_penalty``
+    0, the default, sums it). Finished candidates are scored exactly on their final
     text; live ones on their lookahead text, and only when the group has more candidates than
     places (otherwise the ranking cannot matter)."""
     params = state.params
-    cands.scores = list(cands.fluency)
+
+    def scored(i: int, reward: float) -> float:
+        return ranked_score(cands.fluency[i], len(cands.tokens[i]) + cands.finished[i], reward, params.lam,
+                            params.length_penalty)
+
+    cands.scores = [scored(i, 0.0) for i in range(len(cands.fluency))]
     cands.reward = [None] * len(cands.logprob)
     for gi, idxs in cands.by_group.items():
         g = state.groups[gi]
@@ -363,14 +370,14 @@ def score(state: SearchState, cands: Candidates) -> None:
             for i, (tot, _) in zip(fin_idx, _score_tokens(state, gi, [cands.row[i] for i in fin_idx],
                                                           [cands.tokens[i] for i in fin_idx],
                                                           [True] * len(fin_idx))):
-                cands.scores[i] = cands.fluency[i] + params.lam * tot
+                cands.scores[i] = scored(i, tot)
         live_idx = [i for i in idxs if not cands.finished[i]]
         if len(idxs) + len(g.finished) > params.beam and params.use_rewards and g.rewards and live_idx:
             evaluated = _score_tokens(state, gi, live_idx, [cands.look[i] for i in live_idx],
                                       [cands.look_ended[i] for i in live_idx])
             g.candidates_scored += len(live_idx)
             for i, (tot, _) in zip(live_idx, evaluated):
-                cands.scores[i] = cands.fluency[i] + params.lam * (tot + _estimate(state, g, cands, i))
+                cands.scores[i] = scored(i, tot + _estimate(state, g, cands, i))
                 cands.reward[i] = tot
 
 
@@ -567,14 +574,16 @@ def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups
 
 
 def _prune(parent: list[int], tok: list[int], lp: list[float], ranked: list[float], rows: Rows, groups: list[Group],
-           ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int]):
+           ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int], commit: int = 1):
     """Drop candidates that cannot reach their group's top ``beam`` whatever R turns out to be.
 
     A candidate's score lies in ``[base + lam*R_lo, base + lam*R_hi]`` with ``base`` its
-    ranked log-probability so far (``ranked``: its first token's). With ``commit == 1`` this is exact; with blockwise commit the
-    greedy continuation also adds its (small, negative) log-probability, so the bound is
-    a close heuristic there. End-of-sequence candidates are always kept: they cost no
-    rollout, and keeping them makes pruning change nothing but the work done.
+    ranked log-probability so far (``ranked``: its first token's), over ``tokens **
+    length_penalty`` with the ``commit`` tokens of this step counted. With ``commit == 1``
+    this is exact; with blockwise commit the greedy continuation also adds its (small,
+    negative) log-probability, so the bound is a close heuristic there. End-of-sequence
+    candidates are always kept: they cost no rollout, and keeping them makes pruning change
+    nothing but the work done.
     """
     by_group: dict[int, list[int]] = {}
     for i, p in enumerate(parent):
@@ -585,7 +594,8 @@ def _prune(parent: list[int], tok: list[int], lp: list[float], ranked: list[floa
         if len(idxs) + len(groups[gi].finished) <= params.beam:
             keep.extend(idxs)
             continue
-        base = [rows.fluency[parent[i]] + ranked[i] for i in idxs]
+        base = [ranked_score(rows.fluency[parent[i]] + ranked[i], len(rows.tokens[parent[i]]) + commit, 0.0,
+                             params.lam, params.length_penalty) for i in idxs]
         lows = sorted([b + params.lam * lo for b in base] + [h.score for h in groups[gi].finished], reverse=True)
         threshold = lows[params.beam - 1]
         keep.extend(i for i, b in zip(idxs, base) if b + params.lam * hi >= threshold or tok[i] in eos_ids)

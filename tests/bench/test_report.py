@@ -18,6 +18,7 @@ from deal_chains.bench.report import (FIGURES, Grid, ReportSettings, bootstrap_c
 from deal_chains.cli import bench as cli_bench
 from deal_chains.cli import main
 from deal_chains.errors import InputError
+from deal_chains.spec import load_spec, preset_path
 
 DATA = Path(__file__).parents[1] / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -214,7 +215,9 @@ def test_json_and_harmless_sections(report_dir):
         assert r["harmless_ci"]["low"] <= r["harmless_ci"]["mean"] <= r["harmless_ci"]["high"]
         assert 0 <= r["harmless_median"] <= 1
     deal_cfg = harm["rows"][1]["config"]
-    assert (deal_cfg["top_k"], deal_cfg["lookahead"], deal_cfg["lam"]) == (8, 8, 20.0)  # the harmless preset
+    preset = dict(load_spec(preset_path("harmless")).search)
+    assert [deal_cfg[k] for k in ("top_k", "lookahead", "lam", "length_penalty")] == [
+        preset[k] for k in ("top_k", "lookahead", "lam", "length_penalty")]  # the harmless preset
     assert harm["deal_higher"] + harm["deal_lower"] <= 2
 
 

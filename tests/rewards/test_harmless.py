@@ -461,7 +461,16 @@ def test_cli_bench_harmless_prompts(capsys, tmp_path, tiny_model_dir, monkeypatc
     assert len(report["outputs"]["greedy"]) == 2 and report["refusal_detector"]["sentences"] == 2
     # the DeAL row keeps the harmless preset's other search settings
     deal_cfg = rows["deal:top_k=2:beam=1:lookahead=1:commit=1"]["config"]
-    assert (deal_cfg["lam"], deal_cfg["max_new_tokens"], report["system"]) == (20.0, 4, "Be safe.")
+    preset = _harmless_preset_search()
+    assert (deal_cfg["lam"], deal_cfg["length_penalty"], deal_cfg["end_in_lookahead"]) == (
+        preset["lam"], preset["length_penalty"], preset["end_in_lookahead"])
+    assert (deal_cfg["max_new_tokens"], report["system"]) == (4, "Be safe.")
+
+
+def _harmless_preset_search():
+    from deal_chains.spec import load_spec, preset_path
+
+    return dict(load_spec(preset_path("harmless")).search)
 
 
 # --- integration: the shipped head on the default model --------------------------------

@@ -69,8 +69,10 @@ def test_batch_equals_one_by_one(engine):
     assert batched[0].stats.batch_size == len(PROMPTS)
 
 
-def test_pruning_changes_work_not_results_for_exact_commit(engine):
-    base = dict(strategy="deal", top_k=6, beam=2, lookahead=3, commit=1, lam=0.5, max_new_tokens=12, adaptive=False)
+@pytest.mark.parametrize("length_penalty,lam", [(0.0, 0.5), (1.0, 0.1)])
+def test_pruning_changes_work_not_results_for_exact_commit(engine, length_penalty, lam):
+    base = dict(strategy="deal", top_k=6, beam=2, lookahead=3, commit=1, lam=lam, max_new_tokens=12, adaptive=False,
+                length_penalty=length_penalty)
     pruned = engine.generate(PROMPTS, REWARDS, SearchConfig(**base, prune=True))
     full = engine.generate(PROMPTS, REWARDS, SearchConfig(**base, prune=False))
     assert [r.token_ids for r in pruned] == [r.token_ids for r in full]

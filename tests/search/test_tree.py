@@ -393,3 +393,25 @@ def test_end_in_lookahead_ends_inside_a_block_where_the_end_is_a_candidate(eos_s
     # and the budget: no answer ends past it
     short = engine.generate(PROMPTS, [Brief()], SearchConfig(**{**cfg, "max_new_tokens": 2}, end_in_lookahead=True))
     assert all(len(r.token_ids) <= 1 for r in short if r.finished)
+
+
+def test_length_penalty_ranks_by_log_probability_per_token(tiny_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from deal_chains.search.scoring import finalize
+    from deal_chains.search.state import Group, Hypothesis
+    from rewards import RewardContext
+    from search_fixtures import PROMPTS
+
+    # the answer order: the short answer wins on the sum, the one likelier per token on the mean
+    short = Hypothesis(tokens=[5], logprob=-3.0, finished=True)  # 2 tokens with the end: -1.5 each
+    longer = Hypothesis(tokens=[5] * 9, logprob=-5.0, finished=True)  # 10 tokens: -0.5 each
+    group = Group(prompt_row=0, rewards=[], context=RewardContext(), finished=[short, longer])
+    assert finalize(group, tiny_lm.decode, lam=1.0)[0] is short
+    assert finalize(group, tiny_lm.decode, lam=1.0, length_penalty=1.0)[0] is longer
+    # the search reports the score it ranked by
+    engine = DeALEngine(tiny_lm)
+    cfg = dict(strategy="deal", top_k=4, beam=2, lookahead=2, lam=2.0, max_new_tokens=10)
+    for r in engine.generate(PROMPTS, [CharShare("e")], SearchConfig(**cfg, length_penalty=1.0)):
+        assert r.score == pytest.approx(r.logprob / (len(r.token_ids) + r.finished) + 2.0 * r.reward)
+    for r in engine.generate(PROMPTS, [CharShare("e")], SearchConfig(**cfg)):
+        assert r.score == pytest.approx(r.logprob + 2.0 * r.reward)

@@ -830,7 +830,8 @@ def test_new_presets():
     hl = load_spec("harmless")
     c = hl.search_config()
     assert (c.strategy, c.top_k, c.lookahead, c.commit, c.beam, c.lam, c.max_logprob_drop, c.max_new_tokens) == (
-        "deal", 8, 8, 8, 2, 20.0, 2.0, 128)
+        "deal", 8, 8, 8, 2, 2.0, 2.0, 128)
+    assert (c.length_penalty, c.end_in_lookahead, c.first_top_k) == (1.0, True, 16)
     assert [e.reward_type for e in hl.rewards] == ["harmless"] and hl.rewards[0].params.head is None
     assert "safe alternative" in hl.system and "short sentences" in hl.system
     concise = load_spec("concise")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from deal_chains.search.constraints import apply_masks
+from deal_chains.search.ending import add_exit, ends_here, hold_eos, owed
 from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.features import SearchFeatures
@@ -136,8 +137,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
     if state.constrained:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
-    state.owed = _owed(state) if params.hold_eos and state.any_reward else []
-    logits = _hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.eos_ids)
+    state.owed = owed(state) if params.hold_eos and state.any_reward else []
+    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.eos_ids)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
@@ -185,7 +186,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
         if state.owed:
             # a rollout keeps its parent's debt (its own text is not re-read each token)
-            step_logits = _hold_eos(step_logits, [state.owed[p] for p in parent],
+            step_logits = hold_eos(step_logits, [state.owed[p] for p in parent],
                                     [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
         if j < c:
             window.append(step_logits)
@@ -196,7 +197,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
             estimate.observe(step_lp, ~ended)
         nxt = step_lp.argmax(dim=-1)
         if exits is not None:
-            exits += [(i, j + 1, e) for i, e in _ends_here(step_lp, nxt, ended, eos_t, params.width(first=False))]
+            exits += [(i, j + 1, e) for i, e in ends_here(step_lp, nxt, ended, eos_t, params.width(first=False))]
         toks[:, j + 1] = nxt
         lps[:, j + 1] = step_lp.gather(1, nxt.view(-1, 1)).squeeze(1).double()
         if grammar is not None:
@@ -215,23 +216,6 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                    consumed=grammar.consumed, dead=grammar.dead, exits=exits or [])
 
 
-def _ends_here(step_lp: torch.Tensor, nxt: torch.Tensor, ended: torch.Tensor, eos_t: torch.Tensor,
-               width: tuple[int, float | None]) -> list[tuple[int, float]]:
-    """The rollout rows where end-of-sequence is a candidate after this token by the rule of a
-    step's first token (among the ``top_k`` likeliest, within ``max_logprob_drop`` of the
-    likeliest) but not the greedy choice (there the rollout ends by itself): (row, its
-    log-probability). ``end_in_lookahead``: without it a block of ``commit`` tokens can end
-    only where the greedy rollout ends, so a reply that could stop after a sentence runs on."""
-    k, drop = width
-    eos_lp = step_lp.index_select(1, eos_t).max(dim=1).values
-    ok = ~ended & torch.isfinite(eos_lp) & ~torch.isin(nxt, eos_t)
-    ok &= (step_lp > eos_lp.unsqueeze(1)).sum(dim=1) < k
-    if drop is not None:
-        ok &= eos_lp >= step_lp.max(dim=1).values - drop
-    rows = ok.nonzero().flatten().tolist()
-    return list(zip(rows, eos_lp[rows].tolist()))
-
-
 def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: Rollout) -> None:
     """Read every candidate's commit window under the fluency prompt (one forward for all):
     the score then ranks by that log-probability (``rollout.ranked``)."""
@@ -239,31 +223,6 @@ def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: 
     rollout.ranked = state.fluency.read(proposals.parent, rollout.tokens, rollout.logprobs, n)
     for gi in proposals.live_groups:
         state.groups[gi].forward_passes += 1
-
-
-def _owed(state: SearchState) -> list[int]:
-    """Per live row, the tokens its group's rewards still need on its text (0: none, or settled)."""
-    return [0 if settled else state.groups[gi].tokens_owed(state.decode(tokens))
-            for gi, tokens, settled in zip(state.rows.group, state.rows.tokens, state.rows.settled)]
-
-
-def _hold_eos(logits: torch.Tensor, owed: Sequence[int], remaining: Sequence[int],
-              eos_ids: frozenset[int]) -> torch.Tensor:
-    """No end-of-sequence for the rows that owe tokens their ``remaining`` budget can still pay
-    (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
-    is not a candidate; once the budget cannot pay, ending competes again. A row that may
-    only end (a hard constraint's finished document) still ends."""
-    held = [i for i, (need, left) in enumerate(zip(owed, remaining)) if need and left > need]
-    if not held:
-        return logits
-    eos = torch.tensor(sorted(e for e in eos_ids if e < logits.shape[-1]), device=logits.device)
-    rows = torch.tensor(held, device=logits.device)
-    out = logits.clone()
-    out[rows.unsqueeze(1), eos.unsqueeze(0)] = float("-inf")
-    stuck = rows[~torch.isfinite(out[rows]).any(dim=-1)]
-    if len(stuck):
-        out[stuck] = logits[stuck]
-    return out
 
 
 class _GrammarRows:
@@ -324,29 +283,8 @@ def evaluate(state: SearchState, step: Step, proposals: Proposals, rollout: Roll
             out.look_ended.append(eos_at is not None)
     out.row = list(range(len(out.parent)))
     for i, n, eos_lp in rollout.exits:
-        _add_exit(out, state, rollout, i, n, eos_lp)
+        add_exit(out, state, rollout, i, n, eos_lp)
     return out
-
-
-def _add_exit(out: Candidates, state: SearchState, rollout: Rollout, i: int, n: int, eos_lp: float) -> None:
-    """Rollout row ``i`` ended after its first ``n`` tokens: a finished candidate (it keeps no
-    row; its rewards read row ``i``'s states). Skipped where the end would not fit the row's
-    budget or the rollout had already ended (or died) before it."""
-    p = out.parent[i]
-    rows, seq = state.rows, rollout.tokens[i][:n]
-    if rollout.dead[i] or n >= state.params.max_new_tokens - len(rows.tokens[p]) or \
-            any(t in state.eos_ids for t in seq):
-        return
-    logprob = rows.logprob[p] + sum(rollout.logprobs[i][:n]) + eos_lp
-    out.by_group[rows.group[p]].append(len(out.parent))
-    out.parent.append(p)
-    out.row.append(i)
-    out.tokens.append(rows.tokens[p] + seq)
-    out.finished.append(True)
-    out.logprob.append(logprob)
-    out.fluency.append(rows.fluency[p] + logprob - rows.logprob[p])
-    out.look.append(out.tokens[-1])
-    out.look_ended.append(True)
 
 
 def score(state: SearchState, cands: Candidates) -> None:

@@ -148,7 +148,7 @@ def test_search_scores_from_its_states_equal_a_fresh_forward_and_the_text_path(a
     retracted = []
     monkeypatch.setattr(KVBatch, "retract", _spy(KVBatch.retract, retracted))
     exits = []
-    monkeypatch.setattr(tree, "_add_exit", lambda out, *a, real=tree._add_exit: exits.append(a) or real(out, *a))
+    monkeypatch.setattr(tree, "add_exit", lambda out, *a, real=tree.add_exit: exits.append(a) or real(out, *a))
     prompts = PROMPTS[:3]
     _search(lm, reward, prompts, commit_by_reward=True, lookahead=4, commit=4, max_new_tokens=16,
             end_in_lookahead=end_in_lookahead)

@@ -1,0 +1,81 @@
+"""Where an answer may end (DESIGN §2): ``hold_eos`` keeps end-of-sequence out while a reward
+still owes tokens the budget can pay (NeuroLogic's rule), and ``end_in_lookahead`` lets an
+answer end at any token of a rollout where the end is a candidate (the first-token rule),
+not only where a step starts or the greedy rollout ends.
+
+>>> import torch
+>>> lp = torch.log_softmax(torch.tensor([[2.0, 1.5, 0.0]]), dim=-1)  # token 1 is the end, second
+>>> ends_here(lp, lp.argmax(-1), torch.tensor([False]), torch.tensor([1]), (2, None))[0][0]
+0
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from deal_chains.search.state import Candidates, Rollout, SearchState
+
+
+def ends_here(step_lp: torch.Tensor, nxt: torch.Tensor, ended: torch.Tensor, eos_t: torch.Tensor,
+              width: tuple[int, float | None]) -> list[tuple[int, float]]:
+    """The rollout rows where end-of-sequence is a candidate after this token by the rule of a
+    step's first token (among the ``top_k`` likeliest, within ``max_logprob_drop`` of the
+    likeliest) but not the greedy choice (there the rollout ends by itself): (row, its
+    log-probability). ``end_in_lookahead``: without it a block of ``commit`` tokens can end
+    only where the greedy rollout ends, so a reply that could stop after a sentence runs on."""
+    k, drop = width
+    eos_lp = step_lp.index_select(1, eos_t).max(dim=1).values
+    ok = ~ended & torch.isfinite(eos_lp) & ~torch.isin(nxt, eos_t)
+    ok &= (step_lp > eos_lp.unsqueeze(1)).sum(dim=1) < k
+    if drop is not None:
+        ok &= eos_lp >= step_lp.max(dim=1).values - drop
+    rows = ok.nonzero().flatten().tolist()
+    return list(zip(rows, eos_lp[rows].tolist()))
+
+
+def owed(state: SearchState) -> list[int]:
+    """Per live row, the tokens its group's rewards still need on its text (0: none, or settled)."""
+    return [0 if settled else state.groups[gi].tokens_owed(state.decode(tokens))
+            for gi, tokens, settled in zip(state.rows.group, state.rows.tokens, state.rows.settled)]
+
+
+def hold_eos(logits: torch.Tensor, owed_tokens: Sequence[int], remaining: Sequence[int],
+             eos_ids: frozenset[int]) -> torch.Tensor:
+    """No end-of-sequence for the rows that owe tokens their ``remaining`` budget can still pay
+    (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
+    is not a candidate; once the budget cannot pay, ending competes again. A row that may
+    only end (a hard constraint's finished document) still ends."""
+    held = [i for i, (need, left) in enumerate(zip(owed_tokens, remaining)) if need and left > need]
+    if not held:
+        return logits
+    eos = torch.tensor(sorted(e for e in eos_ids if e < logits.shape[-1]), device=logits.device)
+    rows = torch.tensor(held, device=logits.device)
+    out = logits.clone()
+    out[rows.unsqueeze(1), eos.unsqueeze(0)] = float("-inf")
+    stuck = rows[~torch.isfinite(out[rows]).any(dim=-1)]
+    if len(stuck):
+        out[stuck] = logits[stuck]
+    return out
+
+
+def add_exit(out: Candidates, state: SearchState, rollout: Rollout, i: int, n: int, eos_lp: float) -> None:
+    """Rollout row ``i`` ended after its first ``n`` tokens: a finished candidate (it keeps no
+    row; its rewards read row ``i``'s states). Skipped where the end would not fit the row's
+    budget or the rollout had already ended (or died) before it."""
+    p = out.parent[i]
+    rows, seq = state.rows, rollout.tokens[i][:n]
+    if rollout.dead[i] or n >= state.params.max_new_tokens - len(rows.tokens[p]) or \
+            any(t in state.eos_ids for t in seq):
+        return
+    logprob = rows.logprob[p] + sum(rollout.logprobs[i][:n]) + eos_lp
+    out.by_group[rows.group[p]].append(len(out.parent))
+    out.parent.append(p)
+    out.row.append(i)
+    out.tokens.append(rows.tokens[p] + seq)
+    out.finished.append(True)
+    out.logprob.append(logprob)
+    out.fluency.append(rows.fluency[p] + logprob - rows.logprob[p])
+    out.look.append(out.tokens[-1])
+    out.look_ended.append(True)

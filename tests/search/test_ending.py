@@ -1,0 +1,34 @@
+"""Where an answer may end: the end-of-sequence candidates inside a rollout, and holding the end."""
+
+from __future__ import annotations
+
+import doctest
+
+import torch
+
+from deal_chains.search import ending
+
+
+def test_module_examples_run():
+    assert doctest.testmod(ending).failed == 0
+
+
+def test_ends_here_follows_the_first_token_rule():
+    # rows: the end second (0.5 nats down); the end fourth; the end greedy; a row already ended
+    logits = torch.tensor([[2.0, 1.5, 0.0, -1.0],
+                           [3.0, -2.0, 2.5, 2.0],
+                           [0.0, 4.0, 1.0, 0.0],
+                           [2.0, 1.9, 0.0, 0.0]])
+    lp = torch.log_softmax(logits, dim=-1)
+    ended = torch.tensor([False, False, False, True])
+    eos = torch.tensor([1])
+    found = ending.ends_here(lp, lp.argmax(-1), ended, eos, (2, None))
+    assert [r for r, _ in found] == [0]  # row 1: not in the top 2; row 2: the rollout ends there itself
+    assert found[0][1] == lp[0, 1].item()
+    assert [r for r, _ in ending.ends_here(lp, lp.argmax(-1), ended, eos, (4, None))] == [0, 1]
+    # within max_logprob_drop of the likeliest only: 0.5 and 5 nats down
+    assert [r for r, _ in ending.ends_here(lp, lp.argmax(-1), ended, eos, (4, 1.0))] == [0]
+    # a held end is never a candidate: the same row, owing 3 tokens with 10 left, and owing none
+    same = logits[[0, 0]]
+    held = torch.log_softmax(ending.hold_eos(same, [3, 0], [10, 10], frozenset({1})), dim=-1)
+    assert [r for r, _ in ending.ends_here(held, held.argmax(-1), torch.tensor([False, False]), eos, (4, None))] == [1]

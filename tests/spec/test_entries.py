@@ -833,7 +833,7 @@ def test_new_presets():
         "deal", 8, 8, 8, 2, 2.0, 2.0, 128)
     assert (c.length_penalty, c.end_in_lookahead, c.first_top_k) == (1.0, True, 16)
     assert [e.reward_type for e in hl.rewards] == ["harmless"] and hl.rewards[0].params.head is None
-    assert "safe alternative" in hl.system and "short sentences" in hl.system
+    assert "safe alternative" in hl.system and "I'm sorry, but I can't help with that." in hl.system
     concise = load_spec("concise")
     (entry,) = concise.rewards
     assert (entry.reward_type, entry.params.max_words, entry.weight) == ("length", 30, 0.5)

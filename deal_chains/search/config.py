@@ -136,8 +136,8 @@ class SearchConfig(BaseModel):
         0.0, ge=0.0, le=2.0, allow_inf_nan=False,
         description="the score's log-probability is divided by (tokens ** length_penalty), as in transformers' "
         "beam search: 0 sums it (the default: a short answer pays fewer nats than a long one), 1 averages it "
-        "per token. lam weighs the reward against that term, so a larger length_penalty wants a smaller lam. "
-        "Turns off prune (its bound assumes the sum)",
+        "per token. lam weighs the reward against that term, so a larger length_penalty wants a smaller lam "
+        "(the harmless preset: 1 with lam 2)",
     )
     end_in_lookahead: Bool = Field(
         False,

@@ -187,7 +187,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         if state.owed:
             # a rollout keeps its parent's debt (its own text is not re-read each token)
             step_logits = hold_eos(step_logits, [state.owed[p] for p in parent],
-                                    [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
+                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
         if j < c:
             window.append(step_logits)
         if j + 1 >= step.remaining:

@@ -23,6 +23,7 @@ import torch
 from deal_chains.errors import ConfigError, InputError
 from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SAMPLING_TEMPERATURE, SearchConfig
+from deal_chains.search.batching import BatchPlanner, batch_budget, memory_row_tokens
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.kv import KVBatch
@@ -39,30 +40,6 @@ log = logging.getLogger(__name__)
 PromptLike = str | Sequence[dict[str, str]]
 # on_tokens(prompt index, newly committed token ids) -> True to end that prompt's search
 OnTokens = Callable[[int, list[int]], "bool | None"]
-
-# rows (beams x candidates) one forward may carry when the caller does not say; beyond
-# this a 2-core CPU stops gaining from batching
-DEFAULT_MAX_ROWS = 128
-# rows x sequence length one batch may hold: every candidate row carries its own copy of
-# the KV cache, so long prompts must share a batch with fewer others (memory and the
-# per-step cache copies grow with this product)
-DEFAULT_MAX_ROW_TOKENS = 24_576
-# on a GPU, batches are sized from the memory free when the engine is built: this share of
-# it may go to the KV cache (the rest: weights' workspace, logits, fragmentation), and a
-# forward may carry this many rows
-GPU_KV_MEMORY_FRACTION = 0.5
-GPU_MAX_ROWS = 1024
-
-
-def batch_budget(device_type: str, free_bytes: int | None, kv_bytes_per_row_token: int) -> tuple[int, int]:
-    """(max rows, max rows x tokens) of one batch: fixed on a CPU, where batching gains
-    little past ~128 rows; on a GPU from the free memory, so a big card batches more."""
-    if device_type != "cuda" or not free_bytes or kv_bytes_per_row_token <= 0:
-        return DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS
-    row_tokens = int(free_bytes * GPU_KV_MEMORY_FRACTION) // kv_bytes_per_row_token
-    # never below the CPU budget's shape: a search that fits nowhere is SearchLimits' to refuse
-    return GPU_MAX_ROWS, max(row_tokens, DEFAULT_MAX_ROW_TOKENS // 8)
-
 
 @dataclass
 class _Request:
@@ -156,15 +133,15 @@ class DeALEngine:
         if not isinstance(trust_remote_code, bool):
             raise ConfigError(f"trust_remote_code must be True or False, got {trust_remote_code!r}")
         self.lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        if max_rows is None or max_row_tokens is None:
-            dev = self.lm.device
-            free = available_bytes(dev) if dev.type == "cuda" else None
-            dtype_bytes = torch.finfo(self.lm.dtype).bits // 8 if self.lm.dtype.is_floating_point else 4
-            auto_rows, auto_row_tokens = batch_budget(dev.type, free, kv_bytes_per_token(self.lm.model, dtype_bytes))
-            max_rows = auto_rows if max_rows is None else max_rows
-            max_row_tokens = auto_row_tokens if max_row_tokens is None else max_row_tokens
-        self.max_rows = max_rows
-        self.max_row_tokens = max_row_tokens
+        dev = self.lm.device
+        free = available_bytes(dev)
+        dtype_bytes = torch.finfo(self.lm.dtype).bits // 8 if self.lm.dtype.is_floating_point else 4
+        per_token = kv_bytes_per_token(self.lm.model, dtype_bytes)
+        auto_rows, auto_row_tokens = batch_budget(dev.type, free, per_token)
+        self.max_rows = auto_rows if max_rows is None else max_rows
+        self.max_row_tokens = auto_row_tokens if max_row_tokens is None else max_row_tokens
+        # what a batch's worst case (every prompt keeping top_k x beam rows) may hold
+        self.memory_row_tokens = memory_row_tokens(dev.type, free, per_token, self.max_row_tokens)
         self.limits = limits or SearchLimits()
 
     # ------------------------------------------------------------------ public API
@@ -202,7 +179,9 @@ class DeALEngine:
         per prompt; grammars are compiled and checked before any generation, so a schema the
         grammar engine refuses fails here, not mid-batch. ``batch_size``: prompts searched
         together (default: as many as fit in ``max_rows`` forward rows and
-        ``max_row_tokens`` rows x tokens of KV cache, so long prompts batch fewer together).
+        ``max_row_tokens`` rows x tokens of KV cache at the rows per prompt the batches so far
+        kept, the first at the worst case ``top_k x beam``, so long prompts batch fewer
+        together; see ``search/batching.py``).
         ``on_tokens(index, token_ids)`` (streaming) is called after every search step with
         the tokens committed since the last call (often none) that no later step can change: the prefix every live beam and every answer that may
         still be chosen agree on (with ``beam`` 1 and no competing finished answer, each
@@ -217,16 +196,25 @@ class DeALEngine:
         self._attach_constraints(requests, constraints)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        chunks = self._chunks(requests, params, config, batch_size)
+        planner = BatchPlanner(worst_rows=_rows_per_prompt(params, config), max_rows=self.max_rows,
+                               max_row_tokens=self.max_row_tokens, memory_row_tokens=self.memory_row_tokens)
+        queue = list(requests)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(requests), desc=f"{config.strategy}", unit="prompt", leave=False)
         try:
-            for chunk in chunks:
+            while queue:
+                if batch_size is not None:
+                    chunk = queue[:batch_size]
+                else:
+                    chunk = [queue[i] for i in planner.take(
+                        len(r.prompt_ids) + config.max_new_tokens for r in queue)]
+                del queue[:len(chunk)]
                 with self.lm.lock:
-                    results = self._search_batch(chunk, config, params, on_step, on_tokens)
+                    results, kept = self._search_batch(chunk, config, params, on_step, on_tokens)
+                planner.observe(*kept)
                 for req, res in zip(chunk, results):
                     yield req.index, res
                 if bar is not None:
@@ -265,27 +253,6 @@ class DeALEngine:
             out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx, fluency_ids=fluency_ids))
         return out
 
-    def _chunks(self, requests: list[_Request], params: TreeParams, config: SearchConfig,
-                batch_size: int | None) -> list[list[_Request]]:
-        """Consecutive groups of requests searched together (input order is kept)."""
-        if batch_size is not None:
-            return [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
-        rows = _rows_per_prompt(params, config)
-        chunks: list[list[_Request]] = []
-        current: list[_Request] = []
-        longest = 0
-        for req in requests:
-            length = max(longest, len(req.prompt_ids) + config.max_new_tokens)
-            if current and ((len(current) + 1) * rows > self.max_rows
-                            or (len(current) + 1) * rows * length > self.max_row_tokens):
-                chunks.append(current)
-                current, length = [], len(req.prompt_ids) + config.max_new_tokens
-            current.append(req)
-            longest = length
-        if current:
-            chunks.append(current)
-        return chunks
-
     def _attach_constraints(self, requests: list[_Request], constraints) -> None:
         if constraints is None:
             return
@@ -307,7 +274,9 @@ class DeALEngine:
 
     def _search_batch(self, chunk: list[_Request], config: SearchConfig, params: TreeParams,
                       on_step: Callable[[], None] | None,
-                      on_tokens: OnTokens | None = None) -> list[GenerationResult]:
+                      on_tokens: OnTokens | None = None) -> tuple[list[GenerationResult], tuple[int, int]]:
+        """The results of one batch, and the rows it kept: (rows x forwards, live prompts x
+        forwards), which size the next batch (``BatchPlanner.observe``)."""
         t0 = time.perf_counter()
         samples = samples_per_prompt(config)
         kv = KVBatch(self.lm.model)
@@ -385,7 +354,8 @@ class DeALEngine:
                 ))
             out[0].alternatives = out[1:]
             results.append(out[0])
-        return results
+        row_forwards = kv.row_forwards + (fluency.kv.row_forwards if fluency is not None else 0)
+        return results, (row_forwards, sum(g.forward_passes for g in groups) // samples)
 
 
 def distinct_answers(ranked: Sequence[Hypothesis], returns: int,

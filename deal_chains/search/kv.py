@@ -30,6 +30,7 @@ class KVBatch:
         self.mask: torch.Tensor | None = None  # (rows, length) 1 = real token
         self.next_pos: torch.Tensor | None = None  # (rows,) position id of the next token
         self.forward_passes = 0
+        self.row_forwards = 0  # rows x forwards after the prefill (what a batch's search kept)
         # followers of the rows (search/features.py): they get each forward's hidden states
         # and every fork and crop; retract reaches them through ``mask``
         self.taps: list[Any] = []
@@ -78,6 +79,7 @@ class KVBatch:
         assert self.mask is not None and self.next_pos is not None
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
         logits = self._forward(tokens.view(-1, 1), self.mask, self.next_pos.view(-1, 1))
+        self.row_forwards += self.rows
         self.next_pos = self.next_pos + 1
         return logits
 
@@ -90,6 +92,7 @@ class KVBatch:
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, n))], dim=1)
         pos = self.next_pos.view(-1, 1) + torch.arange(n, device=self.next_pos.device).view(1, -1)
         logits = self._forward(tokens, self.mask, pos, keep=n)
+        self.row_forwards += self.rows
         self.next_pos = self.next_pos + n
         return logits.view(self.rows, n, -1)
 

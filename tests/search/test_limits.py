@@ -66,7 +66,7 @@ def test_bad_limits(bad):
 
 
 def test_batches_sized_from_free_gpu_memory():
-    from deal_chains.search.engine import (
+    from deal_chains.search.batching import (
         DEFAULT_MAX_ROW_TOKENS,
         DEFAULT_MAX_ROWS,
         GPU_KV_MEMORY_FRACTION,
@@ -86,7 +86,7 @@ def test_batches_sized_from_free_gpu_memory():
 
 def test_engine_on_cpu_keeps_the_fixed_budget_unless_given(tiny_lm):
     from deal_chains import DeALEngine
-    from deal_chains.search.engine import DEFAULT_MAX_ROW_TOKENS, DEFAULT_MAX_ROWS
+    from deal_chains.search.batching import DEFAULT_MAX_ROW_TOKENS, DEFAULT_MAX_ROWS
 
     engine = DeALEngine(tiny_lm)
     assert (engine.max_rows, engine.max_row_tokens) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)

@@ -28,11 +28,16 @@ def ends_here(step_lp: torch.Tensor, nxt: torch.Tensor, ended: torch.Tensor, eos
     k, drop = width
     eos_lp = step_lp.index_select(1, eos_t).max(dim=1).values
     ok = ~ended & torch.isfinite(eos_lp) & ~torch.isin(nxt, eos_t)
-    ok &= (step_lp > eos_lp.unsqueeze(1)).sum(dim=1) < k
     if drop is not None:
-        ok &= eos_lp >= step_lp.max(dim=1).values - drop
-    rows = ok.nonzero().flatten().tolist()
-    return list(zip(rows, eos_lp[rows].tolist()))
+        ok &= eos_lp >= step_lp.gather(1, nxt.view(-1, 1)).squeeze(1) - drop
+    rows = ok.nonzero().flatten()
+    if len(rows) and k < step_lp.shape[1]:
+        # rank < k: fewer than k tokens above the end, i.e. the k-th likeliest is not above it
+        # (a top-k of the few rows left, not a vocabulary-wide count for every row)
+        kth = step_lp.index_select(0, rows).topk(k, dim=1).values[:, -1]
+        rows = rows[kth <= eos_lp.index_select(0, rows)]
+    picked = rows.tolist()
+    return list(zip(picked, eos_lp[picked].tolist()))
 
 
 def owed(state: SearchState) -> list[int]:

@@ -3,9 +3,9 @@ with its worst case held to the memory budget.
 
 A prompt may keep up to ``top_k x beam`` hypotheses in flight (its worst case), but bounded
 candidates (``max_logprob_drop``) and finished beams usually leave far fewer: on the harmless
-preset a request keeps ~3 rows of its worst-case 16. Sizing every batch for the worst case
-then runs forwards of ~25 rows where the machine gains up to ~128, and each forward's fixed
-cost (reading the weights) is paid by fewer answers. So the first batch is sized for the
+preset a live request keeps ~6 rows of its worst-case 16. Sizing every batch for the worst case
+then runs forwards of ~25 rows where the machine gains up to ~128, and a batch's tail (its last
+long answers) pays each forward's fixed cost (reading the weights) for a few rows. So the first batch is sized for the
 worst case, and later ones for the rows per live prompt the batches so far kept, as long as
 their worst case still fits the memory budget.
 

@@ -311,7 +311,7 @@ def score(state: SearchState, cands: Candidates) -> None:
                 cands.scores[i] = scored(i, tot)
         live_idx = [i for i in idxs if not cands.finished[i]]
         if len(idxs) + len(g.finished) > params.beam and params.use_rewards and g.rewards and live_idx:
-            evaluated = _score_tokens(state, gi, live_idx, [cands.look[i] for i in live_idx],
+            evaluated = _score_tokens(state, gi, [cands.row[i] for i in live_idx], [cands.look[i] for i in live_idx],
                                       [cands.look_ended[i] for i in live_idx])
             g.candidates_scored += len(live_idx)
             for i, (tot, _) in zip(live_idx, evaluated):

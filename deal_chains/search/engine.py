@@ -23,7 +23,7 @@ import torch
 from deal_chains.errors import ConfigError, InputError
 from deal_chains.models.loader import LoadedModel, load_model
 from deal_chains.search.config import SAMPLING_TEMPERATURE, SearchConfig
-from deal_chains.search.batching import BatchPlanner, batch_budget, memory_row_tokens
+from deal_chains.search.batching import BatchPlanner, batch_budget
 from deal_chains.search.constraints import CompiledConstraint, GrammarConstraint
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.kv import KVBatch
@@ -140,8 +140,6 @@ class DeALEngine:
         auto_rows, auto_row_tokens = batch_budget(dev.type, free, per_token)
         self.max_rows = auto_rows if max_rows is None else max_rows
         self.max_row_tokens = auto_row_tokens if max_row_tokens is None else max_row_tokens
-        # what a batch's worst case (every prompt keeping top_k x beam rows) may hold
-        self.memory_row_tokens = memory_row_tokens(dev.type, free, per_token, self.max_row_tokens)
         self.limits = limits or SearchLimits()
 
     # ------------------------------------------------------------------ public API
@@ -178,10 +176,11 @@ class DeALEngine:
         the prompt). ``constraints``: a hard constraint (``GrammarConstraint``), shared or
         per prompt; grammars are compiled and checked before any generation, so a schema the
         grammar engine refuses fails here, not mid-batch. ``batch_size``: prompts searched
-        together (default: as many as fit in ``max_rows`` forward rows and
-        ``max_row_tokens`` rows x tokens of KV cache at the rows per prompt the batches so far
-        kept, the first at the worst case ``top_k x beam``, so long prompts batch fewer
-        together; see ``search/batching.py``).
+        together (default: as many as fit in ``max_row_tokens`` rows x tokens of KV cache if
+        every prompt kept its worst case ``top_k x beam`` rows, so long prompts batch fewer
+        together, and in ``max_rows`` forward rows at the rows per prompt the batches so far
+        kept; see ``search/batching.py``). ``progress``: a bar that counts prompts as each
+        one's search ends, inside a batch too.
         ``on_tokens(index, token_ids)`` (streaming) is called after every search step with
         the tokens committed since the last call (often none) that no later step can change: the prefix every live beam and every answer that may
         still be chosen agree on (with ``beam`` 1 and no competing finished answer, each
@@ -197,7 +196,7 @@ class DeALEngine:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         planner = BatchPlanner(worst_rows=_rows_per_prompt(params, config), max_rows=self.max_rows,
-                               max_row_tokens=self.max_row_tokens, memory_row_tokens=self.memory_row_tokens)
+                               max_row_tokens=self.max_row_tokens)
         queue = list(requests)
         bar = None
         if progress:
@@ -213,12 +212,11 @@ class DeALEngine:
                         len(r.prompt_ids) + config.max_new_tokens for r in queue)]
                 del queue[:len(chunk)]
                 with self.lm.lock:
-                    results, kept = self._search_batch(chunk, config, params, on_step, on_tokens)
+                    results, kept = self._search_batch(chunk, config, params, on_step, on_tokens,
+                                                       on_done=bar.update if bar is not None else None)
                 planner.observe(*kept)
                 for req, res in zip(chunk, results):
                     yield req.index, res
-                if bar is not None:
-                    bar.update(len(chunk))
         finally:
             if bar is not None:
                 bar.close()
@@ -274,9 +272,11 @@ class DeALEngine:
 
     def _search_batch(self, chunk: list[_Request], config: SearchConfig, params: TreeParams,
                       on_step: Callable[[], None] | None,
-                      on_tokens: OnTokens | None = None) -> tuple[list[GenerationResult], tuple[int, int]]:
+                      on_tokens: OnTokens | None = None, on_done: Callable[[int], Any] | None = None,
+                      ) -> tuple[list[GenerationResult], tuple[int, int]]:
         """The results of one batch, and the rows it kept: (rows x forwards, live prompts x
-        forwards), which size the next batch (``BatchPlanner.observe``)."""
+        forwards), which size the next batch (``BatchPlanner.observe``). ``on_done(n)``: n
+        more of the batch's prompts have ended their search (a progress bar's step)."""
         t0 = time.perf_counter()
         samples = samples_per_prompt(config)
         kv = KVBatch(self.lm.model)
@@ -303,7 +303,9 @@ class DeALEngine:
                                             config.fluency_weight)
         prefill_passes = kv.forward_passes + (fluency.kv.forward_passes if fluency is not None else 0)
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
-        run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode, on_step,
+        counter = _DoneCounter(groups, samples, on_step, on_done) if on_done is not None else None
+        run_tree_search(kv, prompt_logits, groups, params, self.lm.eos_token_ids, self.lm.decode,
+                        counter.on_step if counter is not None else on_step,
                         streamer.on_commit if streamer is not None else None, encode=self._encode, fluency=fluency)
         # every prompt's answers ranked on their full text (terminal rewards included) before
         # the clock stops: final scoring is part of what the batch cost
@@ -354,6 +356,8 @@ class DeALEngine:
                 ))
             out[0].alternatives = out[1:]
             results.append(out[0])
+        if counter is not None:
+            counter.finish()
         row_forwards = kv.row_forwards + (fluency.kv.row_forwards if fluency is not None else 0)
         return results, (row_forwards, sum(g.forward_passes for g in groups) // samples)
 
@@ -374,6 +378,32 @@ def distinct_answers(ranked: Sequence[Hypothesis], returns: int,
         if len(out) >= returns:
             break
     return out
+
+
+class _DoneCounter:
+    """Counts a batch's prompts whose groups have all ended, after every search step, for a
+    progress bar: a batch of 40 prompts then moves the bar as each ends, not once at the end."""
+
+    def __init__(self, groups: list[Group], samples: int, on_step: Callable[[], None] | None,
+                 on_done: Callable[[int], Any]):
+        self.groups, self.samples, self.then, self.on_done = groups, samples, on_step, on_done
+        self.reported = 0
+
+    def on_step(self) -> None:
+        if self.then is not None:
+            self.then()
+        n = len(self.groups) // self.samples
+        done = sum(all(g.done for g in self.groups[r * self.samples:(r + 1) * self.samples]) for r in range(n))
+        if done > self.reported:
+            self.on_done(done - self.reported)
+            self.reported = done
+
+    def finish(self) -> None:
+        """Every prompt of the batch has its result."""
+        n = len(self.groups) // self.samples
+        if n > self.reported:
+            self.on_done(n - self.reported)
+            self.reported = n
 
 
 class _Streamer:

@@ -6,11 +6,11 @@ import pytest
 from search_fixtures import PROMPTS, REWARDS  # noqa: F401
 
 from deal_chains import DeALEngine, SearchConfig
-from deal_chains.search.batching import BatchPlanner, memory_row_tokens
+from deal_chains.search.batching import CPU_KV_MEMORY_FRACTION, MAX_ROWS, BatchPlanner, batch_budget
 
 
 def _planner(**kw):
-    base = dict(worst_rows=16, max_rows=128, max_row_tokens=10**6, memory_row_tokens=10**6)
+    base = dict(worst_rows=16, max_rows=128, max_row_tokens=10**6)
     return BatchPlanner(**{**base, **kw})
 
 
@@ -33,21 +33,22 @@ def test_later_batches_are_sized_by_the_rows_kept_so_far():
 
 def test_worst_case_stays_within_the_memory_budget():
     # 2.5 rows expected, but 16 x 100 row-tokens per prompt if every prompt kept its worst case
-    planner = _planner(memory_row_tokens=16 * 100 * 10, row_forwards=250, prompt_forwards=100)
+    planner = _planner(max_row_tokens=16 * 100 * 10, row_forwards=250, prompt_forwards=100)
     assert len(planner.take([100] * 40)) == 10
-    # row-tokens at the expected rows: longer prompts share a batch with fewer others
-    planner = _planner(max_row_tokens=2.5 * 100 * 12, row_forwards=250, prompt_forwards=100)
-    assert len(planner.take([100] * 40)) == 12
-    assert len(planner.take([200] * 40)) == 6
+    # longer prompts share a batch with fewer others; the longest one so far counts
+    assert len(planner.take([200] * 40)) == 5
+    assert len(planner.take([100, 100, 100, 400, 100])) == 3  # the 400-token prompt waits
     # one prompt always goes, even over every budget
-    assert len(_planner(max_rows=1, memory_row_tokens=1).take([100, 100])) == 1
+    assert len(_planner(max_rows=1, max_row_tokens=1).take([100, 100])) == 1
 
 
-def test_cpu_memory_budget_never_refuses_what_the_fixed_budget_allows():
-    assert memory_row_tokens("cpu", 20 * 1024**3, 46_080, 24_576) == int(20 * 1024**3 * 0.5) // 46_080
-    assert memory_row_tokens("cpu", 1024**2, 46_080, 24_576) == 24_576
-    assert memory_row_tokens("cpu", None, 46_080, 24_576) == 24_576
-    assert memory_row_tokens("cuda", 80 * 1024**3, 46_080, 1000) == 1000  # the GPU budget is memory already
+def test_cpu_batches_are_sized_from_free_memory():
+    per_token = 46_080  # SmolLM2-135M in float32
+    rows, row_tokens = batch_budget("cpu", 20 * 1024**3, per_token)
+    assert (rows, row_tokens) == (MAX_ROWS, int(20 * 1024**3 * CPU_KV_MEMORY_FRACTION) // per_token)
+    assert batch_budget("cpu", 40 * 1024**3, per_token)[1] > 1.9 * row_tokens  # more memory, more prompts
+    # 40 harmless-preset requests (16 rows at worst, ~240 tokens each) go in one batch on 20 GiB
+    assert len(BatchPlanner(worst_rows=16, max_rows=rows, max_row_tokens=row_tokens).take([240] * 40)) == 40
 
 
 def test_engine_batches_more_prompts_once_the_search_kept_few_rows(tiny_lm):
@@ -64,3 +65,29 @@ def test_engine_batches_more_prompts_once_the_search_kept_few_rows(tiny_lm):
     one_by_one = engine.generate(prompts, REWARDS, cfg, batch_size=1)
     assert [r.token_ids for r in results] == [r.token_ids for r in one_by_one]
     assert [r.logprob for r in results] == pytest.approx([r.logprob for r in one_by_one], abs=1e-9)
+
+
+def test_progress_bar_counts_prompts_as_each_ends_inside_a_batch(tiny_lm, monkeypatch):
+    import tqdm.auto
+
+    steps: list[int] = []
+
+    class Bar:
+        def __init__(self, total, **kw):
+            self.total = total
+
+        def update(self, n):
+            steps.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    engine = DeALEngine(tiny_lm)
+    cfg = SearchConfig(strategy="deal", top_k=3, beam=2, lookahead=2, commit=2, max_new_tokens=12)
+    prompts = (PROMPTS * 6)[:6]
+    # prompt 0's caller ends it at once (a stop sequence): it is done steps before the others
+    results = engine.generate(prompts, REWARDS, cfg, progress=True, on_tokens=lambda i, ids: i == 0)
+    assert {r.stats.batch_size for r in results} == {6}
+    assert sum(steps) == 6
+    assert len(steps) > 1, steps  # the bar moved before the batch's end

@@ -70,24 +70,28 @@ def test_batches_sized_from_free_gpu_memory():
         DEFAULT_MAX_ROW_TOKENS,
         DEFAULT_MAX_ROWS,
         GPU_KV_MEMORY_FRACTION,
-        GPU_MAX_ROWS,
+        MAX_ROWS,
         batch_budget,
     )
 
     per_token = 2 * 30 * 3 * 64 * 2  # SmolLM2-135M in bfloat16: 23 KiB per row-token
-    assert batch_budget("cpu", 10**12, per_token) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
+    assert batch_budget("cpu", None, per_token) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
     small = batch_budget("cuda", 2 * 1024**3, per_token)
     big = batch_budget("cuda", 80 * 1024**3, per_token)
-    assert small[0] == big[0] == GPU_MAX_ROWS
+    assert small[0] == big[0] == MAX_ROWS
     assert big[1] == int(80 * 1024**3 * GPU_KV_MEMORY_FRACTION) // per_token  # ~1.8M row-tokens
     assert big[1] > 30 * small[1]  # a bigger card batches more
     assert batch_budget("cuda", None, per_token) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
 
 
-def test_engine_on_cpu_keeps_the_fixed_budget_unless_given(tiny_lm):
+def test_engine_sizes_batches_from_free_memory_unless_given(tiny_lm, monkeypatch):
     from deal_chains import DeALEngine
-    from deal_chains.search.batching import DEFAULT_MAX_ROW_TOKENS, DEFAULT_MAX_ROWS
+    from deal_chains.search import engine as engine_module
+    from deal_chains.search.batching import CPU_KV_MEMORY_FRACTION, MAX_ROWS
 
+    monkeypatch.setattr(engine_module, "available_bytes", lambda device: 8 * 1024**3)
     engine = DeALEngine(tiny_lm)
-    assert (engine.max_rows, engine.max_row_tokens) == (DEFAULT_MAX_ROWS, DEFAULT_MAX_ROW_TOKENS)
+    per_token = kv_bytes_per_token(engine.lm.model, engine.lm.dtype.itemsize)
+    assert (engine.max_rows, engine.max_row_tokens) == (MAX_ROWS, int(8 * 1024**3 * CPU_KV_MEMORY_FRACTION) // per_token)
     assert DeALEngine(tiny_lm, max_rows=8).max_rows == 8
+    assert DeALEngine(tiny_lm, max_row_tokens=500).max_row_tokens == 500

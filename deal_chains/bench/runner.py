@@ -32,6 +32,32 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+def split_strategies(text: str) -> list[str]:
+    """``--strategies`` split at the commas between entries, not those inside a value's
+    brackets or quotes (a list such as ``hold_ends=[".", "!"]``).
+
+    >>> split_strategies('greedy,deal:hold_eos=true:hold_ends=[".", "!"],deal-exact')
+    ['greedy', 'deal:hold_eos=true:hold_ends=[".", "!"]', 'deal-exact']
+    """
+    out, current, depth, quote = [], [], 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            out.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    out.append("".join(current))
+    return [entry.strip() for entry in out if entry.strip()]
+
+
 def parse_strategy(entry: str, base: dict[str, Any]) -> tuple[str, SearchConfig]:
     """``name`` or ``name:key=value:key=value`` -> (label, config).
 

@@ -30,10 +30,10 @@ def _machine(report: dict[str, Any], threads: bool = True) -> str:
 def _strategies(text: str, base: dict[str, Any]) -> list[tuple[str, Any]]:
     """``--strategies`` (``name:key=value,...``) as (label, SearchConfig) rows; a bad entry is an
     ``InputError`` naming it."""
-    from deal_chains.bench.runner import parse_strategy
+    from deal_chains.bench.runner import parse_strategy, split_strategies
 
     try:
-        return [parse_strategy(s, base) for s in text.split(",") if s.strip()]
+        return [parse_strategy(s, base) for s in split_strategies(text)]
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

@@ -107,7 +107,15 @@ class SearchConfig(BaseModel):
         description="deal: end-of-sequence competes only when no reward still owes tokens the budget could "
         "pay (a keyword missing while budget is left is not a place to stop; NeuroLogic's rule). Off by "
         "default: on the default model it covers every word but often by appending a second sentence that "
-        "talks about the words (docs/benchmarks.md)",
+        "talks about the words, unless hold_ends holds the sentence end too (docs/benchmarks.md)",
+    )
+    hold_ends: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
+        None, max_length=16,
+        description="deal, with hold_eos: text that ends the answer as end-of-sequence does, held with it while "
+        "a reward owes tokens: every token whose text contains one of these strings (for a one-sentence answer "
+        "the sentence end: ['.', '!', '?', '\\n']), so a missing keyword goes into the sentence instead of a "
+        "second sentence after it. A rollout re-reads what it owes after every token, so the end is free again "
+        "as soon as the last keyword is in",
     )
     max_logprob_drop: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
@@ -190,6 +198,9 @@ class SearchConfig(BaseModel):
             raise ValueError(f"strategy 'greedy' has one answer per prompt, so returns={self.returns} cannot "
                              "apply: use strategy deal (its beams), rerank, best_of_n or sample for several "
                              "answers, or returns=1")
+        if self.hold_ends and not self.hold_eos:
+            raise ValueError(f"hold_ends ({self.hold_ends!r}) holds those ends with end-of-sequence: it needs "
+                             "hold_eos: true")
         if self.commit is not None and self.strategy == "deal" and self.commit > max(self.lookahead, 1):
             raise ValueError(
                 f"commit ({self.commit}) cannot exceed lookahead ({self.lookahead}): "

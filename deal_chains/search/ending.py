@@ -1,5 +1,6 @@
-"""Where an answer may end (DESIGN §2): ``hold_eos`` keeps end-of-sequence out while a reward
-still owes tokens the budget can pay (NeuroLogic's rule), and ``end_in_lookahead`` lets an
+"""Where an answer may end (DESIGN §2): ``hold_eos`` keeps end-of-sequence (and the tokens of
+``hold_ends``, e.g. a sentence end) out while a reward still owes tokens the budget can pay
+(NeuroLogic's rule), and ``end_in_lookahead`` lets an
 answer end at any token of a rollout where the end is a candidate (the first-token rule),
 not only where a step starts or the greedy rollout ends.
 
@@ -44,6 +45,16 @@ def owed(state: SearchState) -> list[int]:
     """Per live row, the tokens its group's rewards still need on its text (0: none, or settled)."""
     return [0 if settled else state.groups[gi].tokens_owed(state.decode(tokens))
             for gi, tokens, settled in zip(state.rows.group, state.rows.tokens, state.rows.settled)]
+
+
+def rollout_owed(state: SearchState, parent: Sequence[int], tokens: torch.Tensor, n: int,
+                 debt: Sequence[int]) -> list[int]:
+    """Per rollout row, the tokens its rewards still owe after the first ``n`` of its
+    ``tokens``: re-read only where it owed before (a keyword placed inside the rollout frees
+    the end at once, not a step later; a debt paid stays paid)."""
+    rows = state.rows
+    return [d and state.groups[rows.group[p]].tokens_owed(state.decode(rows.tokens[p] + tokens[i, :n].tolist()))
+            for i, (p, d) in enumerate(zip(parent, debt))]
 
 
 def hold_eos(logits: torch.Tensor, owed_tokens: Sequence[int], remaining: Sequence[int],

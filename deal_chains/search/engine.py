@@ -191,6 +191,8 @@ class DeALEngine:
         config = config or SearchConfig()
         requests = self._requests(prompts, rewards, system, contexts, config)
         params = tree_params(config)
+        if config.strategy == "deal" and config.hold_ends:
+            params = replace(params, held_ids=self._tokens_containing(tuple(config.hold_ends)))
         check_search(self.limits, self.lm, config, [len(r.prompt_ids) for r in requests])
         self._attach_constraints(requests, constraints)
         if batch_size is not None and batch_size < 1:
@@ -222,6 +224,16 @@ class DeALEngine:
                 bar.close()
 
     # ------------------------------------------------------------------ internals
+    def _tokens_containing(self, texts: tuple[str, ...]) -> frozenset[int]:
+        """The vocabulary's tokens whose text contains any of ``texts`` (``hold_ends``),
+        decoded once per engine and set of texts."""
+        cache = self.__dict__.setdefault("_held_tokens", {})
+        if texts not in cache:
+            tok = self.lm.tokenizer
+            pieces = tok.batch_decode([[i] for i in range(len(tok))])
+            cache[texts] = frozenset(i for i, piece in enumerate(pieces) if any(t in piece for t in texts))
+        return cache[texts]
+
     def _encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as running output (no special tokens): the completion estimate's
         first tokens of a missing keyword."""

@@ -80,6 +80,8 @@ class TreeParams:
     use_rewards: bool = True  # False: plain beam search by log-probability (rerank's proposals)
     # end-of-sequence competes only when no reward owes tokens the budget could still pay
     hold_eos: bool = False
+    # tokens held with end-of-sequence by hold_eos (those of SearchConfig.hold_ends)
+    held_ids: frozenset[int] = frozenset()
     # candidates only within this many nats of the row's likeliest token (None: top_k alone)
     max_logprob_drop: float | None = None
     # the answer's first step: its candidates and bound (None: top_k / max_logprob_drop)
@@ -210,3 +212,8 @@ class SearchState:
     @property
     def eos_main(self) -> int:
         return min(self.eos_ids)
+
+    @property
+    def held_ids(self) -> frozenset[int]:
+        """What ``hold_eos`` holds: end-of-sequence and the tokens of ``hold_ends``."""
+        return self.eos_ids | self.params.held_ids

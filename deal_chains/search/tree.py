@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from deal_chains.search.constraints import apply_masks
-from deal_chains.search.ending import add_exit, ends_here, hold_eos, owed
+from deal_chains.search.ending import add_exit, ends_here, hold_eos, owed, rollout_owed
 from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.features import SearchFeatures
@@ -138,7 +138,7 @@ def propose(state: SearchState, step: Step) -> Proposals:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
     state.owed = owed(state) if params.hold_eos and state.any_reward else []
-    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.eos_ids)
+    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.held_ids)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
@@ -173,6 +173,9 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
     estimate = state.step_estimate = (
         state.estimator.start(state.groups, parent, rows.group, lambda p: state.decode(rows.tokens[p]), device)
         if state.estimator is not None else None)
+    # what each rollout row's rewards still owe (hold_eos), re-read as its text grows
+    debt = rollout_owed(state, parent, toks, 1, [state.owed[p] for p in parent]) if state.owed else None
+    held = state.held_ids
     fed, window = 0, []
     exits: list[tuple[int, int, float]] | None = (
         [] if params.end_in_lookahead and state.any_reward and not state.constrained and state.fluency is None
@@ -184,10 +187,9 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
             step_logits = apply_masks(step_logits, grammar.states, grammar.constraints, state.eos_main,
                                       step.remaining - j - 1, params.max_new_tokens,
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
-        if state.owed:
-            # a rollout keeps its parent's debt (its own text is not re-read each token)
-            step_logits = hold_eos(step_logits, [state.owed[p] for p in parent],
-                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], eos_ids)
+        if debt is not None:
+            step_logits = hold_eos(step_logits, debt,
+                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], held)
         if j < c:
             window.append(step_logits)
         if j + 1 >= step.remaining:
@@ -203,6 +205,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         if grammar is not None:
             grammar.advance(nxt.tolist(), ended.tolist(), eos_ids)
         ended = ended | torch.isin(nxt, eos_t)
+        if debt is not None and any(debt):
+            debt = rollout_owed(state, parent, toks, j + 2, debt)
         if fed >= c and bool(ended.all()):
             break  # every rollout has ended: further forwards are wasted
     n_tok = min(fed + 1, step.remaining)

@@ -378,6 +378,14 @@ def test_benchmark_sampling_rows_are_seeded():
     assert parse_strategy("greedy", {})[1].seed is None
 
 
+def test_strategies_split_between_entries_not_inside_a_list_value():
+    from deal_chains.bench.runner import parse_strategy, split_strategies
+
+    entries = split_strategies('greedy, deal:hold_eos=true:hold_ends=[".", "!", "\\n"],deal:note="a,b"')
+    assert entries == ['greedy', 'deal:hold_eos=true:hold_ends=[".", "!", "\\n"]', 'deal:note="a,b"']
+    assert parse_strategy(entries[1], {})[1].hold_ends == [".", "!", "\n"]
+
+
 def test_plot_commongen_draws_several_reports_and_refuses_other_files(tmp_path, capsys):
     import json
 

@@ -32,3 +32,26 @@ def test_ends_here_follows_the_first_token_rule():
     same = logits[[0, 0]]
     held = torch.log_softmax(ending.hold_eos(same, [3, 0], [10, 10], frozenset({1})), dim=-1)
     assert [r for r, _ in ending.ends_here(held, held.argmax(-1), torch.tensor([False, False]), eos, (4, None))] == [1]
+
+
+
+def test_rollout_owed_rereads_a_rollout_as_its_text_grows():
+    from types import SimpleNamespace
+
+    from deal_chains.search.state import Group
+    from rewards import KeywordCoverage
+    from rewards.base import RewardContext
+
+    words = ["the", "dog", "ran", "ball", "."]
+    group = Group(prompt_row=0, rewards=[KeywordCoverage(["dog", "ball"])], context=RewardContext())
+    state = SimpleNamespace(rows=SimpleNamespace(tokens=[[0]], group=[0]), groups=[group],
+                            decode=lambda ids: " ".join(words[i] for i in ids))
+    # two rollouts of the one row: "the dog ran ball", "the ran ran ran"
+    toks = torch.tensor([[1, 2, 3], [2, 2, 2]])
+    start = group.tokens_owed("the")
+    assert start > 0
+    after_one = ending.rollout_owed(state, [0, 0], toks, 1, [start, start])
+    assert after_one[0] < start and after_one[1] == start  # "dog" is in the first
+    assert ending.rollout_owed(state, [0, 0], toks, 3, after_one) == [0, start]  # and then "ball"
+    # a paid debt is not re-read
+    assert ending.rollout_owed(state, [0, 0], toks, 3, [0, 0]) == [0, 0]

@@ -147,13 +147,14 @@ def test_a_scorer_replaces_score(tiny_lm):
     assert (default.groups[0].finished + default.groups[0].unfinished)[0].tokens[0] != third
 
 
-def _eos_shifted(tiny_model_dir, shift: float):
-    """The tiny model with ``shift`` added to its end-of-sequence logit, for one test: load_model
-    caches, so this is the model other tests' tiny_lm returns, and the hook goes after."""
+def _eos_shifted(tiny_model_dir, shift: float, token=None):
+    """The tiny model with ``shift`` added to its end-of-sequence logit (or ``token(lm)``'s),
+    for one test: load_model caches, so this is the model other tests' tiny_lm returns, and
+    the hook goes after."""
     from deal_chains.models import load_model
 
     lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
-    eos = min(lm.eos_token_ids)
+    eos = min(lm.eos_token_ids) if token is None else token(lm)
 
     def shift_eos(module, inputs, output):
         output[..., eos] += shift
@@ -188,6 +189,36 @@ def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
     # a weight-0 reward owes nothing: the model may end
     [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base, hold_eos=True))
     assert len(met.token_ids) == 0
+
+
+@pytest.fixture()
+def period_loving_lm(tiny_model_dir):
+    """The tiny model with the logit of "." raised: it writes a period at every token."""
+    yield from _eos_shifted(tiny_model_dir, 50.0, token=lambda lm: lm.tokenizer.encode(".", add_special_tokens=False)[0])
+
+
+def test_hold_ends_keeps_a_sentence_end_out_while_a_keyword_is_missing(period_loving_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from deal_chains.errors import ConfigError
+    from rewards import KeywordCoverage
+
+    engine = DeALEngine(period_loving_lm)
+    period = period_loving_lm.tokenizer.encode(".", add_special_tokens=False)[0]
+    reward = [KeywordCoverage(["zebra"])]  # never written: 5 tokens owed
+    base = dict(strategy="deal", max_new_tokens=16, top_k=2, beam=1, lookahead=2, hold_eos=True)
+    [free] = engine.generate(["hi"], reward, SearchConfig(**base))
+    [held] = engine.generate(["hi"], reward, SearchConfig(**base, hold_ends=["."]))
+    assert free.token_ids[:1] == [period]  # hold_eos alone holds end-of-sequence only
+    # no token with a "." while the budget left could still place the word (16 - 5 = 11 tokens)
+    assert period not in held.token_ids[:11], held.text
+    assert not any("." in period_loving_lm.tokenizer.decode([t]) for t in held.token_ids[:11])
+    # once the word is in, the end is free again: a weight-0 reward owes nothing
+    [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base, hold_ends=["."]))
+    assert met.token_ids[:1] == [period]
+    with pytest.raises(ConfigError, match="hold_ends.*hold_eos"):
+        SearchConfig.build(strategy="deal", hold_ends=["."])
+    with pytest.raises(ConfigError, match="hold_ends"):
+        SearchConfig.build(strategy="deal", hold_eos=True, hold_ends=[""])
 
 
 def test_tokens_owed_counts_missing_keywords():

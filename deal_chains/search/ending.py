@@ -1,8 +1,8 @@
 """Where an answer may end (DESIGN §2): ``hold_eos`` keeps end-of-sequence (and the tokens of
 ``hold_ends``, e.g. a sentence end) out while a reward still owes tokens the budget can pay
-(NeuroLogic's rule), and ``end_in_lookahead`` lets an
-answer end at any token of a rollout where the end is a candidate (the first-token rule),
-not only where a step starts or the greedy rollout ends.
+(NeuroLogic's rule), and ``end_in_lookahead`` lets an answer end at any token of a rollout
+where the end is a candidate (the first-token rule), not only where a step starts or the
+greedy rollout ends.
 
 >>> import torch
 >>> lp = torch.log_softmax(torch.tensor([[2.0, 1.5, 0.0]]), dim=-1)  # token 1 is the end, second

@@ -141,6 +141,7 @@ class DeALEngine:
         self.max_rows = auto_rows if max_rows is None else max_rows
         self.max_row_tokens = auto_row_tokens if max_row_tokens is None else max_row_tokens
         self.limits = limits or SearchLimits()
+        self._held_tokens: dict[tuple[str, ...], frozenset[int]] = {}  # hold_ends -> token ids
 
     # ------------------------------------------------------------------ public API
     def generate(self, prompts: Sequence[PromptLike], rewards: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
@@ -227,12 +228,12 @@ class DeALEngine:
     def _tokens_containing(self, texts: tuple[str, ...]) -> frozenset[int]:
         """The vocabulary's tokens whose text contains any of ``texts`` (``hold_ends``),
         decoded once per engine and set of texts."""
-        cache = self.__dict__.setdefault("_held_tokens", {})
-        if texts not in cache:
+        if texts not in self._held_tokens:
             tok = self.lm.tokenizer
             pieces = tok.batch_decode([[i] for i in range(len(tok))])
-            cache[texts] = frozenset(i for i, piece in enumerate(pieces) if any(t in piece for t in texts))
-        return cache[texts]
+            self._held_tokens[texts] = frozenset(i for i, piece in enumerate(pieces)
+                                                 if any(t in piece for t in texts))
+        return self._held_tokens[texts]
 
     def _encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as running output (no special tokens): the completion estimate's

@@ -48,12 +48,14 @@ def owed(state: SearchState) -> list[int]:
 
 
 def rollout_owed(state: SearchState, parent: Sequence[int], tokens: torch.Tensor, n: int,
-                 debt: Sequence[int]) -> list[int]:
+                 debt: Sequence[int], ended: Sequence[bool] | None = None) -> list[int]:
     """Per rollout row, the tokens its rewards still owe after the first ``n`` of its
     ``tokens``: re-read only where it owed before (a keyword placed inside the rollout frees
-    the end at once, not a step later; a debt paid stays paid)."""
+    the end at once, not a step later; a debt paid stays paid) and the row has not ``ended``
+    (what follows its end is never read, so its debt stays as it was)."""
     rows = state.rows
-    return [d and state.groups[rows.group[p]].tokens_owed(state.decode(rows.tokens[p] + tokens[i, :n].tolist()))
+    return [d if not d or (ended is not None and ended[i]) else
+            state.groups[rows.group[p]].tokens_owed(state.decode(rows.tokens[p] + tokens[i, :n].tolist()))
             for i, (p, d) in enumerate(zip(parent, debt))]
 
 

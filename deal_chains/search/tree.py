@@ -206,7 +206,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
             grammar.advance(nxt.tolist(), ended.tolist(), eos_ids)
         ended = ended | torch.isin(nxt, eos_t)
         if debt is not None and any(debt):
-            debt = rollout_owed(state, parent, toks, j + 2, debt)
+            debt = rollout_owed(state, parent, toks, j + 2, debt, ended.tolist())
         if fed >= c and bool(ended.all()):
             break  # every rollout has ended: further forwards are wasted
     n_tok = min(fed + 1, step.remaining)

@@ -53,5 +53,6 @@ def test_rollout_owed_rereads_a_rollout_as_its_text_grows():
     after_one = ending.rollout_owed(state, [0, 0], toks, 1, [start, start])
     assert after_one[0] < start and after_one[1] == start  # "dog" is in the first
     assert ending.rollout_owed(state, [0, 0], toks, 3, after_one) == [0, start]  # and then "ball"
-    # a paid debt is not re-read
+    # a paid debt is not re-read, nor the debt of a rollout that has ended
     assert ending.rollout_owed(state, [0, 0], toks, 3, [0, 0]) == [0, 0]
+    assert ending.rollout_owed(state, [0, 0], toks, 3, after_one, ended=[True, False]) == [after_one[0], start]

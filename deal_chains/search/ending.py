@@ -12,6 +12,7 @@ greedy rollout ends.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -60,22 +61,40 @@ def rollout_owed(state: SearchState, parent: Sequence[int], tokens: torch.Tensor
 
 
 def hold_eos(logits: torch.Tensor, owed_tokens: Sequence[int], remaining: Sequence[int],
-             eos_ids: frozenset[int]) -> torch.Tensor:
+             eos_ids: frozenset[int], *, may_stick: bool = True, inplace: bool = False) -> torch.Tensor:
     """No end-of-sequence for the rows that owe tokens their ``remaining`` budget can still pay
     (NeuroLogic's rule): a sentence that stops with a keyword missing while budget is left
     is not a candidate; once the budget cannot pay, ending competes again. A row that may
-    only end (a hard constraint's finished document) still ends."""
+    only end (a hard constraint's finished document) still ends; ``may_stick=False`` says no
+    row can be in that state (no hard constraint masked these logits), which skips the check.
+    ``inplace``: write into ``logits`` (a caller that keeps no other use of them)."""
     held = [i for i, (need, left) in enumerate(zip(owed_tokens, remaining)) if need and left > need]
     if not held:
         return logits
-    eos = torch.tensor(sorted(e for e in eos_ids if e < logits.shape[-1]), device=logits.device)
-    rows = torch.tensor(held, device=logits.device)
-    out = logits.clone()
-    out[rows.unsqueeze(1), eos.unsqueeze(0)] = float("-inf")
-    stuck = rows[~torch.isfinite(out[rows]).any(dim=-1)]
-    if len(stuck):
-        out[stuck] = logits[stuck]
+    # one masked pass over the rows: a held token set (a sentence end's tokens) can be large
+    row_mask = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    row_mask[held] = True
+    mask = row_mask.unsqueeze(1) & _token_mask(eos_ids, logits.shape[-1], logits.device)
+    if inplace and not may_stick:
+        with torch.inference_mode():  # the model's logits are inference tensors
+            return logits.masked_fill_(mask, float("-inf"))
+    out = logits.masked_fill(mask, float("-inf"))
+    if may_stick:
+        rows = torch.tensor(held, device=logits.device)
+        stuck = rows[~torch.isfinite(out.index_select(0, rows)).any(dim=-1)]
+        if len(stuck):
+            out[stuck] = logits[stuck]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _token_mask(ids: frozenset[int], vocab: int, device: torch.device) -> torch.Tensor:
+    """``ids`` (those below ``vocab``) as a boolean mask over the vocabulary."""
+    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    inside = sorted(i for i in ids if i < vocab)
+    if inside:
+        mask[torch.tensor(inside, device=device)] = True
+    return mask
 
 
 def add_exit(out: Candidates, state: SearchState, rollout: Rollout, i: int, n: int, eos_lp: float) -> None:

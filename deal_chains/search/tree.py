@@ -138,7 +138,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
     state.owed = owed(state) if params.hold_eos and state.any_reward else []
-    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.held_ids)
+    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.held_ids,
+                      may_stick=state.constrained)
     parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
@@ -189,7 +190,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
         if debt is not None:
             step_logits = hold_eos(step_logits, debt,
-                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], held)
+                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], held,
+                                   may_stick=grammar is not None, inplace=True)
         if j < c:
             window.append(step_logits)
         if j + 1 >= step.remaining:

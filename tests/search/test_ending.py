@@ -56,3 +56,23 @@ def test_rollout_owed_rereads_a_rollout_as_its_text_grows():
     # a paid debt is not re-read, nor the debt of a rollout that has ended
     assert ending.rollout_owed(state, [0, 0], toks, 3, [0, 0]) == [0, 0]
     assert ending.rollout_owed(state, [0, 0], toks, 3, after_one, ended=[True, False]) == [after_one[0], start]
+
+
+def test_hold_eos_masks_held_rows_only_and_lets_a_row_that_may_only_end_end():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 0.5],
+                           [1.0, 2.0, 3.0, 0.5],
+                           [1.0, 2.0, 3.0, 0.5],
+                           [float("-inf"), 4.0, float("-inf"), 1.0]])
+    held = frozenset({1, 3, 99})  # an id past the vocabulary is ignored
+    # row 0 owes 2 of 10 tokens: held; row 1 owes nothing; row 2 owes more than its budget;
+    # row 3 (a hard constraint's finished document) may only end: it still ends
+    out = ending.hold_eos(logits, [2, 0, 5, 1], [10, 10, 4, 10], held)
+    inf = float("-inf")
+    assert out[0].tolist() == [1.0, inf, 3.0, inf]
+    assert out[1].tolist() == out[2].tolist() == [1.0, 2.0, 3.0, 0.5]
+    assert out[3].tolist() == logits[3].tolist()
+    assert logits[0, 1] == 2.0  # not written into
+    # without a hard constraint no row can be stuck: the check is skipped, in place as asked
+    free = logits[:3].clone()
+    same = ending.hold_eos(free, [2, 0, 5], [10, 10, 4], held, may_stick=False, inplace=True)
+    assert same is free and same.tolist() == out[:3].tolist()

@@ -389,6 +389,42 @@ def test_bench_commongen(capsys, tiny_model_dir, tmp_path):
     assert machine["device"] == "cpu" and machine["model"] == str(tiny_model_dir)
 
 
+def test_bench_commongen_with_a_spec_runs_what_its_users_get(capsys, tiny_model_dir, tmp_path):
+    from deal_chains.search.config import SearchConfig
+    from deal_chains.search.engine import DeALEngine
+
+    spec = tmp_path / "words.yaml"
+    spec.write_text("version: 1\n"
+                    "search: {strategy: deal, top_k: 2, beam: 1, lookahead: 2, max_new_tokens: 5}\n"
+                    "system: 'Use the words {concepts}.'\n"
+                    "prompt: 'Words: {concepts}'\n"
+                    "rewards:\n  - keywords: {words: '{concepts}'}\n", encoding="utf-8")
+    report_path = tmp_path / "bench.json"
+    rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--device", "cpu",
+               "--data", str(DATA / "commongen_dev20.txt"), "--n", "2", "--strategies", "greedy,deal",
+               "--spec", str(spec), "--out", str(report_path), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    rows = {r["strategy"]: r for r in report["rows"]}
+    # the DeAL row searches with the spec's settings, every row with its budget
+    assert (rows["deal"]["config"]["top_k"], rows["deal"]["config"]["beam"]) == (2, 1)
+    assert rows["greedy"]["config"]["max_new_tokens"] == 5
+    assert (report["spec"], report["system"], report["prompt"]) == (
+        str(spec), "Use the words {concepts}.", "Words: {concepts}")
+    # greedy's answers are those of the spec's rendered request and system prompt
+    engine = DeALEngine(str(tiny_model_dir), device="cpu")
+    concepts = [o["concepts"] for o in report["outputs"]["greedy"]]
+    expected = engine.generate([f"Words: {', '.join(c)}" for c in concepts], None,
+                               SearchConfig(strategy="greedy", max_new_tokens=5),
+                               system=[f"Use the words {', '.join(c)}." for c in concepts])
+    got = [(o["text"], round(o["mean_logprob"], 5)) for o in report["outputs"]["greedy"]]
+    assert got == [(r.text, round(r.mean_logprob, 5)) for r in expected]
+    plain = engine.generate([f"Words: {', '.join(c)}" for c in concepts], None,
+                            SearchConfig(strategy="greedy", max_new_tokens=5))
+    # the system prompt was used: without it the same model reads the answers differently
+    assert got != [(r.text, round(r.mean_logprob, 5)) for r in plain]
+
+
 def test_bench_unknown_strategy_lists_known_names(capsys, tiny_model_dir, tmp_path):
     rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--data", str(DATA / "commongen_dev20.txt"),
                "--n", "2", "--strategies", "greedy,warp-drive", "--out", str(tmp_path / "b.json"), "--quiet"])

@@ -126,17 +126,29 @@ def run_commongen(
     items: Sequence[CommonGenItem],
     strategies: Sequence[tuple[str, SearchConfig]],
     *,
-    system: str | None = None,
+    system: str | Sequence[str | None] | None = None,
+    prompts: Sequence[str] | None = None,
+    rewards: Sequence[Sequence[Any]] | None = None,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every strategy over ``items``; return the report dict (rows + per-item outputs)."""
-    prompts = [commongen_prompt(it.concepts) for it in items]
-    # the reward a user would declare: the concepts, with lemminflect inflections; the metric
-    # (concept_coverage) also accepts the data set's own inflection lists
-    rewards = [[KeywordCoverage(it.concepts, inflections=True)] for it in items]
+    """Run every strategy over ``items``; return the report dict (rows + per-item outputs).
+
+    ``system``: one system prompt for every item, or one per item (a spec's, rendered with the
+    item's concepts); ``prompts``: one request per item (default: ``commongen_prompt``);
+    ``rewards``: the search's rewards per item (default: the concepts' keyword coverage)."""
+    if prompts is None:
+        prompts = [commongen_prompt(it.concepts) for it in items]
+    if rewards is None:
+        # the reward a user would declare: the concepts, with lemminflect inflections; the metric
+        # (concept_coverage) also accepts the data set's own inflection lists
+        rewards = [[KeywordCoverage(it.concepts, inflections=True)] for it in items]
+    for name, given in (("prompts", prompts), ("rewards", rewards), ("system", system)):
+        if given is not None and not isinstance(given, str) and len(given) != len(items):
+            raise ValueError(f"run_commongen: {len(given)} {name} for {len(items)} items")
     # warm-up: first forwards pay one-off allocation costs that would skew the first row
-    engine.generate(prompts[:2], rewards[:2], SearchConfig(strategy="greedy", max_new_tokens=4), system=system)
+    engine.generate(prompts[:2], rewards[:2], SearchConfig(strategy="greedy", max_new_tokens=4),
+                    system=system if system is None or isinstance(system, str) else system[:2])
     runs: list[StrategyRun] = []
     for label, config in strategies:
         t0 = time.perf_counter()
@@ -158,7 +170,7 @@ def run_commongen(
 
 
 def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: list[StrategyRun], *,
-                     system: str | None, batch_size: int | None) -> dict[str, Any]:
+                     system: str | Sequence[str | None] | None, batch_size: int | None) -> dict[str, Any]:
     greedy = next((r for r in runs if r.config.strategy == "greedy"), None)
     rows = []
     n = len(items)
@@ -187,7 +199,7 @@ def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: l
         "benchmark": "commongen",
         "n": n,
         "prompt": "Write one short sentence that uses all of these words: a, b, c.",
-        "system": system,
+        "system": system if system is None or isinstance(system, str) else list(system),
         "batch_size": batch_size,
         "machine": machine_info(engine),
         "rows": rows,

@@ -42,16 +42,36 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     from deal_chains.bench.commongen import load_commongen
     from deal_chains.bench.runner import COMMONGEN_COLUMNS, print_report, run_commongen
     from deal_chains.search.engine import DeALEngine
-    base: dict[str, Any] = {}
-    if args.set:
-        from deal_chains.spec import apply_overrides
+    from deal_chains.spec import apply_overrides
 
-        base = apply_overrides({"search": {}}, args.set).get("search", {})
+    base: dict[str, Any] = {}
+    spec = None
+    if args.spec:
+        spec = _load_bench_spec(args.spec)
+        base = dict(spec.search)
+    if args.set:
+        base.update(apply_overrides({"search": {}}, args.set).get("search", {}))
     strategies = _strategies(args.strategies, base)
     items = load_commongen(args.data, args.constraints, n=args.n, offset=args.offset)
+    system: Any = args.system
+    prompts = rewards = None
     engine = DeALEngine(args.model, device=args.device)
-    report = run_commongen(engine, items, strategies, system=args.system, batch_size=args.batch_size,
-                           progress=not args.quiet)
+    if spec is not None:
+        # what a user of the spec gets: its request, system prompt and rewards, rendered per concept set
+        variables = [{"concepts": list(it.concepts)} for it in items]
+        if args.system is None:
+            system = [spec.render_system(v) for v in variables]
+        if spec.prompt is not None:
+            prompts = [spec.render_prompt(v) for v in variables]
+        if spec.rewards:
+            tokenizer = engine.lm.tokenizer
+            count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+            rewards = [spec.build_rewards(v, count, lm=engine.lm) for v in variables]
+    report = run_commongen(engine, items, strategies, system=system, prompts=prompts, rewards=rewards,
+                           batch_size=args.batch_size, progress=not args.quiet)
+    if spec is not None:
+        report = {**report, "spec": args.spec, "system": args.system or spec.system,
+                  "prompt": spec.prompt or report["prompt"]}
     print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, {_machine(report)}; ratio = "
                  "strategy wall time / greedy wall time, same run", args.out)
     return 0
@@ -143,11 +163,11 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
         print(f"\n{report['n']} pairs from {' '.join(args.pairs)}{' (held-out split)' if args.heldout_only else ''}; "
               f"head {reward.head_path}")
     else:
-        from deal_chains.spec import apply_overrides, load_spec, preset_path
+        from deal_chains.spec import apply_overrides
 
         # the DeAL rows search with the spec's settings (default: the harmless preset);
         # every row, greedy included, gets its system prompt and token budget
-        spec = load_spec(preset_path(args.spec) if args.spec in _presets() else args.spec)
+        spec = _load_bench_spec(args.spec)
         base = dict(spec.search)
         if args.set:
             base.update(apply_overrides({"search": {}}, args.set).get("search", {}))
@@ -183,6 +203,13 @@ def _presets() -> list[str]:
     from deal_chains.spec import list_presets
 
     return list_presets()
+
+
+def _load_bench_spec(name: str) -> Any:
+    """``--spec``: a preset name or a spec file."""
+    from deal_chains.spec import load_spec, preset_path
+
+    return load_spec(preset_path(name) if name in _presets() else name)
 
 
 def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:
@@ -372,7 +399,13 @@ def register(sub: Any) -> None:
                    help="comma list of: greedy, sample, best_of_n, rerank, deal, deal-exact, deal-noadapt; "
                         "settings per entry as name:key=value:key=value")
     c.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
-    c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row")
+    c.add_argument("--spec", default=None,
+                   help="preset name or spec file: the DeAL rows search with its settings, and every row, greedy "
+                        "included, gets its request and system prompt, rendered with each set's concepts (what a "
+                        "user of the spec gets; e.g. --spec commongen). Default: the search defaults, the bench's "
+                        "request and the chat template's own system prompt")
+    c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row "
+                   "(replaces the spec's)")
     c.add_argument("--batch-size", type=int, default=None, help="prompts searched together (all rows)")
     c.add_argument("--model", default="default")
     c.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda, cuda:N or mps")

@@ -414,3 +414,16 @@ def test_plot_commongen_draws_several_reports_and_refuses_other_files(tmp_path, 
     assert "not a `bench commongen` report" in capsys.readouterr().err
     assert main(["bench", "plot-commongen", str(tmp_path / "missing.json"), "--out", str(png)]) != 0
     assert "cannot read the report" in capsys.readouterr().err
+
+
+def test_commongen_plot_title_names_the_x_axis_it_plots(monkeypatch, tmp_path):
+    from deal_chains.bench import plots
+
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: titles.append(fig._suptitle.get_text()) or path)
+    rows = [{"strategy": "greedy", "hard_coverage": 0.2, "ratio_to_greedy": 1.0, "bad_rate": 0.1,
+             "mean_logprob_per_token": -1.0}]
+    report = {"benchmark": "commongen", "n": 1, "rows": rows}
+    plots.plot_commongen_runs([("3 words", report)], tmp_path / "t.png", x="time")
+    plots.plot_commongen_runs([("3 words", report)], tmp_path / "f.png", x="logprob")
+    assert titles == ["CommonGen: quality vs time per strategy", "CommonGen: quality vs fluency per strategy"]

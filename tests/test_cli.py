@@ -354,7 +354,7 @@ def test_bench_commongen(capsys, tiny_model_dir, tmp_path):
     assert rc == 0
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("|")]
-    assert table[0].startswith("| strategy | soft cov | hard cov | s/prompt | x greedy")
+    assert table[0].startswith("| strategy | soft cov | hard cov | good | s/prompt | x greedy")
     assert any(line.startswith("| greedy |") for line in table)
     assert any(line.startswith(f"| {deal} |") for line in table)
     assert "3 prompts" in out and f"wrote {report_path}" in out
@@ -380,6 +380,9 @@ def test_bench_commongen(capsys, tiny_model_dir, tmp_path):
             assert len(o["coverage"]) == len(o["concepts"])
         soft = sum(sum(o["coverage"]) / len(o["coverage"]) for o in outputs) / 3
         assert row["soft_coverage"] == pytest.approx(soft, abs=1e-4)
+        # good: every concept placed and not reading badly
+        good = sum(all(o["coverage"]) and not o["bad"] for o in outputs) / 3
+        assert row["good_rate"] == pytest.approx(good, abs=1e-4) and row["good_rate"] <= row["hard_coverage"]
     assert rows[deal]["config"]["strategy"] == "deal" and rows[deal]["config"]["top_k"] == 2
     assert rows["greedy"]["config"]["strategy"] == "greedy"
     assert report["outputs"]["greedy"][0]["concepts"] == ["field", "stand", "look"]

@@ -169,6 +169,12 @@ def run_commongen(
     return commongen_report(engine, items, runs, system=system, batch_size=batch_size)
 
 
+def good_rate(outputs: Sequence[dict[str, Any]]) -> float:
+    """The share of answers a user asked for: every concept placed, and not reading badly
+    (``reads_badly``: a word list, talk about the instruction, no sentence end)."""
+    return statistics.fmean(float(all(o["coverage"]) and not o.get("bad", False)) for o in outputs)
+
+
 def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: list[StrategyRun], *,
                      system: str | Sequence[str | None] | None, batch_size: int | None) -> dict[str, Any]:
     greedy = next((r for r in runs if r.config.strategy == "greedy"), None)
@@ -183,6 +189,7 @@ def commongen_report(engine: DeALEngine, items: Sequence[CommonGenItem], runs: l
             "strategy": run.label,
             "soft_coverage": round(soft, 4),
             "hard_coverage": round(hard, 4),
+            "good_rate": round(good_rate(run.outputs), 4),
             "seconds_per_prompt": round(sec, 4),
             "ratio_to_greedy": round(run.seconds / greedy.seconds, 3) if greedy else None,
             "mean_logprob_per_token": round(statistics.fmean(o["mean_logprob"] for o in run.outputs), 4),
@@ -223,7 +230,7 @@ def format_table(report: dict[str, Any], columns: Sequence[tuple[str, str]]) -> 
 
 COMMONGEN_COLUMNS = [
     ("strategy", "strategy"), ("soft_coverage", "soft cov"), ("hard_coverage", "hard cov"),
-    ("seconds_per_prompt", "s/prompt"), ("ratio_to_greedy", "x greedy"),
+    ("good_rate", "good"), ("seconds_per_prompt", "s/prompt"), ("ratio_to_greedy", "x greedy"),
     ("mean_logprob_per_token", "logprob/tok"), ("mean_new_tokens", "tokens"),
     ("finished_rate", "finished"), ("bad_rate", "reads badly"), ("word_list_rate", "word list"),
     ("mentions_instruction_rate", "instruction"), ("unended_rate", "unended"), ("mean_words", "words"),

@@ -190,3 +190,14 @@ def test_reads_badly_flags_word_lists_instruction_talk_and_fragments(text, flags
     got = reads_badly(text)
     assert {k for k in ("word_list", "mentions_instruction", "unended") if got[k]} == flags
     assert got["bad"] == bool(flags)
+
+
+def test_good_rate_counts_answers_with_every_word_that_read_well():
+    from deal_chains.bench.commongen import reads_badly
+    from deal_chains.bench.runner import good_rate
+
+    texts = ["A dog catches a frisbee.", "Dog, frisbee, catch.", "A dog runs.", "A dog catches a frisbee"]
+    coverage = [[True, True, True], [True, True, True], [True, False, False], [True, True, True]]
+    outputs = [{"coverage": c, **reads_badly(t)} for t, c in zip(texts, coverage)]
+    # the list and the answer without a sentence end read badly; the third misses words
+    assert good_rate(outputs) == 0.25

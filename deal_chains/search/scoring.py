@@ -30,8 +30,11 @@ def score_texts(group: Group, texts: Sequence[str], final: Sequence[bool],
     """
     out: list[tuple[float, dict[str, float]] | None] = [None] * len(texts)
     todo: dict[tuple[str, bool], list[int]] = {}
+    # without a terminal reward a text scores the same finished or not: one cache entry, so
+    # the final ranking of an answer cut by the budget reuses its score from the search
+    final_matters = any(getattr(r, "terminal", False) for r in group.rewards)
     for i, (t, f) in enumerate(zip(texts, final)):
-        todo.setdefault((t, bool(f)), []).append(i)
+        todo.setdefault((t, bool(f) and final_matters), []).append(i)
     keys = list(todo)
     raw: dict[tuple[str, bool], list[float]] = {}
     missing = [k for k in keys if (("F" if k[1] else "L") + k[0]) not in group._cache]

@@ -54,7 +54,8 @@ def _growing_layer_class() -> type:
             if self._kbuf is None or self._length + n > self._kbuf.shape[2]:
                 if self._kbuf is None:
                     self.keys, self.values = key_states[:, :, :0], value_states[:, :, :0]
-                self._rebuffer(self._length + n + max(CACHE_HEADROOM, (self._length + n) // 4))
+                # an eighth more on long sequences: a copy every len/8 tokens, at most 1/8 unused
+                self._rebuffer(self._length + n + max(CACHE_HEADROOM, (self._length + n) // 8))
             assert self._kbuf is not None and self._vbuf is not None
             self._kbuf[:, :, self._length: self._length + n] = key_states
             self._vbuf[:, :, self._length: self._length + n] = value_states

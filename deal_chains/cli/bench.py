@@ -57,16 +57,21 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     prompts = rewards = None
     engine = DeALEngine(args.model, device=args.device)
     if spec is not None:
-        # what a user of the spec gets: its request, system prompt and rewards, rendered per concept set
-        variables = [{"concepts": list(it.concepts)} for it in items]
-        if args.system is None:
-            system = [spec.render_system(v) for v in variables]
-        if spec.prompt is not None:
-            prompts = [spec.render_prompt(v) for v in variables]
-        if spec.rewards:
-            tokenizer = engine.lm.tokenizer
-            count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-            rewards = [spec.build_rewards(v, count, lm=engine.lm) for v in variables]
+        from deal_chains.bench.commongen import commongen_prompt
+        from deal_chains.pipeline import search_inputs
+        from deal_chains.records import LINE_KEY
+
+        # what a user of the spec gets: its request, system prompt and rewards, built from each
+        # concept set as `generate` builds them from an input record (the bench's request where
+        # the spec has none)
+        records = [{"concepts": list(it.concepts), LINE_KEY: args.offset + i + 1,
+                    **({} if spec.prompt is not None else {"prompt": commongen_prompt(it.concepts)})}
+                   for i, it in enumerate(items)]
+        inputs = search_inputs(spec, records, engine, spec.search_config(**base),
+                               lambda r: f"{args.data}:{r[LINE_KEY]}")
+        prompts = inputs.prompts
+        system = inputs.systems if args.system is None else args.system
+        rewards = inputs.rewards if spec.rewards else None
     report = run_commongen(engine, items, strategies, system=system, prompts=prompts, rewards=rewards,
                            batch_size=args.batch_size, progress=not args.quiet)
     if spec is not None:

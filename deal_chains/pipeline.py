@@ -57,7 +57,7 @@ class GenerateInputs:
     """The per-prompt arguments of ``DeALEngine.iter_generate`` built from input records."""
 
     def __init__(self) -> None:
-        self.prompts: list[str] = []
+        self.prompts: list[Any] = []  # the request, or the spec's example turns and the request
         self.rewards: list[Any] = []
         self.systems: list[str | None] = []
         self.contexts: list[Any] = []
@@ -81,16 +81,17 @@ def search_inputs(spec: Any, records: list[dict[str, Any]], engine: Any, config:
         where = locate(rec)
         variables = record_variables(rec)
         prompt = record_prompt(spec, rec, where)
+        request = spec.with_examples(prompt)
         try:
             out.rewards.append(spec.build_rewards(variables, count_tokens=count_tokens, lm=engine.lm))
             out.systems.append(spec.render_system(variables))
-            prompt_len = len(engine.lm.format_prompt(prompt, system=out.systems[-1]))
+            prompt_len = len(engine.lm.format_prompt(request, system=out.systems[-1]))
             engine.lm.check_fits(prompt_len, config.max_new_tokens, label="the prompt")
             if hard:
                 out.constraints.append(spec.build_constraint(variables))
         except DealChainsError as exc:
             raise InputError(f"{where}: {exc}") from None
-        out.prompts.append(prompt)
+        out.prompts.append(request)
         out.prompt_lens.append(prompt_len)
         out.contexts.append(RewardContext(prompt=prompt, variables=variables))
     return out

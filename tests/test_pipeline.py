@@ -155,3 +155,25 @@ def test_the_search_budget_is_checked_for_every_record_before_the_first_step(tin
         next(run_records(engine, spec, config, records, locate=_locate, batch_size=1,
                          on_step=lambda: steps.append(1)))
     assert steps == []  # no search step ran: a caller's output was never opened
+
+
+def test_the_specs_examples_come_before_every_records_request(tiny_lm):
+    from deal_chains import DeALEngine
+    from deal_chains.search.config import SearchConfig
+
+    examples = 'examples: [{input: {concepts: [oven, bake]}, output: "I bake in the oven."}]\n'
+    spec, config = load_generate_spec(SPEC.replace("{concept}", "{concepts}") + examples,
+                                      search={"strategy": "greedy"})
+    records = [{"concepts": ["a", "b"], LINE_KEY: 1}, {"prompt": "hello", "concepts": ["x"], LINE_KEY: 2}]
+    engine = DeALEngine(tiny_lm)
+    out = dict(run_records(engine, spec, config, records, locate=lambda r: f"in:{r[LINE_KEY]}"))
+    turns = [{"role": "user", "content": "Use these words: oven, bake."},
+             {"role": "assistant", "content": "I bake in the oven."}]
+    direct = engine.generate([[*turns, {"role": "user", "content": "Use these words: a, b."}],
+                              [*turns, {"role": "user", "content": "hello"}]], None,
+                             SearchConfig(strategy="greedy", max_new_tokens=6))
+    assert [out[0]["text"], out[1]["text"]] == [r.text for r in direct]
+    # the record keeps its own request as its prompt, not the examples
+    assert out[1]["prompt"] == "hello"
+    plain = engine.generate(["Use these words: a, b.", "hello"], None, SearchConfig(strategy="greedy", max_new_tokens=6))
+    assert [r.token_ids for r in direct] != [r.token_ids for r in plain]

@@ -135,9 +135,10 @@ PAIRS_COLUMNS = [
 
 def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence[tuple[str, Any]],
                        reward: Any, *, system: str | None = None, batch_size: int | None = None,
-                       progress: bool = True,
+                       progress: bool = True, examples: Sequence[dict[str, str]] = (),
                        on_strategy: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every strategy over ``prompts`` with ``reward`` in the search; quality beside speed.
+    ``examples``: chat turns shown before each request (a spec's ``example_turns()``).
     ``on_strategy`` gets the report so far after each strategy (an interrupted run keeps
     the rows it finished)."""
     from deal_chains.bench.runner import machine_info
@@ -145,16 +146,18 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
     from rewards.base import RewardContext
 
     prompts = list(prompts)
+    requests = [[*examples, {"role": "user", "content": p}] if examples else p for p in prompts]
     rewards = [reward]
     contexts = [RewardContext(prompt=p) for p in prompts]
     # warm-up: first forwards pay one-off allocation costs that would skew the first row
-    engine.generate(prompts[:2], rewards, SearchConfig(strategy="greedy", max_new_tokens=4), system=system,
+    engine.generate(requests[:2], rewards, SearchConfig(strategy="greedy", max_new_tokens=4), system=system,
                     contexts=contexts[:2])
     rows, outputs, seconds_of = [], {}, []
     head = {
         "benchmark": "harmless-advbench",
         "n": len(prompts),
         "system": system,
+        **({"examples": list(examples)} if examples else {}),
         "batch_size": batch_size,
         "head": shown_path(reward.head_path),
         "features": reward.feature_spec,
@@ -170,7 +173,7 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
 
     for label, config in strategies:
         t0 = time.perf_counter()
-        results = engine.generate(prompts, rewards, config, system=system, contexts=contexts,
+        results = engine.generate(requests, rewards, config, system=system, contexts=contexts,
                                   batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - t0
         outs = []

@@ -127,7 +127,7 @@ def run_commongen(
     strategies: Sequence[tuple[str, SearchConfig]],
     *,
     system: str | Sequence[str | None] | None = None,
-    prompts: Sequence[str] | None = None,
+    prompts: Sequence[Any] | None = None,
     rewards: Sequence[Sequence[Any]] | None = None,
     batch_size: int | None = None,
     progress: bool = True,
@@ -135,7 +135,8 @@ def run_commongen(
     """Run every strategy over ``items``; return the report dict (rows + per-item outputs).
 
     ``system``: one system prompt for every item, or one per item (a spec's, rendered with the
-    item's concepts); ``prompts``: one request per item (default: ``commongen_prompt``);
+    item's concepts); ``prompts``: one request per item, a string or chat turns (default:
+    ``commongen_prompt``);
     ``rewards``: the search's rewards per item (default: the concepts' keyword coverage)."""
     if prompts is None:
         prompts = [commongen_prompt(it.concepts) for it in items]

@@ -76,7 +76,8 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, progress=not args.quiet)
     if spec is not None:
         report = {**report, "spec": args.spec, "system": args.system or spec.system,
-                  "prompt": spec.prompt or report["prompt"]}
+                  "prompt": spec.prompt or report["prompt"],
+                  **({"examples": [e.model_dump() for e in spec.examples]} if spec.examples else {})}
     print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, {_machine(report)}; ratio = "
                  "strategy wall time / greedy wall time, same run", args.out)
     return 0
@@ -188,6 +189,7 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
                 write_json(labelled(report), args.out)
 
         report = labelled(run_harmless_bench(engine, prompts, strategies, reward, system=system,
+                                             examples=spec.example_turns(),
                                              batch_size=args.batch_size, progress=not args.quiet,
                                              on_strategy=checkpoint))
         print(format_table(report, PROMPTS_COLUMNS))

@@ -125,6 +125,8 @@ class ModelRuntime:
         own = msgs.pop(0)["content"] if msgs[0]["role"] == "system" else None
         parts = [spec.render_system(variables) if spec is not None else None, own, instructions]
         system = "\n\n".join(p for p in parts if p and p.strip())
+        if spec is not None:  # the spec's demonstrations come first in the conversation
+            msgs[:0] = spec.example_turns()
         if system or own is not None:
             msgs.insert(0, {"role": "system", "content": system if system else (own or "")})
         msgs, ids = self._format(msgs, tool_turn=tool_turn)

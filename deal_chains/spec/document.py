@@ -59,6 +59,28 @@ else:  # validated as a SearchConfig (field errors keep their paths), kept as th
 STEP_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 
 
+class Example(BaseModel):
+    """One demonstration of the task: a request's template variables and the answer wanted.
+
+    >>> Example.model_validate({"input": {"concepts": ["oven", "bake"]},
+    ...                         "output": "She bakes bread in the oven."}).output
+    'She bakes bread in the oven.'
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: dict[str, Any] = Field(
+        description="the template variables of the demonstrated request, filled into `prompt`")
+    output: str = Field(min_length=1, description="the answer the model sees for it (used as written)")
+
+    @field_validator("output")
+    @classmethod
+    def _check_output(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an example's output must not be blank")
+        return _not_templated(value, "an example's output")
+
+
 class RewardSpec(BaseModel):
     """A validated reward spec.
 
@@ -93,6 +115,12 @@ class RewardSpec(BaseModel):
     )
     system: Optional[str] = Field(None, description="system message template (start-state adaptation)")
     prompt: Optional[str] = Field(None, description="user message template")
+    examples: list[Example] = Field(
+        default_factory=list,
+        description="few-shot demonstrations, shown before every request (after the system "
+        "message): each is a user turn (`prompt` filled from its input) and its output as the "
+        "assistant's reply",
+    )
     rewards: list[RewardEntry] = Field(  # type: ignore[valid-type]
         default_factory=list,
         description="rewards summed with their weights (required unless inherited through "
@@ -166,12 +194,13 @@ class RewardSpec(BaseModel):
                     raise _error("spec_nested_steps", "steps cannot be nested: a step is a single spec",
                                  f"steps.{name}.steps")
             return self
+        errors = self._example_errors()
         if not self.rewards:
-            raise _error("spec_no_rewards", "missing required key 'rewards' (a list of rewards; or "
-                         "extends: a spec that has them)", "rewards")
+            errors.append(_error("spec_no_rewards", "missing required key 'rewards' (a list of rewards; or "
+                                 "extends: a spec that has them)", "rewards"))
+            _raise_all(errors, "deal-chains reward spec")
         seen: dict[str, int] = {}
         hard: int | None = None
-        errors = []
         for i, entry in enumerate(self.rewards):
             if entry.name in seen:
                 errors.append(PydanticCustomError(
@@ -191,6 +220,20 @@ class RewardSpec(BaseModel):
                     hard = i
         _raise_all(errors, "deal-chains reward spec")
         return self
+
+    def _example_errors(self) -> list[PydanticCustomError]:
+        if not self.examples:
+            return []
+        if self.prompt is None:
+            return [_error("spec_examples_need_prompt", "examples are shown as requests written with the "
+                           "prompt template: add `prompt:`", "examples")]
+        errors = []
+        for i, example in enumerate(self.examples):
+            try:
+                render_text(self.prompt, example.input, TEXT)
+            except TemplateError as exc:
+                errors.append(_error("spec_example_input", f"prompt: {exc.message}", f"examples.{i}.input"))
+        return errors
 
     # ----------------------------------------------------------------------- use
 
@@ -248,6 +291,26 @@ class RewardSpec(BaseModel):
     def render_prompt(self, variables: Mapping[str, Any]) -> str | None:
         """The user message with ``variables`` filled in (None if the spec has none)."""
         return self._render_text("prompt", self.prompt, variables)
+
+    def example_turns(self) -> list[dict[str, str]]:
+        """The examples as chat turns: for each, the prompt filled from its input (user) and
+        its output (assistant). Every request made with this spec starts with them.
+
+        >>> RewardSpec.model_validate({"prompt": "Use: {words}.", "rewards": [{"length": {"max_words": 9}}],
+        ...     "examples": [{"input": {"words": ["oven", "bake"]}, "output": "I bake in the oven."}]}
+        ... ).example_turns()[0]
+        {'role': 'user', 'content': 'Use: oven, bake.'}
+        """
+        turns: list[dict[str, str]] = []
+        for example in self.examples:
+            turns.append({"role": "user", "content": self.render_prompt(example.input) or ""})
+            turns.append({"role": "assistant", "content": example.output})
+        return turns
+
+    def with_examples(self, request: str) -> str | list[dict[str, str]]:
+        """``request`` as the model gets it: alone, or after the example turns."""
+        turns = self.example_turns()
+        return [*turns, {"role": "user", "content": request}] if turns else request
 
     def _render_text(self, field: str, template: str | None, variables: Mapping[str, Any]) -> str | None:
         if template is None:

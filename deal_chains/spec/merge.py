@@ -6,7 +6,7 @@ keeps, for every field, the file and line it came from, so an error in a base fi
 that file and line. The rules (``merge(base, child)``):
 
 - ``search``: merged key by key, the child's settings over the base's;
-- ``model``, ``system``, ``prompt`` and any other key: the child's when it has one;
+- ``model``, ``system``, ``prompt``, ``examples`` and any other key: the child's when it has one;
 - ``rewards``: the base's, then the child's, unless the child sets ``replace_rewards: true``
   (then only the child's);
 - ``steps``: by step name; a step both have is merged with the same rules;

@@ -88,6 +88,17 @@ def test_system_message_precedence(llm):
     assert [m["content"] for m in call.request.messages] == ["e\n\nBe brief.", "hi"]
 
 
+def test_the_specs_examples_follow_the_system_message_and_precede_the_conversation(lm):
+    spec = SPEC + 'prompt: "Say {topic}."\nexamples: [{input: {topic: cats}, output: "Cats purr."}]\n'
+    chat = ChatDeAL(model=lm, spec=spec, reward_vars={"topic": "dogs"})
+    call = chat._call([SystemMessage("Be brief."), HumanMessage("hi")], None, {})
+    assert call.request.messages == [
+        {"role": "system", "content": "dogs\n\nBe brief."}, {"role": "user", "content": "Say cats."},
+        {"role": "assistant", "content": "Cats purr."}, {"role": "user", "content": "hi"}]
+    # the rewards' context is the caller's request, not the examples
+    assert call.request.context.prompt == "hi"
+
+
 def test_message_conversion():
     msgs = [SystemMessage("s"), HumanMessage([{"type": "text", "text": "h"}]),
             AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1}, "id": "1"}]),

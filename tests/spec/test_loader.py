@@ -116,8 +116,8 @@ def test_variables_and_rendering():
 
 ALL_TYPES = ["keywords", "length", "regex", "json_schema", "classifier", "reward_model", "judge",
              "harmless", "plugin", "all_of", "any_of", "threshold", "gated", "normalize"]
-SPEC_KEYS = {"version", "extends", "preset", "model", "search", "system", "prompt", "rewards", "replace_rewards",
-             "steps"}
+SPEC_KEYS = {"version", "extends", "preset", "model", "search", "system", "prompt", "examples", "rewards",
+             "replace_rewards", "steps"}
 
 
 def test_spec_is_a_registry_of_types():
@@ -522,6 +522,12 @@ def test_presets():
     )
     # no system prompt of its own: one that listed the words again brought bare word lists
     assert a.system is None and a.render_system(v) is None
+    # three demonstrations (3 and 4 words), each a sentence using every one of its words
+    from rewards.keywords import KeywordCoverage
+
+    assert [len(e.input["concepts"]) for e in a.examples] == [3, 4, 4]
+    for e in a.examples:
+        assert KeywordCoverage(e.input["concepts"], inflections=True).score([e.output]) == [1.0]
     (entry,) = a.rewards
     assert entry.reward_type == "keywords" and entry.weight == 1.0
     assert entry.params.inflections is True

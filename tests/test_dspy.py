@@ -189,6 +189,8 @@ def test_json_adapter_budget_is_sized_from_the_schema_unless_given(chat_tiny_lm,
 
 @pytest.mark.parametrize("answer, ok", [
     ('{"sentence":"A boat on the river.","n":3}', True),
+    # a sentence longer than the 32 characters a date or an id gets
+    ('{"sentence":"In the morning the old man took his boat down the quiet river.","n":3}', True),
     ('{"sentence":"{river} boat paddle","n":3}', False),  # the prompt's template, wrapped round a value
     ('{"sentence":"{sentence}","n":3}', False),  # DSPy's placeholder as the answer
     ('{"sentence":" A boat.","n":3}', False),  # nor leading whitespace

@@ -110,8 +110,9 @@ def bounded_schema(schema: Any, *, max_string_length: int | None = None, max_ite
     """A copy of ``schema`` with caps on what it leaves unbounded (see
     ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
 
-    Strings with a ``pattern`` or ``format`` get the shortest of ``PATTERN_CAPS`` (32, then
-    ``max_string_length``) that the pattern can still satisfy — each checked by
+    Strings with a ``format``, or a ``pattern`` that ends in ``$``, get the shortest of
+    ``PATTERN_CAP`` (32) and ``max_string_length`` that the pattern can still satisfy (a
+    pattern without an end anchor gets ``max_string_length``) — each checked by
     ``satisfiable`` on the string's own schema (the grammar engine's check; without one,
     patterned strings are not capped) — or none (also when ``cap_patterns`` is off); numbers without
     bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
@@ -142,7 +143,10 @@ def bounded_schema(schema: Any, *, max_string_length: int | None = None, max_ite
             if not ("pattern" in out or "format" in out):
                 out["maxLength"] = max(max_string_length, floor)
             elif cap_patterns and satisfiable is not None:
-                cap = _pattern_cap(out, [c for c in (PATTERN_CAP, max_string_length) if c >= floor], satisfiable)
+                # a pattern without an end anchor only rules how the string starts (or what it
+                # holds): the rest is free text, and the short cap would cut a sentence
+                short = (PATTERN_CAP,) if "format" in out or _end_anchored(out.get("pattern")) else ()
+                cap = _pattern_cap(out, [c for c in (*short, max_string_length) if c >= floor], satisfiable)
                 if cap is not None:
                     out["maxLength"] = cap
         if types & {"integer", "number"} and not any(k in out for k in ("enum", "const")):
@@ -219,6 +223,15 @@ PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail ad
 # free-text values mid-sentence), short enough that a rambling value ends; loops are closed
 # by the search (closing.repeating_tail) long before
 STRING_CAP = 160
+
+
+def _end_anchored(pattern: Any) -> bool:
+    """Whether a JSON Schema ``pattern`` (a regex search) ends in an unescaped ``$``, so it
+    bounds the whole string and not only a part of it."""
+    if not isinstance(pattern, str) or not pattern.endswith("$"):
+        return False
+    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    return backslashes % 2 == 0
 
 
 def _pattern_cap(node: dict, caps: list[int], satisfiable: Callable[[dict], bool]) -> int | None:

@@ -153,9 +153,11 @@ def _build() -> type:
                 if fmt is not None:
                     constraint, view, fmt_name = fmt.constraint(), fmt.view, "chat_adapter"
             # DSPy writes the system message (its field format); the adapter puts the spec's
-            # system prompt (start-state adaptation) before it, as for ChatDeAL
+            # system prompt (start-state adaptation) before it, as for ChatDeAL. The spec's
+            # examples are written for its own prompt: a program's demos (in DSPy's format)
+            # take their place
             return [self.adapter.request(msgs, spec=options.spec, reward_vars=options.reward_vars, config=config,
-                                         constraint=constraint, stop=options.stop, view=view)
+                                         constraint=constraint, stop=options.stop, view=view, examples=False)
                     for config in configs], fmt_name
 
         def _response(self, outcomes: list[Any], fmt_name: str | None) -> _Obj:

@@ -367,3 +367,14 @@ def test_async_predict_is_recognised_too(chat_tiny_lm, dspy_quiet):
         out = asyncio.run(dspy.Predict("question -> answer: int").acall(question="2 + 2?"))
     assert len(lm.history) == 1 and lm.history[0]["response"].deal[0]["format"] == "chat_adapter"
     assert isinstance(out.answer, int)
+
+
+def test_the_specs_examples_stay_out_of_dspy_requests(chat_tiny_lm, dspy_quiet):
+    # a spec's examples are written for its own prompt; a DSPy program's demos, in its
+    # adapter's format, are what DSPy shows the model
+    from deal_chains.dspy import DeALLM
+
+    spec = 'prompt: "Use {w}."\nexamples: [{input: {w: a}, output: "A."}]\nrewards: [{length: {max_words: 9}}]\n'
+    msgs = [{"role": "user", "content": "Hi"}]
+    [request] = DeALLM(chat_tiny_lm, spec=spec, strategy="greedy")._requests(None, msgs, {})
+    assert request.messages == msgs

@@ -81,7 +81,8 @@ class ModelRuntime:
     def request(self, messages: Sequence[Mapping[str, str]], *, spec: Any = None,
                 reward_vars: Mapping[str, Any] | None = None, config: SearchConfig | None = None,
                 constraint: Any = None, stop: Sequence[str] | None = None, instructions: str | None = None,
-                view: Callable[[str], str] | None = None, tool_turn: bool = False) -> Request:
+                view: Callable[[str], str] | None = None, tool_turn: bool = False,
+                examples: bool = True) -> Request:
         """Prepare one generation; every error a caller can cause is raised here.
 
         ``messages``: ``{"role", "content"}`` dicts (roles ``system``, ``user``,
@@ -93,7 +94,9 @@ class ModelRuntime:
         none is given (giving both is an error). ``view``: what the spec's rewards score
         instead of the raw text (``json_content`` for an answer under a JSON constraint;
         see ``ContentView``). ``tool_turn``: the answer is a tool call or a reply under the
-        tool-calling mask (see ``_format``).
+        tool-calling mask (see ``_format``). ``examples``: the spec's example turns follow
+        the system message (off for DSPy, whose programs carry demos in their adapter's
+        format).
         """
         from deal_chains.search.constraints import GrammarConstraint
         from rewards.base import RewardContext
@@ -125,7 +128,7 @@ class ModelRuntime:
         own = msgs.pop(0)["content"] if msgs[0]["role"] == "system" else None
         parts = [spec.render_system(variables) if spec is not None else None, own, instructions]
         system = "\n\n".join(p for p in parts if p and p.strip())
-        if spec is not None:  # the spec's demonstrations come first in the conversation
+        if spec is not None and examples:  # the spec's demonstrations open the conversation
             msgs[:0] = spec.example_turns()
         if system or own is not None:
             msgs.insert(0, {"role": "system", "content": system if system else (own or "")})

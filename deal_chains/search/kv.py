@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import torch
 
+from deal_chains.search.shared_prefix import PREFIX_KWARG, SharedPrefix, supports_shared_prefix, using_shared_prefix
+
 
 # positions a growing cache layer keeps free past its length: a rollout writes this many
 # tokens without a copy (a lookahead's worth and more)
@@ -121,16 +123,22 @@ class KVBatch:
     masked. ``fork(idx)`` makes row ``i`` of the result a copy of row ``idx[i]`` (beams and
     lookahead candidates); ``crop(n)`` forgets the last ``n`` positions of every row (the
     uncommitted part of a lookahead).
+
+    Where the model allows it (``shared_prefix.supports_shared_prefix``), the prompts' keys and
+    values are kept once per prompt after the prefill and the cache holds only the generated
+    tokens, so a fork copies those and not the prompt (``shared_prefix=False`` turns it off).
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, shared_prefix: bool = True):
         self.model = model
         self.cache = new_cache(model)
         params = inspect.signature(model.forward).parameters
         # transformers renamed past_key_values -> cache; support both spellings
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" if "logits_to_keep" in params else None
-        self.mask: torch.Tensor | None = None  # (rows, length) 1 = real token
+        self._share = shared_prefix and supports_shared_prefix(model, _same_logits_shared)
+        self.prefix: SharedPrefix | None = None
+        self._own: torch.Tensor | None = None  # (rows, cached length) 1 = real token, of self.cache
         self.next_pos: torch.Tensor | None = None  # (rows,) position id of the next token
         self.forward_passes = 0
         self.row_forwards = 0  # rows x forwards after the prefill (what a batch's search kept)
@@ -139,12 +147,20 @@ class KVBatch:
         self.taps: list[Any] = []
 
     @property
+    def mask(self) -> torch.Tensor | None:
+        """(rows, length): 1 where a row has a real token (prompt and generated)."""
+        if self._own is None or self.prefix is None:
+            return self._own
+        prompt = (self.prefix.bias == 0).to(self._own.dtype).index_select(0, self.prefix.row_prompt)
+        return torch.cat([prompt, self._own], dim=1)
+
+    @property
     def rows(self) -> int:
-        return 0 if self.mask is None else int(self.mask.shape[0])
+        return 0 if self._own is None else int(self._own.shape[0])
 
     @property
     def length(self) -> int:
-        return 0 if self.mask is None else int(self.mask.shape[1])
+        return 0 if self._own is None else int(self._own.shape[1]) + (self.prefix.length if self.prefix else 0)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: int = 1) -> torch.Tensor:
         """Logits after each of the last ``keep`` input positions: (rows, vocab) for one,
@@ -154,7 +170,12 @@ class KVBatch:
             kwargs[self._keep_kw] = keep
         if self.taps:
             kwargs["output_hidden_states"] = True
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
+        if self.prefix is not None:
+            with using_shared_prefix(self.model):
+                out = self.model(input_ids=ids, attention_mask=_additive(mask, ids.shape[1]), position_ids=pos,
+                                 **{PREFIX_KWARG: self.prefix}, **kwargs)
+        else:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         self.forward_passes += 1
         for tap in self.taps:
             tap.fed(out.hidden_states)
@@ -172,42 +193,55 @@ class KVBatch:
             mask[i, width - len(p):] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(ids, mask, pos)
-        self.mask = mask
+        self._own = mask
         self.next_pos = mask.sum(-1)
+        if self._share:
+            self._share_prompts()
         return logits
+
+    def _share_prompts(self) -> None:
+        """Move the prefilled prompts out of the cache into a ``SharedPrefix``."""
+        assert self._own is not None
+        layers = self.cache.layers
+        dtype = layers[0].keys.dtype
+        bias = torch.zeros(self._own.shape, dtype=dtype, device=self._own.device)
+        bias.masked_fill_(self._own == 0, float("-inf"))
+        self.prefix = SharedPrefix([layer.keys for layer in layers], [layer.values for layer in layers], bias,
+                                   torch.arange(self.rows, device=self._own.device))
+        self.cache = new_cache(self.model)
+        self._own = self._own[:, :0]
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row; return the next-token logits (rows, vocab)."""
-        assert self.mask is not None and self.next_pos is not None
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
-        logits = self._forward(tokens.view(-1, 1), self.mask, self.next_pos.view(-1, 1))
-        self.row_forwards += self.rows
-        self.next_pos = self.next_pos + 1
-        return logits
+        return self.extend(tokens.view(-1, 1))[:, 0]
 
     @torch.inference_mode()
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens.shape[1]`` tokens per row in one forward; return the logits after
         each of them (rows, n, vocab): scoring a block of known tokens costs one forward."""
-        assert self.mask is not None and self.next_pos is not None
+        assert self._own is not None and self.next_pos is not None
         n = int(tokens.shape[1])
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, n))], dim=1)
+        self._own = torch.cat([self._own, self._own.new_ones((self.rows, n))], dim=1)
         pos = self.next_pos.view(-1, 1) + torch.arange(n, device=self.next_pos.device).view(1, -1)
-        logits = self._forward(tokens, self.mask, pos, keep=n)
+        mask = self._own if self.prefix is not None else self.mask
+        assert mask is not None
+        logits = self._forward(tokens, mask, pos, keep=n)
         self.row_forwards += self.rows
         self.next_pos = self.next_pos + n
         return logits.view(self.rows, n, -1)
 
     def fork(self, index: Sequence[int] | torch.Tensor) -> None:
         """Rows become ``old_rows[index]`` (copies when an index repeats)."""
-        assert self.mask is not None and self.next_pos is not None
-        idx = torch.as_tensor(index, dtype=torch.long, device=self.mask.device)
+        assert self._own is not None and self.next_pos is not None
+        idx = torch.as_tensor(index, dtype=torch.long, device=self._own.device)
         if idx.numel() == self.rows and bool((idx == torch.arange(self.rows, device=idx.device)).all()):
             return  # identity: no copy (the greedy path stays copy-free)
         self.cache.reorder_cache(idx)
-        self.mask = self.mask.index_select(0, idx)
+        self._own = self._own.index_select(0, idx)
         self.next_pos = self.next_pos.index_select(0, idx)
+        if self.prefix is not None:
+            self.prefix.fork(idx)
         for tap in self.taps:
             tap.fork(idx)
 
@@ -215,9 +249,9 @@ class KVBatch:
         """Drop the last ``n`` positions of every row."""
         if n <= 0:
             return
-        assert self.mask is not None and self.next_pos is not None
+        assert self._own is not None and self.next_pos is not None
         self.cache.crop(-n)
-        self.mask = self.mask[:, :-n]
+        self._own = self._own[:, :-n]
         self.next_pos = self.next_pos - n
         for tap in self.taps:
             tap.crop(n)
@@ -227,13 +261,43 @@ class KVBatch:
         but are masked out, and the row's next token takes the first forgotten position id,
         so rows can commit different numbers of tokens in one step (the holes cost memory
         until the batch ends, never a wrong attention)."""
-        assert self.mask is not None and self.next_pos is not None
+        assert self._own is not None and self.next_pos is not None
         if not any(per_row):
             return
-        width = self.length
-        back = torch.as_tensor(list(per_row), dtype=torch.long, device=self.mask.device)
-        cols = torch.arange(width, device=self.mask.device).unsqueeze(0)
-        # the last `back[r]` columns of row r
+        width = int(self._own.shape[1])
+        back = torch.as_tensor(list(per_row), dtype=torch.long, device=self._own.device)
+        cols = torch.arange(width, device=self._own.device).unsqueeze(0)
+        # the last `back[r]` columns of row r (always generated tokens, never the prompt)
         forget = cols >= (width - back).unsqueeze(1)
-        self.mask = self.mask.masked_fill(forget, 0)
+        self._own = self._own.masked_fill(forget, 0)
         self.next_pos = self.next_pos - back
+
+
+def _additive(own: torch.Tensor, n: int) -> torch.Tensor:
+    """(rows, 1, n, S) additive mask over the cached generated tokens for ``n`` new ones: a
+    row's real tokens, and of the new ones only those up to each query (causal)."""
+    width = own.shape[1]
+    cols = torch.arange(width, device=own.device).view(1, 1, 1, width)
+    rows_q = torch.arange(n, device=own.device).view(1, 1, n, 1) + (width - n)
+    allowed = (own.bool().view(own.shape[0], 1, 1, width)) & (cols <= rows_q)
+    out = torch.zeros(allowed.shape, dtype=torch.float32, device=own.device)
+    return out.masked_fill_(~allowed, float("-inf"))
+
+
+def _same_logits_shared(model: Any) -> bool:
+    """The check behind ``supports_shared_prefix``: two prompts of different lengths, a fork,
+    a step and a two-token extend give the same logits with and without a shared prefix."""
+    ids = [[1, 2, 3, 4], [5, 6]]
+    logits = []
+    for share in (False, True):
+        kv = KVBatch(model, shared_prefix=False)
+        kv._share = share
+        with torch.inference_mode():
+            kv.prefill(ids, 0)
+            kv.fork([0, 1, 1, 0])
+            a = kv.step(torch.tensor([7, 8, 9, 10], device=kv._own.device))  # type: ignore[union-attr]
+            b = kv.extend(torch.tensor([[1, 2], [3, 4], [5, 6], [7, 8]], device=kv._own.device))  # type: ignore[union-attr]
+        logits.append(torch.cat([a.unsqueeze(1), b], dim=1))
+    plain, shared = logits
+    tol = 1e-3 * max(1.0, float(plain.abs().max()))
+    return bool(torch.isfinite(shared).all()) and float((plain - shared).abs().max()) <= tol

@@ -110,9 +110,9 @@ def bounded_schema(schema: Any, *, max_string_length: int | None = None, max_ite
     """A copy of ``schema`` with caps on what it leaves unbounded (see
     ``GrammarConstraint.json_schema``); caps never go below the schema's own minimums.
 
-    Strings with a ``format``, or a ``pattern`` that ends in ``$``, get the shortest of
-    ``PATTERN_CAP`` (32) and ``max_string_length`` that the pattern can still satisfy (a
-    pattern without an end anchor gets ``max_string_length``) — each checked by
+    Strings with a ``format`` or a ``pattern`` get the shortest of ``PATTERN_CAP`` (32) and
+    ``max_string_length`` that the pattern can still satisfy (a pattern anchored at one end
+    only, such as ``^[A-Z]``, gets ``max_string_length``: the rest of it is free text) — each checked by
     ``satisfiable`` on the string's own schema (the grammar engine's check; without one,
     patterned strings are not capped) — or none (also when ``cap_patterns`` is off); numbers without
     bounds get +-``MAX_ABS_NUMBER`` (twelve digits before any fraction)."""
@@ -143,9 +143,12 @@ def bounded_schema(schema: Any, *, max_string_length: int | None = None, max_ite
             if not ("pattern" in out or "format" in out):
                 out["maxLength"] = max(max_string_length, floor)
             elif cap_patterns and satisfiable is not None:
-                # a pattern without an end anchor only rules how the string starts (or what it
-                # holds): the rest is free text, and the short cap would cut a sentence
-                short = (PATTERN_CAP,) if "format" in out or _end_anchored(out.get("pattern")) else ()
+                # a pattern anchored at one end only ("^[A-Z]": how the text starts) leaves the
+                # rest free: the short cap would cut a sentence. One anchored at both ends or at
+                # neither (a date written without anchors) is a value of its own shape
+                pattern = out.get("pattern")
+                one_end = _start_anchored(pattern) != _end_anchored(pattern)
+                short = (PATTERN_CAP,) if "format" in out or not one_end else ()
                 cap = _pattern_cap(out, [c for c in (*short, max_string_length) if c >= floor], satisfiable)
                 if cap is not None:
                     out["maxLength"] = cap
@@ -223,6 +226,11 @@ PATTERN_CAP = 32  # a date-time, a UUID's worth of hex, a short URI or e-mail ad
 # free-text values mid-sentence), short enough that a rambling value ends; loops are closed
 # by the search (closing.repeating_tail) long before
 STRING_CAP = 160
+
+
+def _start_anchored(pattern: Any) -> bool:
+    """Whether a JSON Schema ``pattern`` starts with ``^``."""
+    return isinstance(pattern, str) and pattern.startswith("^")
 
 
 def _end_anchored(pattern: Any) -> bool:

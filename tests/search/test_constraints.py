@@ -452,11 +452,14 @@ def test_bounded_schema_caps_numbers_and_patterned_strings():
     assert "maxLength" not in bounded_schema({"type": "string", "pattern": "^a{170}$"})
     loose = bounded_schema({"type": "string", "pattern": "^a+$"}, cap_patterns=False)
     assert "maxLength" not in loose
-    # a pattern without an end anchor rules only a part of the string: the rest is free
-    # text, capped as a string without a pattern (32 characters cut a sentence)
-    for pattern in ("^[A-Z]", "[0-9]{3}", r"^ab\$"):
+    # a pattern anchored at one end only rules how the string starts (or ends): the rest is
+    # free text, capped as a string without a pattern (32 characters cut a sentence)
+    for pattern in ("^[A-Z]", "[0-9]{3}$", r"^ab\$"):
         assert bounded_schema({"type": "string", "pattern": pattern})["maxLength"] == 160, pattern
-    assert bounded_schema({"type": "string", "pattern": r"^a\\$"})["maxLength"] == 32  # an escaped backslash
+    # anchored at both ends (an escaped backslash before the $), or at neither: a date written
+    # without anchors is still a date
+    for pattern in (r"^a\\$", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}.\d{6}"):
+        assert bounded_schema({"type": "string", "pattern": pattern})["maxLength"] == 32, pattern
 
 
 def test_patterned_string_longer_than_the_cap_stays_satisfiable(tiny_lm):

@@ -121,12 +121,16 @@ _registered = False
 
 
 def register() -> None:
-    """Make the attention function known to transformers (once)."""
+    """Make the attention function known to transformers (once), with SDPA's mask builder:
+    a forward that reaches the model without a prefix while the name is set (another caller
+    of the same model) is then SDPA's in full, padding masks included."""
     global _registered
     if not _registered:
         from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
         AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
         _registered = True
 
 

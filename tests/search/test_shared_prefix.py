@@ -87,3 +87,14 @@ def test_the_models_attention_choice_is_restored_after_each_forward(tiny_lm):
             assert config._attn_implementation == ATTENTION_NAME
             raise RuntimeError("boom")
     assert config._attn_implementation == before
+
+
+def test_a_forward_without_a_prefix_while_the_attention_is_switched_is_the_models_own(tiny_lm):
+    # another caller of the same model in the meantime: padding masks still apply
+    ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        own = tiny_lm.model(input_ids=ids, attention_mask=mask).logits
+        with using_shared_prefix(tiny_lm.model):
+            switched = tiny_lm.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(own[:, 2:], switched[:, 2:], atol=1e-9)

@@ -30,36 +30,13 @@ class SpecError(DealChainsError, ValueError):
 
 def format_spec_problem(problem: dict) -> str:
     """``file:line:column: field: message`` with the parts that are known."""
-    where = _shown_file(problem.get("file")) or "<spec>"
+    where = problem.get("file") or "<spec>"
     if problem.get("line") is not None:
         where += f":{problem['line']}"
         if problem.get("column") is not None:
             where += f":{problem['column']}"
     field = problem.get("field")
     return f"{where}: {field + ': ' if field else ''}{problem['message']}"
-
-
-def _shown_file(file: str | None) -> str | None:
-    """A spec file as an error names it: relative to the working directory when it lies
-    under it or beside it (``../rewards/presets/commongen.yaml`` from a notebook's folder),
-    else as given (a message names no more of the machine's folders than it must).
-
-    >>> from pathlib import Path
-    >>> _shown_file(str(Path.cwd() / "specs" / "a.yaml"))
-    'specs/a.yaml'
-    """
-    from pathlib import Path
-
-    if not file or not Path(file).is_absolute():
-        return file
-    path, cwd = Path(file), Path.cwd()
-    bases = [(cwd, "")] + ([(cwd.parent, "../")] if cwd.parent != Path(cwd.anchor) else [])
-    for base, up in bases:
-        try:
-            return up + path.relative_to(base).as_posix()
-        except ValueError:
-            continue
-    return file
 
 
 class ConstraintError(DealChainsError, ValueError):

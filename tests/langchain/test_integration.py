@@ -35,7 +35,7 @@ def test_chain_fills_reward_vars_from_the_input(lm):
         [("human", "Write one short sentence that uses all of these words: {concepts}.")])
     llm = ChatDeAL(model=lm, spec="commongen", max_tokens=32)
     chain = with_reward_vars(prompt, llm) | StrOutputParser()
-    concepts = "cat, sofa, sleep, sun"
+    concepts = "stand, umbrella, street, hold"
     text = chain.invoke({"concepts": concepts})
     greedy = (with_reward_vars(prompt, llm.bind(strategy="greedy")) | StrOutputParser()).invoke({"concepts": concepts})
     coverage = KeywordCoverage(concepts.split(", "))

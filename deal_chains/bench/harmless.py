@@ -135,10 +135,10 @@ PAIRS_COLUMNS = [
 
 def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence[tuple[str, Any]],
                        reward: Any, *, system: str | None = None, batch_size: int | None = None,
-                       progress: bool = True, examples: Sequence[dict[str, str]] = (),
+                       progress: bool = True, as_request: Callable[[str], Any] | None = None,
                        on_strategy: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every strategy over ``prompts`` with ``reward`` in the search; quality beside speed.
-    ``examples``: chat turns shown before each request (a spec's ``example_turns()``).
+    ``as_request``: how each prompt reaches the model (a spec's ``with_examples``).
     ``on_strategy`` gets the report so far after each strategy (an interrupted run keeps
     the rows it finished)."""
     from deal_chains.bench.runner import machine_info
@@ -146,7 +146,7 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
     from rewards.base import RewardContext
 
     prompts = list(prompts)
-    requests = [[*examples, {"role": "user", "content": p}] if examples else p for p in prompts]
+    requests = [as_request(p) for p in prompts] if as_request else prompts
     rewards = [reward]
     contexts = [RewardContext(prompt=p) for p in prompts]
     # warm-up: first forwards pay one-off allocation costs that would skew the first row
@@ -157,7 +157,6 @@ def run_harmless_bench(engine: Any, prompts: Sequence[str], strategies: Sequence
         "benchmark": "harmless-advbench",
         "n": len(prompts),
         "system": system,
-        **({"examples": list(examples)} if examples else {}),
         "batch_size": batch_size,
         "head": shown_path(reward.head_path),
         "features": reward.feature_spec,

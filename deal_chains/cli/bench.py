@@ -77,7 +77,7 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
     if spec is not None:
         report = {**report, "spec": args.spec, "system": args.system or spec.system,
                   "prompt": spec.prompt or report["prompt"],
-                  **({"examples": [e.model_dump() for e in spec.examples]} if spec.examples else {})}
+                  **_examples_of(spec)}
     print_report(report, COMMONGEN_COLUMNS, "commongen", f"\n{report['n']} prompts, {_machine(report)}; ratio = "
                  "strategy wall time / greedy wall time, same run", args.out)
     return 0
@@ -181,7 +181,8 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
         strategies = _strategies(args.strategies, base)
         prompts = load_advbench(args.prompts, n=args.n or 50, offset=args.offset)
         def labelled(report: dict[str, Any]) -> dict[str, Any]:
-            return {**report, "command": command, "spec": args.spec}
+            return {**report, "command": command, "spec": args.spec,
+                    **_examples_of(spec)}
 
         def checkpoint(report: dict[str, Any]) -> None:
             # after each strategy: an interrupted run keeps the rows it finished
@@ -189,7 +190,7 @@ def cmd_bench_harmless(args: argparse.Namespace) -> int:
                 write_json(labelled(report), args.out)
 
         report = labelled(run_harmless_bench(engine, prompts, strategies, reward, system=system,
-                                             examples=spec.example_turns(),
+                                             as_request=spec.with_examples,
                                              batch_size=args.batch_size, progress=not args.quiet,
                                              on_strategy=checkpoint))
         print(format_table(report, PROMPTS_COLUMNS))
@@ -217,6 +218,11 @@ def _load_bench_spec(name: str) -> Any:
     from deal_chains.spec import load_spec, preset_path
 
     return load_spec(preset_path(name) if name in _presets() else name)
+
+
+def _examples_of(spec: Any) -> dict[str, Any]:
+    """A report's record of the spec's examples (none when it has none)."""
+    return {"examples": [e.model_dump() for e in spec.examples]} if spec.examples else {}
 
 
 def register_bench_harmless(bench_subparsers: Any) -> argparse.ArgumentParser:

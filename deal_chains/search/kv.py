@@ -224,9 +224,7 @@ class KVBatch:
         n = int(tokens.shape[1])
         self._own = torch.cat([self._own, self._own.new_ones((self.rows, n))], dim=1)
         pos = self.next_pos.view(-1, 1) + torch.arange(n, device=self.next_pos.device).view(1, -1)
-        mask = self._own if self.prefix is not None else self.mask
-        assert mask is not None
-        logits = self._forward(tokens, mask, pos, keep=n)
+        logits = self._forward(tokens, self._own, pos, keep=n)
         self.row_forwards += self.rows
         self.next_pos = self.next_pos + n
         return logits.view(self.rows, n, -1)
@@ -291,7 +289,7 @@ def _same_logits_shared(model: Any) -> bool:
     logits = []
     for share in (False, True):
         kv = KVBatch(model, shared_prefix=False)
-        kv._share = share
+        kv._share = share  # set here: asking the constructor for it would run this check again
         with torch.inference_mode():
             kv.prefill(ids, 0)
             kv.fork([0, 1, 1, 0])

@@ -74,8 +74,9 @@ class ResponseStates:
 
     def _valid(self) -> torch.Tensor:
         """(rows, columns) True where a response position is live (not retracted)."""
-        assert self.kv.mask is not None and self.states is not None
-        return self.kv.mask[:, self.start:].bool().to(self.states.device)
+        mask = self.kv.mask_after(self.start)
+        assert mask is not None and self.states is not None
+        return mask.bool().to(self.states.device)
 
     def counts(self) -> list[int]:
         """Live response positions per row (the tokens fed and kept)."""

@@ -154,6 +154,14 @@ class KVBatch:
         prompt = (self.prefix.bias == 0).to(self._own.dtype).index_select(0, self.prefix.row_prompt)
         return torch.cat([prompt, self._own], dim=1)
 
+    def mask_after(self, column: int) -> torch.Tensor | None:
+        """``mask[:, column:]``, without building the prompt's columns when ``column`` lies
+        past them (the response columns a tap reads at every scoring)."""
+        if self._own is not None and self.prefix is not None and column >= self.prefix.length:
+            return self._own[:, column - self.prefix.length:]
+        mask = self.mask
+        return None if mask is None else mask[:, column:]
+
     @property
     def rows(self) -> int:
         return 0 if self._own is None else int(self._own.shape[0])

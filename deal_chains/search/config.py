@@ -117,6 +117,13 @@ class SearchConfig(BaseModel):
         "second sentence after it. A rollout re-reads what it owes after every token, so the end is free again "
         "as soon as the last keyword is in",
     )
+    no_repeat_ngram: OptionalInt = Field(
+        None, ge=1, le=16,
+        description="no token that would repeat an n-gram of this size already in the answer (transformers' "
+        "no_repeat_ngram_size, over the answer's own tokens; every strategy, every candidate and rollout token). "
+        "A small model's continuation can loop ('the topic of the topic of ...') until the budget cuts it; "
+        "3 blocks that. None: off (JSON and other structured text repeat n-grams by design)",
+    )
     max_logprob_drop: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="deal: a candidate token must be within this many nats of its beam's likeliest token, "

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from deal_chains.search.state import Candidates, Rollout, SearchState
+from deal_chains.search.state import Candidates, Rollout, SearchState, TreeParams
 
 
 def ends_here(step_lp: torch.Tensor, nxt: torch.Tensor, ended: torch.Tensor, eos_t: torch.Tensor,
@@ -85,6 +85,33 @@ def hold_eos(logits: torch.Tensor, owed_tokens: Sequence[int], remaining: Sequen
         if len(stuck):
             out[stuck] = logits[stuck]
     return out
+
+
+def end_reserve(params: TreeParams) -> int:
+    """Tokens an ending takes: end-of-sequence, and before it a sentence end when ``hold_ends``
+    holds one. ``hold_eos`` lets the end compete once the budget left, less these, can no
+    longer pay what the rewards owe: an answer must still have room to end."""
+    return 1 + bool(params.held_ids)
+
+
+def closing_ends(logp: torch.Tensor, remaining: Sequence[int], end_ids: frozenset[int],
+                 within: int) -> list[tuple[int, int, float]]:
+    """(row, token, log-probability) of the likeliest of ``end_ids`` (a ``hold_ends`` sentence
+    end) for every row within ``within`` tokens of its budget, where it is allowed (not held,
+    not masked). Added to those rows' candidates whatever its rank: near the budget the
+    alternative to ending is often being cut, and only a candidate can become a finished answer.
+
+    >>> lp = torch.log_softmax(torch.tensor([[3.0, 0.0, -1.0], [3.0, 0.0, float("-inf")]]), dim=-1)
+    >>> [(r, t) for r, t, _ in closing_ends(lp, [4, 4], frozenset({2}), 8)]
+    [(0, 2)]
+    """
+    rows = [r for r, n in enumerate(remaining) if n <= within]
+    if not rows:
+        return []
+    index = torch.tensor(rows, device=logp.device)
+    mask = _token_mask(end_ids, logp.shape[-1], logp.device)
+    best, tok = logp.index_select(0, index).masked_fill(~mask, float("-inf")).max(dim=-1)
+    return [(r, t, v) for r, t, v in zip(rows, tok.tolist(), best.tolist()) if v != float("-inf")]
 
 
 @functools.lru_cache(maxsize=16)

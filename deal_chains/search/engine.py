@@ -55,7 +55,8 @@ class _Request:
 def tree_params(config: SearchConfig) -> TreeParams:
     """How each strategy maps onto the one tree search (same code, same metrics)."""
     base = dict(lam=config.lam, max_new_tokens=config.max_new_tokens, prune=config.prune,
-                adaptive=config.adaptive, length_penalty=config.length_penalty)
+                adaptive=config.adaptive, length_penalty=config.length_penalty,
+                no_repeat_ngram=config.no_repeat_ngram)
     s = config.strategy
     if s == "greedy":
         return TreeParams(top_k=1, beam=1, lookahead=0, commit=1, temperature=0.0, **base)

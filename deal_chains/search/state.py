@@ -82,6 +82,8 @@ class TreeParams:
     hold_eos: bool = False
     # tokens held with end-of-sequence by hold_eos (those of SearchConfig.hold_ends)
     held_ids: frozenset[int] = frozenset()
+    # no token that would repeat an n-gram of this size in the row's own tokens (None: off)
+    no_repeat_ngram: int | None = None
     # candidates only within this many nats of the row's likeliest token (None: top_k alone)
     max_logprob_drop: float | None = None
     # the answer's first step: its candidates and bound (None: top_k / max_logprob_drop)

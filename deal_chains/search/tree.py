@@ -27,11 +27,12 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from deal_chains.search.constraints import apply_masks
-from deal_chains.search.ending import add_exit, ends_here, hold_eos, owed, rollout_owed
+from deal_chains.search.ending import add_exit, closing_ends, end_reserve, ends_here, hold_eos, owed, rollout_owed
 from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
+from deal_chains.search.repetition import ban_repeats
 from deal_chains.search.scoring import ranked_score, score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
                                       TreeParams)
@@ -138,13 +139,29 @@ def propose(state: SearchState, step: Step) -> Proposals:
         logits = apply_masks(logits, rows.states, [groups[g].constraint for g in rows.group], state.eos_main,
                              step.remaining, params.max_new_tokens, rows.tokens.__getitem__)
     state.owed = owed(state) if params.hold_eos and state.any_reward else []
-    logits = hold_eos(logits, state.owed, [params.max_new_tokens - len(t) for t in rows.tokens], state.held_ids,
+    left = [params.max_new_tokens - len(t) for t in rows.tokens]
+    logits = hold_eos(logits, state.owed, [n - end_reserve(params) for n in left], state.held_ids,
                       may_stick=state.constrained)
-    parent, tok, lp = _top_candidates(torch.log_softmax(logits, dim=-1), logits, rows, groups, params)
+    if params.no_repeat_ngram:
+        logits = ban_repeats(logits, rows.tokens, params.no_repeat_ngram)
+    logp = torch.log_softmax(logits, dim=-1)
+    parent, tok, lp = _top_candidates(logp, logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
     if params.prune and state.any_reward:
         parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
                                          step.commit)
+    if params.hold_eos and params.held_ids:
+        # near the budget a sentence end is always a candidate: an answer the budget would cut
+        # can still end (after the tokens above, so pruning never drops it)
+        ends = [e for e in closing_ends(logp, left, params.held_ids, 2 * params.commit)
+                if (e[0], e[1]) not in set(zip(parent, tok))]
+        if ends:
+            extra = [e[2] for e in ends]
+            more = state.fluency.first([e[0] for e in ends], [e[1] for e in ends], extra) \
+                if state.fluency is not None else extra
+            merged = sorted(zip(parent + [e[0] for e in ends], tok + [e[1] for e in ends], lp + extra,
+                                ranked + more), key=lambda c: c[0])
+            parent, tok, lp, ranked = (list(col) for col in zip(*merged))
     with_candidates = {rows.group[p] for p in parent}
     for gi in set(rows.group) - with_candidates:
         groups[gi].done = True
@@ -190,8 +207,12 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
         if debt is not None:
             step_logits = hold_eos(step_logits, debt,
-                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 for p in parent], held,
+                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 - end_reserve(params)
+                                    for p in parent], held,
                                    may_stick=grammar is not None, inplace=True)
+        if params.no_repeat_ngram:
+            step_logits = ban_repeats(step_logits, [rows.tokens[p] + t for p, t in
+                                                    zip(parent, toks[:, : j + 1].tolist())], params.no_repeat_ngram)
         if j < c:
             window.append(step_logits)
         if j + 1 >= step.remaining:

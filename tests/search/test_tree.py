@@ -181,8 +181,9 @@ def test_no_ending_while_a_keyword_is_missing_and_budget_is_left(eos_loving_lm):
     [held] = engine.generate(["hi"], reward, SearchConfig(**base, hold_eos=True))
     [free] = engine.generate(["hi"], reward, SearchConfig(**base))  # off by default
     assert free.finished and len(free.token_ids) == 0  # ends at once
-    # held: ends only once the budget left (12 - n) can no longer pay the 4 tokens owed
-    assert held.finished and len(held.token_ids) >= 12 - 4, held.token_ids
+    # held: ends only once the budget left (12 - n), less the end's own token, can no longer pay
+    # the 4 tokens owed
+    assert held.finished and len(held.token_ids) >= 12 - 4 - 1, held.token_ids
     # greedy is the baseline: it is never held
     [greedy] = engine.generate(["hi"], reward, SearchConfig(strategy="greedy", max_new_tokens=12))
     assert len(greedy.token_ids) == 0
@@ -209,9 +210,10 @@ def test_hold_ends_keeps_a_sentence_end_out_while_a_keyword_is_missing(period_lo
     [free] = engine.generate(["hi"], reward, SearchConfig(**base))
     [held] = engine.generate(["hi"], reward, SearchConfig(**base, hold_ends=["."]))
     assert free.token_ids[:1] == [period]  # hold_eos alone holds end-of-sequence only
-    # no token with a "." while the budget left could still place the word (16 - 5 = 11 tokens)
-    assert period not in held.token_ids[:11], held.text
-    assert not any("." in period_loving_lm.tokenizer.decode([t]) for t in held.token_ids[:11])
+    # no token with a "." while the budget left, less the two tokens an ending takes (the
+    # sentence end and end-of-sequence), could still place the word (16 - 5 - 2 = 9 tokens)
+    assert period not in held.token_ids[:9], held.text
+    assert not any("." in period_loving_lm.tokenizer.decode([t]) for t in held.token_ids[:9])
     # once the word is in, the end is free again: a weight-0 reward owes nothing
     [met] = engine.generate(["hi"], [KeywordCoverage(["zebra"], weight=0.0)], SearchConfig(**base, hold_ends=["."]))
     assert met.token_ids[:1] == [period]
@@ -219,6 +221,51 @@ def test_hold_ends_keeps_a_sentence_end_out_while_a_keyword_is_missing(period_lo
         SearchConfig.build(strategy="deal", hold_ends=["."])
     with pytest.raises(ConfigError, match="hold_ends"):
         SearchConfig.build(strategy="deal", hold_eos=True, hold_ends=[""])
+
+
+@pytest.fixture()
+def period_shy_lm(tiny_model_dir):
+    """The tiny model that never ranks "." among its likeliest tokens but ends right after one:
+    a sentence that is never closed unless the search makes "." a candidate."""
+    from deal_chains.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="float64")
+    period = lm.tokenizer.encode(".", add_special_tokens=False)[0]
+    eos = min(lm.eos_token_ids)
+    after_period: list[torch.Tensor] = []
+
+    def read_input(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        after_period[:] = [ids[:, -1] == period]
+
+    def shift(module, inputs, output):
+        output[..., period] -= 30.0
+        output[..., eos] += torch.where(after_period[0], 60.0, -60.0).unsqueeze(-1)
+        return output
+
+    hooks = [lm.model.register_forward_pre_hook(read_input, with_kwargs=True),
+             lm.model.get_output_embeddings().register_forward_hook(shift)]
+    yield lm, period
+    for h in hooks:
+        h.remove()
+
+
+def test_near_the_budget_a_sentence_end_is_a_candidate(period_shy_lm):
+    from deal_chains import DeALEngine, SearchConfig
+    from rewards import KeywordCoverage
+
+    lm, period = period_shy_lm
+    engine = DeALEngine(lm)
+    reward = [KeywordCoverage(["zebra"])]  # never written: the end is held while budget is left
+    base = dict(strategy="deal", max_new_tokens=16, top_k=2, beam=2, lookahead=2, hold_eos=True)
+    # end-of-sequence alone is held: "." is never a candidate, so the budget cuts the answer
+    [cut] = engine.generate(["hi"], reward, SearchConfig(**base))
+    assert not cut.finished and cut.finish_reason == "length" and period not in cut.token_ids
+    # with "." as the sentence end, it becomes a candidate in the last steps and the answer ends
+    [ended] = engine.generate(["hi"], reward, SearchConfig(**base, hold_ends=["."]))
+    assert ended.finished and ended.finish_reason == "stop", ended.text
+    assert ended.token_ids[-1] == period and period not in ended.token_ids[:-1]
+    assert len(ended.token_ids) > 16 - 2 * 2 - 1  # within the last two steps of the budget
 
 
 def test_tokens_owed_counts_missing_keywords():

@@ -515,6 +515,8 @@ def test_presets():
             config.max_new_tokens) == ("deal", 5, 4, 2, 48.0, 40)
     # no end of the answer, nor of its sentence, while a word is missing
     assert config.hold_eos and config.hold_ends == [".", "!", "?", "\n"]
+    # no loops once the words are in; recommit after a placed word, within 3 nats of the model
+    assert (config.no_repeat_ngram, config.commit_by_reward, config.max_logprob_drop) == (3, True, 3.0)
     assert a.variables() == {"concepts"}
     v = {"concepts": ["dog", "frisbee", "catch"]}
     assert a.render_prompt(v) == (

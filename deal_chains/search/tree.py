@@ -151,17 +151,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
         parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
                                          step.commit)
     if params.hold_eos and params.held_ids:
-        # near the budget a sentence end is always a candidate: an answer the budget would cut
-        # can still end (after the tokens above, so pruning never drops it)
-        ends = [e for e in closing_ends(logp, left, params.held_ids, 2 * params.commit)
-                if (e[0], e[1]) not in set(zip(parent, tok))]
-        if ends:
-            extra = [e[2] for e in ends]
-            more = state.fluency.first([e[0] for e in ends], [e[1] for e in ends], extra) \
-                if state.fluency is not None else extra
-            merged = sorted(zip(parent + [e[0] for e in ends], tok + [e[1] for e in ends], lp + extra,
-                                ranked + more), key=lambda c: c[0])
-            parent, tok, lp, ranked = (list(col) for col in zip(*merged))
+        # after pruning, so pruning never drops them
+        parent, tok, lp, ranked = _with_closing_ends(state, logp, left, parent, tok, lp, ranked)
     with_candidates = {rows.group[p] for p in parent}
     for gi in set(rows.group) - with_candidates:
         groups[gi].done = True
@@ -171,6 +162,22 @@ def propose(state: SearchState, step: Step) -> Proposals:
         if all(rows.settled[r] for r in range(len(rows.group)) if rows.group[r] == gi):
             groups[gi].greedy_steps += 1
     return Proposals(parent=parent, token=tok, logprob=lp, live_groups=live_groups, ranked=ranked)
+
+
+def _with_closing_ends(state: SearchState, logp: torch.Tensor, left: list[int], parent: list[int], tok: list[int],
+                       lp: list[float], ranked: list[float]):
+    """The candidates plus, for each row in its last two commit blocks, its likeliest sentence
+    end (``hold_ends``) where that is not a candidate yet: an answer the budget would cut can
+    still end (``ending.closing_ends``). Candidates stay in row order."""
+    present = set(zip(parent, tok))
+    ends = [e for e in closing_ends(logp, left, state.params.held_ids, 2 * state.params.commit)
+            if (e[0], e[1]) not in present]
+    if not ends:
+        return parent, tok, lp, ranked
+    rows, toks, lps = (list(col) for col in zip(*ends))
+    more = state.fluency.first(rows, toks, lps) if state.fluency is not None else lps
+    merged = sorted(zip(parent + rows, tok + toks, lp + lps, ranked + more), key=lambda c: c[0])
+    return tuple(list(col) for col in zip(*merged))
 
 
 def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
@@ -212,7 +219,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                    may_stick=grammar is not None, inplace=True)
         if params.no_repeat_ngram:
             step_logits = ban_repeats(step_logits, [rows.tokens[p] + t for p, t in
-                                                    zip(parent, toks[:, : j + 1].tolist())], params.no_repeat_ngram)
+                                                    zip(parent, toks[:, : j + 1].tolist())], params.no_repeat_ngram,
+                                      inplace=True)
         if j < c:
             window.append(step_logits)
         if j + 1 >= step.remaining:

@@ -66,7 +66,7 @@ def resolve_label(config: Any, label: str | int) -> int:
     if len(folded) > 1:
         raise ValueError(f"label {label!r} matches several labels case-insensitively ({listing}); "
                          "give its exact name or its index")
-    if label.strip().isdigit() and int(label) in names:
+    if label.strip().isascii() and label.strip().isdigit() and int(label) in names:
         return int(label)
     raise ValueError(f"label {label!r} is not one of the model's labels: {listing}")
 

@@ -87,7 +87,7 @@ def resolve_pointer(root: Any, ref: str) -> Any:
         part = unquote(part)
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             return MISSING

@@ -38,7 +38,7 @@ _POLL_SECONDS = 0.2  # how often a waiting non-streamed request looks for its cl
 async def read_body(request: Any, limit: int) -> dict[str, Any]:
     """The JSON object of a request body, refused past ``limit`` bytes before it is all read."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body ({declared} bytes) is over this server's limit of {limit} bytes",
                        code="request_too_large")
     body = bytearray()

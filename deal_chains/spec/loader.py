@@ -219,7 +219,7 @@ def _apply(data: dict, overrides: Sequence[str]) -> tuple[dict, dict[FieldPath, 
                         raise bad(f"{'.'.join(parts[:i + 1])} is not a mapping or list")
                     container[part] = {}
             elif isinstance(container, list):
-                if not part.isdigit() or int(part) >= len(container):
+                if not (part.isascii() and part.isdigit()) or int(part) >= len(container):
                     raise bad(f"{where} is a list of {len(container)}; {part!r} is not an index in it")
                 step = int(part)
                 if last:

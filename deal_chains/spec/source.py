@@ -22,7 +22,7 @@ def dotted(path: FieldPath) -> str:
 
 def parse_dotted(text: str) -> FieldPath:
     """``"rewards.1.name"`` -> ``("rewards", 1, "name")`` (digit parts become indices)."""
-    return tuple(int(p) if p.isdigit() else p for p in text.split(".") if p)
+    return tuple(int(p) if p.isascii() and p.isdigit() else p for p in text.split(".") if p)
 
 
 @dataclass

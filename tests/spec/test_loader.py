@@ -563,3 +563,16 @@ def test_json_schema():
     import json
 
     json.dumps(schema)  # serialisable
+
+
+def test_a_non_ascii_digit_in_a_path_is_a_key_not_an_index():
+    # "²" is a digit to str.isdigit but not to int(): it once crashed the error reporting with
+    # a raw ValueError (found by tests/spec/test_fuzz.py)
+    from deal_chains.spec.source import parse_dotted
+
+    assert parse_dotted("rewards.².x") == ("rewards", "²", "x")
+    spec = {"version": 1, "prompt": "x {a}", "rewards": [{"keywords": {"words": ["a"]}}, {"²": None}]}
+    with pytest.raises(SpecError, match=r"rewards\.1\.²: unknown reward type '²'"):
+        load_spec(spec)
+    with pytest.raises(SpecError, match="'²' is not an index"):
+        load_spec({**spec, "rewards": spec["rewards"][:1]}, overrides=["rewards.²=1"])

@@ -88,10 +88,12 @@ def hold_eos(logits: torch.Tensor, owed_tokens: Sequence[int], remaining: Sequen
 
 
 def end_reserve(params: TreeParams) -> int:
-    """Tokens an ending takes: end-of-sequence, and before it a sentence end when ``hold_ends``
-    holds one. ``hold_eos`` lets the end compete once the budget left, less these, can no
-    longer pay what the rewards owe: an answer must still have room to end."""
-    return 1 + bool(params.held_ids)
+    """Budget kept back from what the rewards owe before ``hold_eos`` lets the end compete: the
+    tokens an ending takes (end-of-sequence), and with ``hold_ends`` the sentence end before it
+    plus one commit block, so the end competes for a whole step, with the sentence end among
+    the candidates (``closing_ends``), before the budget runs out. Without that block a row
+    could step from "still held" straight past its last chance to end, and be cut."""
+    return 1 + (1 + params.commit if params.held_ids else 0)
 
 
 def closing_ends(logp: torch.Tensor, remaining: Sequence[int], end_ids: frozenset[int],

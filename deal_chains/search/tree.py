@@ -142,8 +142,8 @@ def propose(state: SearchState, step: Step) -> Proposals:
     left = [params.max_new_tokens - len(t) for t in rows.tokens]
     logits = hold_eos(logits, state.owed, [n - end_reserve(params) for n in left], state.held_ids,
                       may_stick=state.constrained)
-    if params.no_repeat_ngram:
-        logits = ban_repeats(logits, rows.tokens, params.no_repeat_ngram)
+    # no_repeat_ngram needs no mask here: these logits are a rollout window's, masked there for
+    # the very tokens each row committed (and the first step's rows have no tokens to repeat)
     logp = torch.log_softmax(logits, dim=-1)
     parent, tok, lp = _top_candidates(logp, logits, rows, groups, params)
     ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
@@ -200,7 +200,7 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
         if state.estimator is not None else None)
     # what each rollout row's rewards still owe (hold_eos), re-read as its text grows
     debt = rollout_owed(state, parent, toks, 1, [state.owed[p] for p in parent]) if state.owed else None
-    held = state.held_ids
+    held, reserve = state.held_ids, end_reserve(params)
     fed, window = 0, []
     exits: list[tuple[int, int, float]] | None = (
         [] if params.end_in_lookahead and state.any_reward and not state.constrained and state.fluency is None
@@ -214,8 +214,8 @@ def roll_out(state: SearchState, step: Step, proposals: Proposals) -> Rollout:
                                       lambda i, j=j: rows.tokens[parent[i]] + toks[i, : j + 1].tolist())
         if debt is not None:
             step_logits = hold_eos(step_logits, debt,
-                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 - end_reserve(params)
-                                    for p in parent], held,
+                                   [params.max_new_tokens - len(rows.tokens[p]) - j - 1 - reserve for p in parent],
+                                   held,
                                    may_stick=grammar is not None, inplace=True)
         if params.no_repeat_ngram:
             step_logits = ban_repeats(step_logits, [rows.tokens[p] + t for p, t in

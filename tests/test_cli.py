@@ -349,7 +349,7 @@ def test_bench_commongen(capsys, tiny_model_dir, tmp_path):
     rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--device", "cpu",
                "--data", str(DATA / "commongen_dev20.txt"),
                "--constraints", str(DATA / "commongen_dev20.constraint.json"),
-               "--n", "3", "--strategies", f"greedy,{deal}", "--set", "search.max_new_tokens=6",
+               "--n", "3", "--strategies", f"greedy,{deal}", "--set", "search.max_new_tokens=6", "--spec", "none",
                "--out", str(report_path), "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -426,6 +426,36 @@ def test_bench_commongen_with_a_spec_runs_what_its_users_get(capsys, tiny_model_
                             SearchConfig(strategy="greedy", max_new_tokens=5))
     # the system prompt was used: without it the same model reads the answers differently
     assert got != [(r.text, round(r.mean_logprob, 5)) for r in plain]
+
+
+def test_bench_commongen_runs_the_commongen_preset_unless_told_none(tmp_path):
+    from deal_chains.search.config import SearchConfig
+    from deal_chains.spec import load_spec
+    from tiny import build_tiny_model
+
+    # the preset's example turns are long in the tiny byte-level tokenizer
+    tiny_model_dir = build_tiny_model(tmp_path / "tiny-1k", context=1024)
+    preset = load_spec("commongen")
+    runs = {}
+    for spec in (None, "none"):
+        out = tmp_path / f"{spec}.json"
+        rc = main(["bench", "commongen", "--model", str(tiny_model_dir), "--device", "cpu",
+                   "--data", str(DATA / "commongen_dev20.txt"), "--n", "1", "--strategies", "greedy,deal",
+                   "--set", "search.max_new_tokens=3", "--out", str(out), "--quiet",
+                   *(["--spec", spec] if spec else [])])
+        assert rc == 0
+        runs[spec] = json.loads(out.read_text(encoding="utf-8"))
+    default, bare = runs[None], runs["none"]
+    # by default the DeAL row searches with the preset (its hold, its top_k), the request and
+    # examples are the preset's
+    deal = {r["strategy"]: r for r in default["rows"]}["deal"]["config"]
+    assert default["spec"] == "commongen" and default["prompt"] == preset.prompt
+    assert (deal["hold_eos"], deal["top_k"]) == (True, preset.search["top_k"])
+    assert [e["output"] for e in default["examples"]] == [e.output for e in preset.examples]
+    # none: the search defaults and the bench's bare request
+    deal = {r["strategy"]: r for r in bare["rows"]}["deal"]["config"]
+    assert "spec" not in bare and "examples" not in bare
+    assert deal["hold_eos"] is False and deal["top_k"] == SearchConfig().top_k
 
 
 def test_bench_unknown_strategy_lists_known_names(capsys, tiny_model_dir, tmp_path):

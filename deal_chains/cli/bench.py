@@ -46,7 +46,7 @@ def cmd_bench_commongen(args: argparse.Namespace) -> int:
 
     base: dict[str, Any] = {}
     spec = None
-    if args.spec:
+    if args.spec.lower() != "none":
         spec = _load_bench_spec(args.spec)
         base = dict(spec.search)
     if args.set:
@@ -412,11 +412,11 @@ def register(sub: Any) -> None:
                    help="comma list of: greedy, sample, best_of_n, rerank, deal, deal-exact, deal-noadapt; "
                         "settings per entry as name:key=value:key=value")
     c.add_argument("--set", action="append", metavar="search.KEY=VALUE", help="search setting for every DeAL row")
-    c.add_argument("--spec", default=None,
+    c.add_argument("--spec", default="commongen",
                    help="preset name or spec file: the DeAL rows search with its settings, and every row, greedy "
-                        "included, gets its request and system prompt, rendered with each set's concepts (what a "
-                        "user of the spec gets; e.g. --spec commongen). Default: the search defaults, the bench's "
-                        "request and the chat template's own system prompt")
+                        "included, gets its request, examples and system prompt, rendered with each set's concepts "
+                        "(what a user of the spec gets). Default: commongen, the preset for this task; 'none': "
+                        "the search defaults, the bench's bare request and the chat template's system prompt")
     c.add_argument("--system", default=None, help="system prompt (start-state adaptation) for every row "
                    "(replaces the spec's)")
     c.add_argument("--batch-size", type=int, default=None, help="prompts searched together (all rows)")

@@ -180,6 +180,19 @@ class SearchConfig(BaseModel):
         description="deal, with fluency_prompt: each token's ranked log-probability is (1 - w) x the "
         "request's + w x the fluency prompt's",
     )
+    fluency_mix: Literal["blend", "copy_penalty"] = Field(
+        "blend",
+        description="deal, with fluency_prompt: how the two log-probabilities combine per token. blend: "
+        "(1 - w) x the request's + w x the fluency prompt's. copy_penalty: the request's, less w x how much "
+        "likelier the request makes the token than the fluency prompt does (never more): what the answer "
+        "copies from the request (a listed word's comma) pays, a token both find likely does not",
+    )
+    fluency_tokens: OptionalInt = Field(
+        None, ge=1, le=8192,
+        description="deal, with fluency_prompt: read it for the answer's first N tokens only (to the end of "
+        "the commit block that reaches N), where the answer's form (a sentence or the request's list) is set, "
+        "then rank by the request's own log-probability at no extra forward (None: the whole answer)",
+    )
     prune: Bool = Field(
         True,
         description="drop candidates that cannot enter the top beams whatever the reward says",

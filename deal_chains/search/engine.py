@@ -314,7 +314,7 @@ class DeALEngine:
         fluency = None
         if chunk[0].fluency_ids is not None:
             fluency = FluencyStream.prefill(self.lm.model, [r.fluency_ids for r in chunk], self.lm.pad_token_id,
-                                            config.fluency_weight)
+                                            config.fluency_weight, config.fluency_mix, config.fluency_tokens)
         prefill_passes = kv.forward_passes + (fluency.kv.forward_passes if fluency is not None else 0)
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
         counter = _DoneCounter(groups, samples, on_step, on_done) if on_done is not None else None

@@ -12,10 +12,17 @@ text.
 The stream is a second ``KVBatch`` whose rows mirror the search's live rows: each step it is
 forked to the candidates, fed their commit window in one forward (``KVBatch.extend``), and
 forked/cropped to the survivors like the main cache. ``weight`` mixes the two per token:
-``(1 - weight) * own + weight * fluency`` (1: the fluency prompt alone).
+``(1 - weight) * own + weight * fluency`` (1: the fluency prompt alone); with
+``mode="copy_penalty"`` a token pays only what the request adds to its likelihood,
+``own - weight * max(0, own - fluency)``: a comma after a listed word is likely only because the
+request lists the words, while a sentence's tokens are likely after either prompt. With
+``tokens`` the stream reads only the answer's first tokens (where an answer starts a list or a
+sentence) and the search then drops it.
 
 >>> FluencyStream.mix(-2.0, -4.0, weight=0.25)
 -2.5
+>>> FluencyStream.mix(-1.0, -9.0, weight=0.5, mode="copy_penalty"), FluencyStream.mix(-5.0, -1.0, 0.5, "copy_penalty")
+(-5.0, -5.0)
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ from deal_chains.search.kv import KVBatch
 class FluencyStream:
     """The live rows' committed tokens under the fluency prompt, with their next-token logits."""
 
-    def __init__(self, kv: KVBatch, logits: torch.Tensor, weight: float):
+    def __init__(self, kv: KVBatch, logits: torch.Tensor, weight: float, mode: str = "blend",
+                 tokens: int | None = None):
         self.kv = kv
+        self.mode = mode
+        self.tokens = tokens  # read for the answer's first this many tokens (None: all of it)
         self.logits = logits  # (rows, vocab): next-token logits of each live row
         self._logp: torch.Tensor | None = None  # their log-softmax, once per step
         self.weight = float(weight)
@@ -39,15 +49,24 @@ class FluencyStream:
         self._fed = 0
 
     @classmethod
-    def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, weight: float) -> "FluencyStream":
+    def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, weight: float,
+                mode: str = "blend", tokens: int | None = None) -> "FluencyStream":
         """Run the fluency prompts once (row ``i``: request ``i``'s)."""
         kv = KVBatch(model)
-        return cls(kv, kv.prefill(prompts, pad_id), weight)
+        return cls(kv, kv.prefill(prompts, pad_id), weight, mode, tokens)
 
     @staticmethod
-    def mix(own: float, fluent: float, weight: float) -> float:
+    def mix(own: float, fluent: float, weight: float, mode: str = "blend") -> float:
         """One token's ranked log-probability: the request's and the fluency prompt's, mixed."""
-        return own if weight == 0 else (1.0 - weight) * own + weight * fluent
+        if weight == 0:
+            return own
+        if mode == "copy_penalty":
+            return own - weight * max(0.0, own - fluent)
+        return (1.0 - weight) * own + weight * fluent
+
+    def finished_with(self, generated: int) -> bool:
+        """Whether the answers are past the tokens this stream reads (``tokens``)."""
+        return self.tokens is not None and generated >= self.tokens
 
     def start(self, prompt_rows: Sequence[int]) -> None:
         """One row per search group, from its request's prefilled row."""
@@ -62,7 +81,7 @@ class FluencyStream:
         rows = torch.as_tensor(list(parent), device=logp.device)
         toks = torch.as_tensor(list(tokens), device=logp.device)
         fluent = logp[rows, toks].tolist()
-        return [self.mix(o, f, self.weight) for o, f in zip(own, fluent)]
+        return [self.mix(o, f, self.weight, self.mode) for o, f in zip(own, fluent)]
 
     def read(self, parent: Sequence[int], tokens: Sequence[Sequence[int]], own: Sequence[Sequence[float]],
              n: int) -> list[list[float]]:
@@ -77,7 +96,7 @@ class FluencyStream:
         # token j is read from the logits before it: the row's own for j = 0, the window's after
         steps = torch.cat([before.unsqueeze(1), window[:, :-1]], dim=1)
         fluent = torch.log_softmax(steps, dim=-1).gather(2, ids.unsqueeze(-1)).squeeze(-1).tolist()
-        return [[self.mix(o, f, self.weight) for o, f in zip(own_i, fl_i)] + list(own_i[n:])
+        return [[self.mix(o, f, self.weight, self.mode) for o, f in zip(own_i, fl_i)] + list(own_i[n:])
                 for own_i, fl_i in zip(own, fluent)]
 
     def commit(self, chosen: Sequence[int], advance: Sequence[int]) -> None:

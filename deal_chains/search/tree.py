@@ -80,6 +80,8 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
         state.estimator = CompletionEstimate(encode)
     state.features = SearchFeatures.attach(state)
     while state.rows.group:
+        if state.fluency is not None and state.fluency.finished_with(state.generated):
+            state.fluency = None  # past the answer's opening (fluency_tokens): the request's own from here
         step = commit_rule(state)
         proposals = propose(state, step)
         if not proposals.parent:

@@ -13,14 +13,18 @@ from search_fixtures import CharShare
 SEARCH = dict(strategy="deal", top_k=3, beam=2, lookahead=3, lam=4.0, max_new_tokens=10)
 
 
-def _logprob_after(lm, prompt: str, tokens: list[int], finished: bool) -> float:
-    """Log-probability of ``tokens`` (and the end-of-sequence when finished) after ``prompt``,
+def _token_logprobs_after(lm, prompt: str, tokens: list[int], finished: bool) -> list[float]:
+    """Each token's log-probability (and the end-of-sequence's when finished) after ``prompt``,
     from one forward without a cache (the search reads float32 logits: equal to ~1e-7)."""
     ids = lm.format_prompt(prompt)
     answer = list(tokens) + ([min(lm.eos_token_ids)] if finished else [])
     with torch.no_grad():
         logp = lm.model(input_ids=torch.tensor([ids + answer])).logits[0].double().log_softmax(-1)
-    return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(answer)))
+    return [float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(answer)]
+
+
+def _logprob_after(lm, prompt: str, tokens: list[int], finished: bool) -> float:
+    return sum(_token_logprobs_after(lm, prompt, tokens, finished))
 
 
 @pytest.mark.parametrize("commit_by_reward", [False, True])
@@ -61,13 +65,48 @@ def test_the_fluency_weight_mixes_the_two_likelihoods(tiny_lm):
     assert r.score - config.lam * r.reward == pytest.approx(0.75 * own + 0.25 * fluent, abs=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_the_copy_penalty_charges_only_what_the_request_adds(tiny_lm, weight):
+    engine = DeALEngine(tiny_lm)
+    prompt, fluency = "hello world", "abc"
+    config = SearchConfig(**SEARCH, fluency_prompt=fluency, fluency_weight=weight, fluency_mix="copy_penalty",
+                          returns=2)
+    best = engine.generate([prompt], [CharShare("e")], config)[0]
+    for r in [best, *best.alternatives]:
+        own = _token_logprobs_after(tiny_lm, prompt, r.token_ids, r.finished)
+        fluent = _token_logprobs_after(tiny_lm, fluency, r.token_ids, r.finished)
+        # a token the fluency prompt finds likelier costs what the request says, no less
+        expected = sum(o - weight * max(0.0, o - f) for o, f in zip(own, fluent))
+        assert r.score - config.lam * r.reward == pytest.approx(expected, abs=1e-5)
+        # both kinds of token occur, so the penalty differs from the request's and from the blend
+        assert any(o > f for o, f in zip(own, fluent)) and any(o < f for o, f in zip(own, fluent))
+        blend = sum((1 - weight) * o + weight * f for o, f in zip(own, fluent))
+        assert expected < sum(own) and expected < blend
+
+
+@pytest.mark.parametrize("tokens", [1, 4, 7])
+def test_fluency_tokens_reads_the_fluency_prompt_for_the_answers_opening_only(tiny_lm, tokens):
+    engine = DeALEngine(tiny_lm)
+    prompt, fluency = "hello world", "abc"
+    config = SearchConfig(**SEARCH, fluency_prompt=fluency, fluency_tokens=tokens, hold_eos=True)
+    r = engine.generate([prompt], [CharShare("e")], config)[0]
+    # read up to the end of the commit block that reaches `tokens`; the request's own after it
+    block = config.commit_tokens
+    read = min(-(-tokens // block) * block, len(r.token_ids) + r.finished)
+    assert read < len(r.token_ids)  # the answer goes past the opening, so both parts are tested
+    own = _token_logprobs_after(tiny_lm, prompt, r.token_ids, r.finished)
+    fluent = _token_logprobs_after(tiny_lm, fluency, r.token_ids, r.finished)
+    assert r.score - config.lam * r.reward == pytest.approx(sum(fluent[:read]) + sum(own[read:]), abs=1e-5)
+
+
 def test_a_fluency_prompt_too_long_for_the_model_is_named(tiny_lm):
     config = SearchConfig(**SEARCH, fluency_prompt="word " * 600)
     with pytest.raises(PromptTooLongError, match="search.fluency_prompt"):
         DeALEngine(tiny_lm).generate(["hello"], [CharShare("e")], config)
 
 
-@pytest.mark.parametrize("field, value", [("fluency_weight", 1.5), ("fluency_weight", -0.1), ("fluency_prompt", "")])
+@pytest.mark.parametrize("field, value", [("fluency_weight", 1.5), ("fluency_weight", -0.1), ("fluency_prompt", ""),
+                                          ("fluency_mix", "geometric"), ("fluency_tokens", 0)])
 def test_bad_fluency_settings_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"search.{field}"):
         SearchConfig.build(**{field: value})

@@ -187,6 +187,19 @@ class SearchConfig(BaseModel):
         "likelier the request makes the token than the fluency prompt does (never more): what the answer "
         "copies from the request (a listed word's comma) pays, a token both find likely does not",
     )
+    fluency_spare_requested: Bool = Field(
+        False,
+        description="deal, with fluency_prompt: a token that starts an item a reward asks for (a keyword, in "
+        "any of its forms) is ranked by the request's own log-probability: placing the word is the reward's "
+        "business, and the fluency read judges the form around it (a list's commas and order)",
+    )
+    fluency_context: Literal["bare", "conversation"] = Field(
+        "bare",
+        description="deal, with fluency_prompt: what the fluency prompt is read after. bare: nothing (it "
+        "replaces the whole request). conversation: the request's own conversation (system prompt, example "
+        "turns) with its last user turn replaced by the fluency prompt, so that only what the last turn "
+        "itself adds (a listed word, the list's commas) counts as copied, not the examples' style",
+    )
     fluency_tokens: OptionalInt = Field(
         None, ge=1, le=8192,
         description="deal, with fluency_prompt: read it for the answer's first N tokens only (to the end of "

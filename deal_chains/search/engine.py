@@ -52,6 +52,19 @@ class _Request:
     fluency_ids: list[int] | None = None  # the fluency prompt's tokens (SearchConfig.fluency_prompt)
 
 
+def _last_turn_replaced(prompt: PromptLike, text: str) -> PromptLike:
+    """The conversation ``prompt`` with its last user turn's content replaced by ``text``
+    (a plain prompt is one user turn: ``text`` alone)."""
+    if isinstance(prompt, str):
+        return text
+    turns = [dict(m) for m in prompt]
+    last = max((i for i, m in enumerate(turns) if m.get("role") == "user"), default=None)
+    if last is None:
+        return turns + [{"role": "user", "content": text}]
+    turns[last]["content"] = text
+    return turns[: last + 1]
+
+
 def tree_params(config: SearchConfig) -> TreeParams:
     """How each strategy maps onto the one tree search (same code, same metrics)."""
     base = dict(lam=config.lam, max_new_tokens=config.max_new_tokens, prune=config.prune,
@@ -254,7 +267,8 @@ class DeALEngine:
         out = []
         budget = config.max_new_tokens  # lookahead never runs past the budget
         fluency_ids = None
-        if config.strategy == "deal" and config.fluency_prompt is not None:
+        reads_fluency = config.strategy == "deal" and config.fluency_prompt is not None
+        if reads_fluency and config.fluency_context == "bare":
             fluency_ids = self.lm.format_prompt(config.fluency_prompt)
             self.lm.check_fits(len(fluency_ids), budget, label="search.fluency_prompt")
         for i, p in enumerate(prompts):
@@ -262,7 +276,11 @@ class DeALEngine:
             ids = self.lm.format_prompt(p, system=systems[i])
             self.lm.check_fits(len(ids), budget, label=f"prompt {i}")
             ctx = contexts[i] if contexts is not None else RewardContext(prompt=text)
-            out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx, fluency_ids=fluency_ids))
+            fluent = fluency_ids
+            if reads_fluency and config.fluency_context == "conversation":
+                fluent = self.lm.format_prompt(_last_turn_replaced(p, config.fluency_prompt), system=systems[i])
+                self.lm.check_fits(len(fluent), budget, label=f"search.fluency_prompt after prompt {i}'s turns")
+            out.append(_Request(i, p, ids, per_prompt_rewards[i], ctx, fluency_ids=fluent))
         return out
 
     def _attach_constraints(self, requests: list[_Request], constraints) -> None:
@@ -314,7 +332,8 @@ class DeALEngine:
         fluency = None
         if chunk[0].fluency_ids is not None:
             fluency = FluencyStream.prefill(self.lm.model, [r.fluency_ids for r in chunk], self.lm.pad_token_id,
-                                            config.fluency_weight, config.fluency_mix, config.fluency_tokens)
+                                            config.fluency_weight, config.fluency_mix, config.fluency_tokens,
+                                            config.fluency_spare_requested)
         prefill_passes = kv.forward_passes + (fluency.kv.forward_passes if fluency is not None else 0)
         streamer = _Streamer(chunk, groups, samples, on_tokens) if on_tokens is not None else None
         counter = _DoneCounter(groups, samples, on_step, on_done) if on_done is not None else None

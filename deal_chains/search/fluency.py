@@ -27,19 +27,41 @@ sentence) and the search then drops it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.kv import KVBatch
+from deal_chains.search.state import Group
+
+
+def requested_tokens(groups: Sequence[Group], encode: Callable[[str], list[int]]) -> list[frozenset[int]]:
+    """Per group, the token ids that start an item its rewards ask for (a keyword's forms, as
+    running text or capitalised; ``rewards.base.reward_pending``): ``fluency_spare_requested``
+    ranks them by the request's own likelihood. Placing a keyword is the reward's business;
+    what the fluency read should judge is the form around it (the list's commas and order).
+
+    >>> from deal_chains.search.state import Group
+    >>> from rewards.keywords import KeywordCoverage
+    >>> from rewards.base import RewardContext
+    >>> [sorted(s) for s in requested_tokens([Group(0, [KeywordCoverage(["dog"], inflections=False)], RewardContext())],
+    ...                                      lambda text: [len(text)])]
+    [[3, 4]]
+    """
+    estimate = CompletionEstimate(encode)
+    return [frozenset(estimate.first_ids([f for _, _, forms in pending_items(g, "") for f in forms]))
+            for g in groups]
 
 
 class FluencyStream:
     """The live rows' committed tokens under the fluency prompt, with their next-token logits."""
 
     def __init__(self, kv: KVBatch, logits: torch.Tensor, weight: float, mode: str = "blend",
-                 tokens: int | None = None):
+                 tokens: int | None = None, rows: Sequence[int] | None = None, spare_requested: bool = False):
         self.kv = kv
+        self.spare_requested = spare_requested  # rank requested items' first tokens by the request's own
+        self.rows = list(rows) if rows is not None else None  # request i's prefilled row (None: row i)
         self.mode = mode
         self.tokens = tokens  # read for the answer's first this many tokens (None: all of it)
         self.logits = logits  # (rows, vocab): next-token logits of each live row
@@ -50,10 +72,13 @@ class FluencyStream:
 
     @classmethod
     def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, weight: float,
-                mode: str = "blend", tokens: int | None = None) -> "FluencyStream":
-        """Run the fluency prompts once (row ``i``: request ``i``'s)."""
+                mode: str = "blend", tokens: int | None = None, spare_requested: bool = False) -> "FluencyStream":
+        """Run each distinct fluency prompt once (requests with the same one share its row: one
+        fluency prompt read after the same example turns is one prefill, not one per request)."""
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
         kv = KVBatch(model)
-        return cls(kv, kv.prefill(prompts, pad_id), weight, mode, tokens)
+        return cls(kv, kv.prefill([list(p) for p in distinct], pad_id), weight, mode, tokens, rows, spare_requested)
 
     @staticmethod
     def mix(own: float, fluent: float, weight: float, mode: str = "blend") -> float:
@@ -70,24 +95,27 @@ class FluencyStream:
 
     def start(self, prompt_rows: Sequence[int]) -> None:
         """One row per search group, from its request's prefilled row."""
-        self._select(list(prompt_rows))
+        rows = list(prompt_rows)
+        self._select(rows if self.rows is None else [self.rows[r] for r in rows])
 
-    def first(self, parent: Sequence[int], tokens: Sequence[int], own: Sequence[float]) -> list[float]:
+    def first(self, parent: Sequence[int], tokens: Sequence[int], own: Sequence[float],
+              spared: Sequence[frozenset[int]] | None = None) -> list[float]:
         """Ranked log-probabilities of the candidates' first tokens (known before the rollout:
-        the pruning bound uses them)."""
+        the pruning bound uses them). A token in the candidate's ``spared`` set keeps its own."""
         if not parent:
             return []
         logp = self._logprobs()
         rows = torch.as_tensor(list(parent), device=logp.device)
         toks = torch.as_tensor(list(tokens), device=logp.device)
         fluent = logp[rows, toks].tolist()
-        return [self.mix(o, f, self.weight, self.mode) for o, f in zip(own, fluent)]
+        return [o if spared is not None and t in spared[i] else self.mix(o, f, self.weight, self.mode)
+                for i, (t, o, f) in enumerate(zip(tokens, own, fluent))]
 
     def read(self, parent: Sequence[int], tokens: Sequence[Sequence[int]], own: Sequence[Sequence[float]],
-             n: int) -> list[list[float]]:
+             n: int, spared: Sequence[frozenset[int]] | None = None) -> list[list[float]]:
         """Fork to the candidates, feed the first ``n`` tokens of each (one forward), and return
         each candidate's ranked log-probability per token (its first ``n``; the rest of the
-        lookahead keeps the request's own, unread)."""
+        lookahead keeps the request's own, unread; so does a token in its ``spared`` set)."""
         ids = torch.as_tensor([list(t[:n]) for t in tokens], dtype=torch.long, device=self.logits.device)
         before = self._logprobs().index_select(0, torch.as_tensor(list(parent), device=self.logits.device))
         self.kv.fork(list(parent))
@@ -96,8 +124,12 @@ class FluencyStream:
         # token j is read from the logits before it: the row's own for j = 0, the window's after
         steps = torch.cat([before.unsqueeze(1), window[:, :-1]], dim=1)
         fluent = torch.log_softmax(steps, dim=-1).gather(2, ids.unsqueeze(-1)).squeeze(-1).tolist()
-        return [[self.mix(o, f, self.weight, self.mode) for o, f in zip(own_i, fl_i)] + list(own_i[n:])
-                for own_i, fl_i in zip(own, fluent)]
+        out = []
+        for i, (tok_i, own_i, fl_i) in enumerate(zip(tokens, own, fluent)):
+            keep = spared[i] if spared is not None else frozenset()
+            out.append([o if t in keep else self.mix(o, f, self.weight, self.mode)
+                        for t, o, f in zip(tok_i, own_i, fl_i)] + list(own_i[n:]))
+        return out
 
     def commit(self, chosen: Sequence[int], advance: Sequence[int]) -> None:
         """Keep the chosen candidates' rows with their first ``advance[i]`` window tokens."""

@@ -209,6 +209,7 @@ class SearchState:
     estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
     step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
     fluency: Any = None  # FluencyStream when the search ranks by a fluency prompt
+    spared: list[frozenset[int]] | None = None  # per group, tokens the fluency read spares (fluency_spare_requested)
     features: Any = None  # SearchFeatures when a group's rewards score the search's hidden states
 
     @property

@@ -29,7 +29,7 @@ import torch
 from deal_chains.search.constraints import apply_masks
 from deal_chains.search.ending import add_exit, closing_ends, end_reserve, ends_here, hold_eos, owed, rollout_owed
 from deal_chains.search.estimate import CompletionEstimate, pending_items
-from deal_chains.search.fluency import FluencyStream
+from deal_chains.search.fluency import FluencyStream, requested_tokens
 from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.repetition import ban_repeats
@@ -76,6 +76,8 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
     commit_rule = commit_rule or plan
     scorer = scorer or score
     state = start(kv, prompt_logits, groups, params, eos_ids, decode, fluency)
+    if fluency is not None and fluency.spare_requested and encode is not None:
+        state.spared = requested_tokens(groups, encode)
     if params.estimate and encode is not None and state.any_reward:
         state.estimator = CompletionEstimate(encode)
     state.features = SearchFeatures.attach(state)
@@ -148,7 +150,7 @@ def propose(state: SearchState, step: Step) -> Proposals:
     # the very tokens each row committed (and the first step's rows have no tokens to repeat)
     logp = torch.log_softmax(logits, dim=-1)
     parent, tok, lp = _top_candidates(logp, logits, rows, groups, params)
-    ranked = state.fluency.first(parent, tok, lp) if state.fluency is not None else lp
+    ranked = state.fluency.first(parent, tok, lp, _spared(state, parent)) if state.fluency is not None else lp
     if params.prune and state.any_reward:
         parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
                                          step.commit)
@@ -177,7 +179,7 @@ def _with_closing_ends(state: SearchState, logp: torch.Tensor, left: list[int], 
     if not ends:
         return parent, tok, lp, ranked
     rows, toks, lps = (list(col) for col in zip(*ends))
-    more = state.fluency.first(rows, toks, lps) if state.fluency is not None else lps
+    more = state.fluency.first(rows, toks, lps, _spared(state, rows)) if state.fluency is not None else lps
     merged = sorted(zip(parent + rows, tok + toks, lp + lps, ranked + more), key=lambda c: c[0])
     return tuple(list(col) for col in zip(*merged))
 
@@ -257,9 +259,17 @@ def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: 
     """Read every candidate's commit window under the fluency prompt (one forward for all):
     the score then ranks by that log-probability (``rollout.ranked``)."""
     n = min(step.commit, len(rollout.tokens[0]))
-    rollout.ranked = state.fluency.read(proposals.parent, rollout.tokens, rollout.logprobs, n)
+    rollout.ranked = state.fluency.read(proposals.parent, rollout.tokens, rollout.logprobs, n,
+                                        _spared(state, proposals.parent))
     for gi in proposals.live_groups:
         state.groups[gi].forward_passes += 1
+
+
+def _spared(state: SearchState, parent: Sequence[int]) -> list[frozenset[int]] | None:
+    """Per candidate (``parent[i]``: its row), the tokens its fluency read spares."""
+    if state.spared is None:
+        return None
+    return [state.spared[state.rows.group[p]] for p in parent]
 
 
 class _GrammarRows:

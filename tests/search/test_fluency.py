@@ -3,11 +3,14 @@ log-probability after a second prompt, read exactly through forks, crops and per
 
 from __future__ import annotations
 
+import string
+
 import pytest
 import torch
 
 from deal_chains import DeALEngine, SearchConfig
 from deal_chains.errors import ConfigError, PromptTooLongError
+from rewards.keywords import KeywordCoverage
 from search_fixtures import CharShare
 
 SEARCH = dict(strategy="deal", top_k=3, beam=2, lookahead=3, lam=4.0, max_new_tokens=10)
@@ -99,6 +102,62 @@ def test_fluency_tokens_reads_the_fluency_prompt_for_the_answers_opening_only(ti
     assert r.score - config.lam * r.reward == pytest.approx(sum(fluent[:read]) + sum(own[read:]), abs=1e-5)
 
 
+def test_fluency_context_conversation_reads_the_fluency_prompt_after_the_requests_turns(tiny_lm):
+    engine = DeALEngine(tiny_lm)
+    fluency = "abc"
+    shots = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello hello"}]
+    prompts = [shots + [{"role": "user", "content": "hello world"}],
+               shots + [{"role": "user", "content": "a longer request, so the batch is left-padded"}],
+               "why?"]
+    config = SearchConfig(**SEARCH, fluency_prompt=fluency, fluency_context="conversation", returns=2)
+    results = engine.generate(prompts, [CharShare("e")], config)
+    # the request's example turns stay in view; only its last user turn becomes the fluency prompt
+    # (a plain prompt is one user turn, so its fluency context is the fluency prompt alone)
+    contexts = [shots + [{"role": "user", "content": fluency}]] * 2 + [fluency]
+    for prompt, context, best in zip(prompts, contexts, results):
+        for r in [best, *best.alternatives]:
+            assert r.logprob == pytest.approx(_logprob_after(tiny_lm, prompt, r.token_ids, r.finished), abs=1e-5)
+            ranked = r.score - config.lam * r.reward
+            assert ranked == pytest.approx(_logprob_after(tiny_lm, context, r.token_ids, r.finished), abs=1e-5)
+            if context != fluency:  # the turns change the read (so the test tells the two apart)
+                assert ranked != pytest.approx(_logprob_after(tiny_lm, fluency, r.token_ids, r.finished), abs=1e-3)
+
+
+def test_a_fluency_prompt_read_after_too_long_a_conversation_is_named(tiny_lm):
+    # the request fits the tiny model's 256 tokens; its turns with the longer fluency prompt do not
+    prompt = [{"role": "user", "content": "a" * 60}, {"role": "assistant", "content": "b" * 60},
+              {"role": "user", "content": "hi"}]
+    config = SearchConfig(**SEARCH, fluency_prompt="c" * 120, fluency_context="conversation")
+    DeALEngine(tiny_lm).generate([prompt], [CharShare("e")], config.updated(fluency_context="bare"))
+    with pytest.raises(PromptTooLongError, match="search.fluency_prompt after prompt 0"):
+        DeALEngine(tiny_lm).generate([prompt], [CharShare("e")], config)
+
+
+def test_fluency_spare_requested_ranks_a_requested_words_first_token_by_the_requests_own(tiny_lm):
+    engine = DeALEngine(tiny_lm)
+    prompt, fluency = "hello world", "abc"
+    # one word per letter and digit: the spared tokens are their first tokens (the character,
+    # capital or not, or the space before it), so the random model's answers hold spared and
+    # unspared tokens alike
+    listed = [c * 3 for c in string.ascii_lowercase + string.digits]
+    words = KeywordCoverage(listed, inflections=False)
+    config = SearchConfig(**SEARCH, fluency_prompt=fluency, fluency_weight=1.0, fluency_mix="copy_penalty",
+                          fluency_spare_requested=True, returns=2)
+    best = engine.generate([prompt], [words, CharShare("e")], config)[0]
+    encode = tiny_lm.tokenizer.encode
+    spared = {encode(v, add_special_tokens=False)[0]
+              for w in listed for v in (w, " " + w, w.capitalize(), " " + w.capitalize())}
+    kinds = set()
+    for r in [best, *best.alternatives]:
+        own = _token_logprobs_after(tiny_lm, prompt, r.token_ids, r.finished)
+        fluent = _token_logprobs_after(tiny_lm, fluency, r.token_ids, r.finished)
+        tokens = list(r.token_ids) + ([min(tiny_lm.eos_token_ids)] if r.finished else [])
+        expected = sum(o if t in spared else o - max(0.0, o - f) for t, o, f in zip(tokens, own, fluent))
+        assert r.score - config.lam * r.reward == pytest.approx(expected, abs=1e-5)
+        kinds |= {(t in spared, o > f) for t, o, f in zip(tokens, own, fluent)}
+    assert (True, True) in kinds and (False, True) in kinds  # a spared token the penalty would charge
+
+
 def test_a_fluency_prompt_too_long_for_the_model_is_named(tiny_lm):
     config = SearchConfig(**SEARCH, fluency_prompt="word " * 600)
     with pytest.raises(PromptTooLongError, match="search.fluency_prompt"):
@@ -106,7 +165,8 @@ def test_a_fluency_prompt_too_long_for_the_model_is_named(tiny_lm):
 
 
 @pytest.mark.parametrize("field, value", [("fluency_weight", 1.5), ("fluency_weight", -0.1), ("fluency_prompt", ""),
-                                          ("fluency_mix", "geometric"), ("fluency_tokens", 0)])
+                                          ("fluency_mix", "geometric"), ("fluency_tokens", 0),
+                                          ("fluency_context", "examples")])
 def test_bad_fluency_settings_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"search.{field}"):
         SearchConfig.build(**{field: value})

@@ -517,6 +517,12 @@ def test_presets():
     assert config.hold_eos and config.hold_ends == [".", "!", "?", "\n"]
     # no loops once the words are in; recommit after a placed word, within 3 nats of the model
     assert (config.no_repeat_ngram, config.commit_by_reward, config.max_logprob_drop) == (3, True, 3.0)
+    # the opening read: the first 4 tokens pay half of what the word list adds to their
+    # likelihood over the same turns asking for a sentence; the completion estimate credits a
+    # rollout that makes a missing word likely
+    assert (config.fluency_prompt, config.fluency_context, config.fluency_mix, config.fluency_weight,
+            config.fluency_tokens, config.estimate) == (
+        "Write one short sentence.", "conversation", "copy_penalty", 0.5, 4, True)
     assert a.variables() == {"concepts"}
     v = {"concepts": ["dog", "frisbee", "catch"]}
     assert a.render_prompt(v) == (

@@ -174,11 +174,14 @@ COMMONGEN_X = {"time": ("ratio_to_greedy", "x greedy (wall time, same run)"),
                "logprob": ("mean_logprob_per_token", "log-probability per token (the model's fluency)")}
 
 
-def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path, x: str = "time") -> Path:
+def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path, x: str = "time",
+                        names: dict[str, str] | None = None) -> Path:
     """Hard coverage and the share of answers that read badly against time (x greedy, same run)
     or against fluency (``x="logprob"``: the trade-off of reward against the model's likelihood),
     one colour per ``bench commongen`` report (e.g. one per concept-set size), one point per
-    strategy: where each setting sits on the quality / cost trade-off."""
+    strategy: where each setting sits on the quality / cost trade-off. ``names`` labels a
+    strategy's points (a long ``deal:key=value`` label by what it is)."""
+    names = names or {}
     field, xlabel = COMMONGEN_X[x]
     fig, axes = _figure(12, 5, 2)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -189,7 +192,7 @@ def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str
             ys = [r.get(metric, 0.0) for r in rows]
             ax.plot(xs, ys, "o", color=color, label=label, zorder=3)
             for px, py, r in zip(xs, ys, rows):  # not `x`: the axis choice is read after the loop
-                ax.annotate(r["strategy"], (px, py), textcoords="offset points", xytext=(4, 3), fontsize=6.5,
+                ax.annotate(names.get(r["strategy"], r["strategy"]), (px, py), textcoords="offset points", xytext=(4, 3), fontsize=6.5,
                             color="#333333")
     for ax, title in ((axes[0], "hard coverage (all concepts present)"),
                       (axes[1], "reads badly (word list, instruction talk, no sentence end)")):

@@ -99,7 +99,13 @@ def cmd_bench_plot_commongen(args: argparse.Namespace) -> int:
         if report.get("benchmark") != "commongen":
             raise InputError(f"bench plot-commongen: {file} is not a `bench commongen` report")
         reports.append((label or Path(file).stem, report))
-    print(plot_commongen_runs(reports, args.out, x=args.x))
+    names = {}
+    for entry in args.name or []:
+        strategy, sep, name = entry.rpartition("=")
+        if not sep or not strategy or not name:
+            raise InputError(f"bench plot-commongen: --name {entry!r}: expected STRATEGY=NAME")
+        names[strategy] = name
+    print(plot_commongen_runs(reports, args.out, x=args.x, names=names))
     return 0
 
 
@@ -430,6 +436,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="commongen.png", help="PNG path")
     p.add_argument("--x", choices=["logprob", "time"], default="time",
                    help="x axis: time (x greedy) or logprob (fluency: reward vs the model's likelihood)")
+    p.add_argument("--name", action="append", metavar="STRATEGY=NAME",
+                   help="label a strategy's points NAME (repeatable; the strategy as the report names it)")
     p.set_defaults(func=cmd_bench_plot_commongen)
     register_bench_json(bsub)
     register_bench_harmless(bsub)

@@ -427,3 +427,24 @@ def test_commongen_plot_title_names_the_x_axis_it_plots(monkeypatch, tmp_path):
     plots.plot_commongen_runs([("3 words", report)], tmp_path / "t.png", x="time")
     plots.plot_commongen_runs([("3 words", report)], tmp_path / "f.png", x="logprob")
     assert titles == ["CommonGen: quality vs time per strategy", "CommonGen: quality vs fluency per strategy"]
+
+
+def test_plot_commongen_names_a_strategys_points(monkeypatch, tmp_path, capsys):
+    import json
+
+    from deal_chains.bench import plots
+    from deal_chains.cli import main
+
+    labels = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: labels.extend(
+        t.get_text() for ax in fig.axes for t in ax.texts) or path)
+    rows = [{"strategy": "greedy", "hard_coverage": 0.2, "ratio_to_greedy": 1.0, "bad_rate": 0.1},
+            {"strategy": "deal:fluency_prompt=null:estimate=false", "hard_coverage": 0.9, "ratio_to_greedy": 1.5,
+             "bad_rate": 0.05}]
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"benchmark": "commongen", "n": 40, "rows": rows}))
+    assert main(["bench", "plot-commongen", str(f), "--name", "deal:fluency_prompt=null:estimate=false=before",
+                 "--out", str(tmp_path / "p.png")]) == 0
+    assert sorted(set(labels)) == ["before", "greedy"]
+    assert main(["bench", "plot-commongen", str(f), "--name", "before", "--out", str(tmp_path / "p.png")]) != 0
+    assert "expected STRATEGY=NAME" in capsys.readouterr().err

@@ -192,8 +192,8 @@ def plot_commongen_runs(reports: Sequence[tuple[str, dict[str, Any]]], path: str
             ys = [r.get(metric, 0.0) for r in rows]
             ax.plot(xs, ys, "o", color=color, label=label, zorder=3)
             for px, py, r in zip(xs, ys, rows):  # not `x`: the axis choice is read after the loop
-                ax.annotate(names.get(r["strategy"], r["strategy"]), (px, py), textcoords="offset points", xytext=(4, 3), fontsize=6.5,
-                            color="#333333")
+                ax.annotate(names.get(r["strategy"], r["strategy"]), (px, py), textcoords="offset points",
+                            xytext=(4, 3), fontsize=6.5, color="#333333")
     for ax, title in ((axes[0], "hard coverage (all concepts present)"),
                       (axes[1], "reads badly (word list, instruction talk, no sentence end)")):
         ax.set_xlabel(xlabel)

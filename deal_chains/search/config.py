@@ -130,6 +130,12 @@ class SearchConfig(BaseModel):
         "so the reward chooses among what the model finds plausible instead of overruling it without bound "
         "(None: the top_k candidates whatever their log-probability)",
     )
+    requested_logprob_drop: Float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="deal: max_logprob_drop for a token that starts an item the rewards ask for (a keyword's "
+        "forms), so the bound may be tight on the words between them and looser where a requested word goes "
+        "in (None: max_logprob_drop's)",
+    )
     first_top_k: OptionalInt = Field(
         None, ge=1, le=256,
         description="deal: candidate tokens at the answer's first step (None: top_k). The first step has "

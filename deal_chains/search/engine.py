@@ -86,7 +86,8 @@ def tree_params(config: SearchConfig) -> TreeParams:
     # at least ``returns`` live beams, so that many distinct answers can finish
     return TreeParams(top_k=config.top_k, beam=max(config.beam, config.returns), lookahead=config.lookahead,
                       commit=config.commit_tokens, temperature=config.temperature, hold_eos=config.hold_eos,
-                      max_logprob_drop=config.max_logprob_drop, first_top_k=config.first_top_k,
+                      max_logprob_drop=config.max_logprob_drop, requested_logprob_drop=config.requested_logprob_drop,
+                      first_top_k=config.first_top_k,
                       first_max_logprob_drop=config.first_max_logprob_drop, commit_by_reward=config.commit_by_reward,
                       estimate=config.estimate, end_in_lookahead=config.end_in_lookahead, **base)
 

@@ -86,6 +86,8 @@ class TreeParams:
     no_repeat_ngram: int | None = None
     # candidates only within this many nats of the row's likeliest token (None: top_k alone)
     max_logprob_drop: float | None = None
+    # max_logprob_drop for a token that starts a requested item (None: max_logprob_drop)
+    requested_logprob_drop: float | None = None
     # the answer's first step: its candidates and bound (None: top_k / max_logprob_drop)
     first_top_k: int | None = None
     first_max_logprob_drop: float | None = None
@@ -209,7 +211,9 @@ class SearchState:
     estimator: Any = None  # CompletionEstimate when params.estimate (and the engine gave an encoder)
     step_estimate: Any = None  # this step's StepEstimate, set by ``roll_out``
     fluency: Any = None  # FluencyStream when the search ranks by a fluency prompt
-    spared: list[frozenset[int]] | None = None  # per group, tokens the fluency read spares (fluency_spare_requested)
+    # per group, the tokens that start an item its rewards ask for (fluency_spare_requested,
+    # requested_logprob_drop); None when neither is on
+    requested: list[frozenset[int]] | None = None
     features: Any = None  # SearchFeatures when a group's rewards score the search's hidden states
 
     @property

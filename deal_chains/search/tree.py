@@ -32,6 +32,7 @@ from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.fluency import FluencyStream, requested_tokens
 from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
+from deal_chains.search.proposals import prune, top_candidates
 from deal_chains.search.repetition import ban_repeats
 from deal_chains.search.scoring import ranked_score, score_texts
 from deal_chains.search.state import (Candidates, Group, Hypothesis, Proposals, Rollout, Rows, SearchState, Step,
@@ -76,8 +77,9 @@ def run_tree_search(kv: KVBatch, prompt_logits: torch.Tensor, groups: list[Group
     commit_rule = commit_rule or plan
     scorer = scorer or score
     state = start(kv, prompt_logits, groups, params, eos_ids, decode, fluency)
-    if fluency is not None and fluency.spare_requested and encode is not None:
-        state.spared = requested_tokens(groups, encode)
+    if encode is not None and ((fluency is not None and fluency.spare_requested)
+                               or params.requested_logprob_drop is not None):
+        state.requested = requested_tokens(groups, encode)
     if params.estimate and encode is not None and state.any_reward:
         state.estimator = CompletionEstimate(encode)
     state.features = SearchFeatures.attach(state)
@@ -149,10 +151,10 @@ def propose(state: SearchState, step: Step) -> Proposals:
     # no_repeat_ngram needs no mask here: these logits are a rollout window's, masked there for
     # the very tokens each row committed (and the first step's rows have no tokens to repeat)
     logp = torch.log_softmax(logits, dim=-1)
-    parent, tok, lp = _top_candidates(logp, logits, rows, groups, params)
+    parent, tok, lp = top_candidates(logp, logits, rows, groups, params, state.requested)
     ranked = state.fluency.first(parent, tok, lp, _spared(state, parent)) if state.fluency is not None else lp
     if params.prune and state.any_reward:
-        parent, tok, lp, ranked = _prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
+        parent, tok, lp, ranked = prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
                                          step.commit)
     if params.hold_eos and params.held_ids:
         # after pruning, so pruning never drops them
@@ -267,9 +269,9 @@ def read_fluency(state: SearchState, step: Step, proposals: Proposals, rollout: 
 
 def _spared(state: SearchState, parent: Sequence[int]) -> list[frozenset[int]] | None:
     """Per candidate (``parent[i]``: its row), the tokens its fluency read spares."""
-    if state.spared is None:
+    if state.requested is None or state.fluency is None or not state.fluency.spare_requested:
         return None
-    return [state.spared[state.rows.group[p]] for p in parent]
+    return [state.requested[state.rows.group[p]] for p in parent]
 
 
 class _GrammarRows:
@@ -515,74 +517,3 @@ def _settled(group: Group, text: str) -> bool:
         return True
     return all(reward_settled(r, text, group.context) for r in group.rewards if not getattr(r, "terminal", False)) \
         and not any(getattr(r, "terminal", False) for r in group.rewards)
-
-
-def _top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups: list[Group],
-             params: TreeParams) -> tuple[list[int], list[int], list[float]]:
-    """Candidate first tokens: top-k (or k samples without replacement when temperature > 0).
-    With ``max_logprob_drop``, only tokens within that many nats of the row's likeliest token
-    are candidates: the reward may choose among what the model finds plausible, not overrule
-    it without bound (the likeliest token always stays). A row at the answer's first step
-    uses ``first_top_k`` / ``first_max_logprob_drop`` where set (``TreeParams.width``)."""
-    parent: list[int] = []
-    tok: list[int] = []
-    lp: list[float] = []
-    vocab = logp.shape[-1]
-    if params.temperature <= 0:
-        top_lp, top_id = logp.topk(min(params.widest, vocab), dim=-1)
-        top_lp_l, top_id_l = top_lp.tolist(), top_id.tolist()
-        for r in range(len(rows.group)):
-            width, drop = params.width(first=not rows.tokens[r])
-            k = 1 if rows.settled[r] else min(width, vocab)
-            floor = top_lp_l[r][0] - drop if drop is not None else float("-inf")
-            for t, v in zip(top_id_l[r][:k], top_lp_l[r][:k]):
-                if v != float("-inf") and v >= floor:  # -inf: masked out by a hard constraint
-                    parent.append(r)
-                    tok.append(t)
-                    lp.append(v)
-        return parent, tok, lp
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    for r in range(len(rows.group)):
-        g = groups[rows.group[r]]
-        allowed = int((probs[r] > 0).sum())
-        width, drop = params.width(first=not rows.tokens[r])
-        k = min(1 if rows.settled[r] else min(width, vocab), max(1, allowed))
-        # sampled on CPU with the group's own generator: results do not depend on batching
-        picks = torch.multinomial(probs[r].double().cpu(), k, replacement=False, generator=g.generator).tolist()
-        if drop is not None:
-            floor = float(logp[r].max()) - drop
-            picks = [t for t in picks if float(logp[r, t]) >= floor] or picks[:1]
-        parent.extend([r] * len(picks))
-        tok.extend(picks)
-        lp.extend(logp[r, picks].tolist())
-    return parent, tok, lp
-
-
-def _prune(parent: list[int], tok: list[int], lp: list[float], ranked: list[float], rows: Rows, groups: list[Group],
-           ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int], commit: int = 1):
-    """Drop candidates that cannot reach their group's top ``beam`` whatever R turns out to be.
-
-    A candidate's score lies in ``[base + lam*R_lo, base + lam*R_hi]`` with ``base`` its
-    ranked log-probability so far (``ranked``: its first token's), over ``tokens **
-    length_penalty`` with the ``commit`` tokens of this step counted. With ``commit == 1``
-    this is exact; with blockwise commit the greedy continuation also adds its (small,
-    negative) log-probability, so the bound is a close heuristic there. End-of-sequence
-    candidates are always kept: they cost no rollout, and keeping them makes pruning change
-    nothing but the work done.
-    """
-    by_group: dict[int, list[int]] = {}
-    for i, p in enumerate(parent):
-        by_group.setdefault(rows.group[p], []).append(i)
-    keep: list[int] = []
-    for gi, idxs in by_group.items():
-        lo, hi = ranges[gi]
-        if len(idxs) + len(groups[gi].finished) <= params.beam:
-            keep.extend(idxs)
-            continue
-        base = [ranked_score(rows.fluency[parent[i]] + ranked[i], len(rows.tokens[parent[i]]) + commit, 0.0,
-                             params.lam, params.length_penalty) for i in idxs]
-        lows = sorted([b + params.lam * lo for b in base] + [h.score for h in groups[gi].finished], reverse=True)
-        threshold = lows[params.beam - 1]
-        keep.extend(i for i, b in zip(idxs, base) if b + params.lam * hi >= threshold or tok[i] in eos_ids)
-    keep.sort()
-    return [parent[i] for i in keep], [tok[i] for i in keep], [lp[i] for i in keep], [ranked[i] for i in keep]

@@ -512,7 +512,9 @@ def test_presets():
     config = a.search_config()
     # values chosen in docs/benchmarks.md, "The commongen preset"
     assert (config.strategy, config.top_k, config.lookahead, config.beam, config.lam,
-            config.max_new_tokens) == ("deal", 5, 4, 2, 48.0, 40)
+            config.max_new_tokens) == ("deal", 5, 4, 2, 24.0, 40)
+    # the log-probability over sqrt(tokens): no shortest route to a word at any cost
+    assert config.length_penalty == 0.5
     # no end of the answer, nor of its sentence, while a word is missing
     assert config.hold_eos and config.hold_ends == [".", "!", "?", "\n"]
     # no loops once the words are in; recommit after a placed word, within 3 nats of the model

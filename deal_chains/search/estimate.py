@@ -116,3 +116,21 @@ class StepEstimate:
                 best = self.best[row].tolist()
             total += gain * math.exp(max(best[c] for c in where))  # -inf (never seen) gives 0
         return total
+
+
+def requested_tokens(groups: Sequence[Group], encode: Callable[[str], list[int]]) -> list[frozenset[int]]:
+    """Per group, the token ids that start an item its rewards ask for (a keyword's forms, as
+    running text or capitalised; ``rewards.base.reward_pending``): ``fluency_spare_requested``
+    ranks them by the request's own likelihood (placing a keyword is the reward's business;
+    the fluency read judges the form around it), ``requested_logprob_drop`` bounds them apart.
+
+    >>> from deal_chains.search.state import Group
+    >>> from rewards.keywords import KeywordCoverage
+    >>> from rewards.base import RewardContext
+    >>> [sorted(s) for s in requested_tokens([Group(0, [KeywordCoverage(["dog"], inflections=False)], RewardContext())],
+    ...                                      lambda text: [len(text)])]
+    [[3, 4]]
+    """
+    estimate = CompletionEstimate(encode)
+    return [frozenset(estimate.first_ids([f for _, _, forms in pending_items(g, "") for f in forms]))
+            for g in groups]

@@ -27,31 +27,11 @@ sentence) and the search then drops it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from deal_chains.search.estimate import CompletionEstimate, pending_items
 from deal_chains.search.kv import KVBatch
-from deal_chains.search.state import Group
-
-
-def requested_tokens(groups: Sequence[Group], encode: Callable[[str], list[int]]) -> list[frozenset[int]]:
-    """Per group, the token ids that start an item its rewards ask for (a keyword's forms, as
-    running text or capitalised; ``rewards.base.reward_pending``): ``fluency_spare_requested``
-    ranks them by the request's own likelihood. Placing a keyword is the reward's business;
-    what the fluency read should judge is the form around it (the list's commas and order).
-
-    >>> from deal_chains.search.state import Group
-    >>> from rewards.keywords import KeywordCoverage
-    >>> from rewards.base import RewardContext
-    >>> [sorted(s) for s in requested_tokens([Group(0, [KeywordCoverage(["dog"], inflections=False)], RewardContext())],
-    ...                                      lambda text: [len(text)])]
-    [[3, 4]]
-    """
-    estimate = CompletionEstimate(encode)
-    return [frozenset(estimate.first_ids([f for _, _, forms in pending_items(g, "") for f in forms]))
-            for g in groups]
 
 
 class FluencyStream:

@@ -24,11 +24,10 @@ def top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups:
     tok: list[int] = []
     lp: list[float] = []
     vocab = logp.shape[-1]
-    loose = params.requested_logprob_drop if requested is not None else None
+    loose = params.requested_logprob_drop
 
-    def floors(r: int, top: float) -> tuple[float, float, frozenset[int]]:
-        """(floor, floor for a requested token, the row's requested tokens)."""
-        _, drop = params.width(first=not rows.tokens[r])
+    def floors(r: int, top: float, drop: float | None) -> tuple[float, float, frozenset[int]]:
+        """Row ``r``'s (floor, floor for a requested token, requested tokens) below its likeliest."""
         floor = top - drop if drop is not None else float("-inf")
         if loose is None or requested is None:
             return floor, floor, frozenset()
@@ -38,9 +37,9 @@ def top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups:
         top_lp, top_id = logp.topk(min(params.widest, vocab), dim=-1)
         top_lp_l, top_id_l = top_lp.tolist(), top_id.tolist()
         for r in range(len(rows.group)):
-            width, _ = params.width(first=not rows.tokens[r])
+            width, drop = params.width(first=not rows.tokens[r])
             k = 1 if rows.settled[r] else min(width, vocab)
-            floor, floor_requested, wanted = floors(r, top_lp_l[r][0])
+            floor, floor_requested, wanted = floors(r, top_lp_l[r][0], drop)
             for t, v in zip(top_id_l[r][:k], top_lp_l[r][:k]):
                 # -inf: masked out by a hard constraint
                 if v != float("-inf") and v >= (floor_requested if t in wanted else floor):
@@ -57,7 +56,7 @@ def top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups:
         # sampled on CPU with the group's own generator: results do not depend on batching
         picks = torch.multinomial(probs[r].double().cpu(), k, replacement=False, generator=g.generator).tolist()
         if drop is not None:
-            floor, floor_requested, wanted = floors(r, float(logp[r].max()))
+            floor, floor_requested, wanted = floors(r, float(logp[r].max()), drop)
             picks = [t for t in picks if float(logp[r, t]) >= (floor_requested if t in wanted else floor)] \
                 or picks[:1]
         parent.extend([r] * len(picks))
@@ -67,7 +66,7 @@ def top_candidates(logp: torch.Tensor, logits: torch.Tensor, rows: Rows, groups:
 
 
 def prune(parent: list[int], tok: list[int], lp: list[float], ranked: list[float], rows: Rows, groups: list[Group],
-           ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int], commit: int = 1):
+          ranges: list[tuple[float, float]], params: TreeParams, eos_ids: frozenset[int], commit: int = 1):
     """Drop candidates that cannot reach their group's top ``beam`` whatever R turns out to be.
 
     A candidate's score lies in ``[base + lam*R_lo, base + lam*R_hi]`` with ``base`` its

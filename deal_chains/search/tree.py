@@ -28,8 +28,8 @@ import torch
 
 from deal_chains.search.constraints import apply_masks
 from deal_chains.search.ending import add_exit, closing_ends, end_reserve, ends_here, hold_eos, owed, rollout_owed
-from deal_chains.search.estimate import CompletionEstimate, pending_items
-from deal_chains.search.fluency import FluencyStream, requested_tokens
+from deal_chains.search.estimate import CompletionEstimate, pending_items, requested_tokens
+from deal_chains.search.fluency import FluencyStream
 from deal_chains.search.features import SearchFeatures
 from deal_chains.search.kv import KVBatch
 from deal_chains.search.proposals import prune, top_candidates
@@ -155,7 +155,7 @@ def propose(state: SearchState, step: Step) -> Proposals:
     ranked = state.fluency.first(parent, tok, lp, _spared(state, parent)) if state.fluency is not None else lp
     if params.prune and state.any_reward:
         parent, tok, lp, ranked = prune(parent, tok, lp, ranked, rows, groups, state.ranges, params, state.eos_ids,
-                                         step.commit)
+                                        step.commit)
     if params.hold_eos and params.held_ids:
         # after pruning, so pruning never drops them
         parent, tok, lp, ranked = _with_closing_ends(state, logp, left, parent, tok, lp, ranked)

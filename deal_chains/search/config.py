@@ -134,7 +134,7 @@ class SearchConfig(BaseModel):
         None, gt=0, allow_inf_nan=False,
         description="deal: max_logprob_drop for a token that starts an item the rewards ask for (a keyword's "
         "forms), so the bound may be tight on the words between them and looser where a requested word goes "
-        "in (None: max_logprob_drop's)",
+        "in; at least max_logprob_drop, which it needs (None: max_logprob_drop's)",
     )
     first_top_k: OptionalInt = Field(
         None, ge=1, le=256,
@@ -240,6 +240,13 @@ class SearchConfig(BaseModel):
         if self.hold_ends and not self.hold_eos:
             raise ValueError(f"hold_ends ({self.hold_ends!r}) holds those ends with end-of-sequence: it needs "
                              "hold_eos: true")
+        if self.requested_logprob_drop is not None and (
+                self.max_logprob_drop is None or self.requested_logprob_drop < self.max_logprob_drop):
+            # it only loosens max_logprob_drop for requested tokens: without that bound, or below it,
+            # it would change nothing, so say so instead of silently searching as before
+            raise ValueError(f"requested_logprob_drop ({self.requested_logprob_drop}) loosens max_logprob_drop "
+                             f"({self.max_logprob_drop}) for tokens that start a requested item: it needs "
+                             "max_logprob_drop set, and at most requested_logprob_drop")
         if self.commit is not None and self.strategy == "deal" and self.commit > max(self.lookahead, 1):
             raise ValueError(
                 f"commit ({self.commit}) cannot exceed lookahead ({self.lookahead}): "

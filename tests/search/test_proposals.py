@@ -3,6 +3,7 @@ requested item, on the tiny random-weight Llama."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from deal_chains.search import tree
@@ -37,6 +38,16 @@ def test_requested_tokens_are_bounded_like_the_rest_without_their_own_bound(tiny
     state.requested = [frozenset({far}), frozenset()]
     proposals = tree.propose(state, tree.plan(state))
     assert far not in [t for p, t in zip(proposals.parent, proposals.token) if p == 0]
+
+
+def test_a_requested_bound_that_would_change_nothing_is_refused():
+    from deal_chains.errors import ConfigError
+    from deal_chains.search.config import SearchConfig
+
+    for bad in ({"requested_logprob_drop": 3.0}, {"requested_logprob_drop": 1.0, "max_logprob_drop": 2.0}):
+        with pytest.raises(ConfigError, match="requested_logprob_drop.*needs max_logprob_drop"):
+            SearchConfig.build(strategy="deal", **bad)
+    assert SearchConfig.build(strategy="deal", max_logprob_drop=2.0, requested_logprob_drop=2.0).requested_logprob_drop == 2.0
 
 
 def test_the_search_finds_its_requested_tokens_from_the_rewards(tiny_lm):
